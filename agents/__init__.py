@@ -1,0 +1,1 @@
+"""LLM agents that play TextWorld games and learn from introspective tips."""

@@ -1,0 +1,273 @@
+"""What an attribution explains: one scalar per target row, as a function of the prompt.
+
+For a causal LM the rows are the target tokens: row i is log p(t_i | prompt, t_<i), the
+earlier target tokens fed as they are (teacher forcing), so that every row comes out of one
+forward pass. With a contrast, row i is log p(t_i | ...) - log p(c_i | ...), both read at the
+same position. For a sequence classifier there is one row: log p(label | text).
+
+Only the prompt's embeddings are varied by attribution methods; special tokens (BOS, CLS,
+SEP) keep their real embedding in every baseline, as in captum's BERT tutorials, so they
+receive no attribution.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel
+
+BASELINES = ("zero", "pad", "eos")
+
+
+@dataclass
+class Objective:
+    lm: LoadedModel
+    text: str
+    prompt_ids: torch.Tensor  # [P]
+    target_ids: torch.Tensor  # [T] (empty for classifiers)
+    label: int | None = None  # classifier target
+    contrast_ids: torch.Tensor | None = None  # [T]
+
+    # -- tokens ------------------------------------------------------------------------
+
+    @property
+    def n_rows(self) -> int:
+        return 1 if self.lm.kind == "classifier" else int(self.target_ids.numel())
+
+    @cached_property
+    def input_tokens(self) -> list[str]:
+        return [self.lm.tokenizer.decode([i]) for i in self.prompt_ids.tolist()]
+
+    @cached_property
+    def target_tokens(self) -> list[str]:
+        if self.lm.kind == "classifier":
+            return [self.lm.labels[self.label]]
+        return [self.lm.tokenizer.decode([i]) for i in self.target_ids.tolist()]
+
+    @cached_property
+    def contrast_tokens(self) -> list[str] | None:
+        if self.contrast_ids is None:
+            return None
+        return [self.lm.tokenizer.decode([i]) for i in self.contrast_ids.tolist()]
+
+    @cached_property
+    def special_mask(self) -> torch.Tensor:
+        special = set(self.lm.tokenizer.all_special_ids)
+        return torch.tensor([i in special for i in self.prompt_ids.tolist()], dtype=torch.bool)
+
+    @cached_property
+    def word_ids(self) -> list[int]:
+        return word_ids(self.lm.tokenizer, self.text, self.prompt_ids, self.input_tokens)
+
+    # -- embeddings --------------------------------------------------------------------
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids -> float32 embeddings (attribution arithmetic stays in float32)."""
+        with torch.no_grad():
+            return self.lm.embeddings(ids.to(self.lm.device)).float()
+
+    @cached_property
+    def input_embeddings(self) -> torch.Tensor:
+        return self.embed(self.prompt_ids)  # [P, D]
+
+    def baseline_embeddings(self, baseline: str) -> torch.Tensor:
+        """The reference input: zero vectors, or the pad or EOS token at every position."""
+        x = self.input_embeddings
+        if baseline == "zero":
+            ref = torch.zeros_like(x)
+        elif baseline in ("pad", "eos"):
+            tok = self.lm.tokenizer
+            token_id = tok.pad_token_id if baseline == "pad" else tok.eos_token_id
+            if token_id is None:
+                raise WorkbenchError(f"this tokenizer has no {baseline} token; use --baseline zero")
+            ref = self.embed(torch.tensor([token_id])).expand_as(x).clone()
+        else:
+            raise WorkbenchError(f"unknown baseline {baseline!r}; choose {', '.join(BASELINES)}")
+        mask = self.special_mask.to(x.device)
+        ref[mask] = x[mask]
+        return ref
+
+    def baseline_token_id(self, baseline: str) -> int:
+        """The token that stands for a removed token (perturbation methods)."""
+        tok = self.lm.tokenizer
+        if baseline == "eos" and tok.eos_token_id is not None:
+            return tok.eos_token_id
+        if tok.pad_token_id is not None:
+            return tok.pad_token_id
+        if tok.unk_token_id is not None:
+            return tok.unk_token_id
+        return 0
+
+    # -- forward -----------------------------------------------------------------------
+
+    @cached_property
+    def _target_prefix(self) -> torch.Tensor:
+        # Teacher-forced target tokens after the prompt: the last one is never an input.
+        return self.embed(self.target_ids[:-1])  # [T-1, D]
+
+    @cached_property
+    def _keeps_logits(self) -> bool:
+        return "logits_to_keep" in inspect.signature(self.lm.model.forward).parameters
+
+    def forward_embeddings(
+        self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, P, D] prompt embeddings (float32) -> [B, rows] objective values (differentiable).
+
+        `attention_mask` [B, P] masks prompt positions out (perturbation methods).
+        """
+        model, dtype = self.lm.model, self.lm.dtype
+        batch = prompt_embeds.shape[0]
+        embeds = prompt_embeds.to(dtype)
+        if self.lm.kind == "classifier":
+            out = model(inputs_embeds=embeds, attention_mask=attention_mask)
+            logp = torch.log_softmax(out.logits.float(), dim=-1)
+            return logp[:, self.label : self.label + 1]
+        prefix = self._target_prefix.to(dtype).unsqueeze(0).expand(batch, -1, -1)
+        embeds = torch.cat([embeds, prefix], dim=1)
+        if attention_mask is not None:
+            ones = attention_mask.new_ones(batch, prefix.shape[1])
+            attention_mask = torch.cat([attention_mask, ones], dim=1)
+        n_targets = self.target_ids.numel()
+        kwargs = {"logits_to_keep": n_targets} if self._keeps_logits else {}
+        logits = model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs).logits
+        logits = logits[:, -n_targets:].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        targets = self.target_ids.to(logp.device).view(1, -1, 1).expand(batch, -1, 1)
+        values = logp.gather(-1, targets).squeeze(-1)
+        if self.contrast_ids is not None:
+            contrast = self.contrast_ids.to(logp.device).view(1, -1, 1).expand(batch, -1, 1)
+            values = values - logp.gather(-1, contrast).squeeze(-1)
+        return values
+
+    def forward_ids(
+        self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, P] prompt token ids -> [B, rows] objective values, without gradients."""
+        with torch.no_grad():
+            return self.forward_embeddings(self.embed(ids), attention_mask)
+
+    def predicted_label(self) -> int:
+        with torch.no_grad():
+            embeds = self.input_embeddings.unsqueeze(0).to(self.lm.dtype)
+            return int(self.lm.model(inputs_embeds=embeds).logits[0].argmax())
+
+    def row_values(self) -> torch.Tensor:
+        """The objective on the real input: [rows]."""
+        return self.forward_ids(self.prompt_ids.unsqueeze(0))[0]
+
+
+def prepare(
+    lm: LoadedModel,
+    text: str,
+    target: str | int | None = None,
+    *,
+    generate: int | None = None,
+    contrast: str | None = None,
+) -> Objective:
+    """Tokenize the input and resolve what to explain.
+
+    Causal LMs: `target` is a continuation text (every token attributed); `generate=N`
+    takes the model's greedy continuation instead; with neither, its top next token.
+    Classifiers: `target` is a label name or index; without one, the predicted label.
+    """
+    if not text or not text.strip():
+        raise WorkbenchError("the input text is empty")
+    tok = lm.tokenizer
+    prompt_ids = torch.tensor(tok(text, add_special_tokens=True)["input_ids"], dtype=torch.long)
+    if prompt_ids.numel() == 0:
+        raise WorkbenchError("the input text tokenizes to nothing")
+    empty = torch.zeros(0, dtype=torch.long)
+    if lm.kind == "classifier":
+        if generate is not None or contrast is not None:
+            raise WorkbenchError("--generate and --contrast apply to causal LMs, not classifiers")
+        obj = Objective(lm, text, prompt_ids, empty, label=0)
+        obj.label = _resolve_label(lm, target, obj)
+        return obj
+    if target is not None and generate is not None:
+        raise WorkbenchError("give either --target or --generate, not both")
+    if target is not None:
+        target_ids = _tokenize_continuation(lm, str(target), "target")
+    else:
+        target_ids = greedy_continuation(lm, prompt_ids, generate or 1)
+    contrast_ids = None
+    if contrast is not None:
+        contrast_ids = _tokenize_continuation(lm, contrast, "contrast")
+        if contrast_ids.numel() != target_ids.numel():
+            raise WorkbenchError(
+                f"--contrast must tokenize to as many tokens as the target "
+                f"({contrast_ids.numel()} vs {target_ids.numel()})"
+            )
+    return Objective(lm, text, prompt_ids, target_ids, contrast_ids=contrast_ids)
+
+
+def greedy_continuation(lm: LoadedModel, prompt_ids: torch.Tensor, n: int) -> torch.Tensor:
+    if n < 1:
+        raise WorkbenchError("--generate must be at least 1")
+    tok = lm.tokenizer
+    ids = prompt_ids.unsqueeze(0).to(lm.device)
+    with torch.no_grad():
+        out = lm.model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id,
+        )
+    new = out[0, ids.shape[1] :].cpu()
+    if tok.eos_token_id is not None and new.numel() > 1 and new[-1] == tok.eos_token_id:
+        new = new[:-1]
+    if new.numel() == 0:
+        raise WorkbenchError("the model generated nothing to explain")
+    return new
+
+
+def _tokenize_continuation(lm: LoadedModel, text: str, what: str) -> torch.Tensor:
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise WorkbenchError(f"the {what} {text!r} tokenizes to nothing")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _resolve_label(lm: LoadedModel, target: str | int | None, obj: Objective) -> int:
+    labels = lm.labels
+    if target is None:
+        return obj.predicted_label()
+    text = str(target)
+    if text in labels:
+        return labels.index(text)
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(labels):
+        return int(text)
+    raise WorkbenchError(f"the classifier has no label {text!r}; its labels: {', '.join(labels)}")
+
+
+def word_ids(tokenizer, text: str, ids: torch.Tensor, tokens: list[str]) -> list[int]:
+    """Map each token to a whitespace-delimited word; special tokens are words of their own."""
+    special = set(tokenizer.all_special_ids)
+    offsets = None
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        if enc["input_ids"] == ids.tolist():
+            offsets = enc["offset_mapping"]
+    result: list[int] = []
+    word = -1
+    prev_special = True
+    for i, (tid, tok) in enumerate(zip(ids.tolist(), tokens)):
+        if tid in special:
+            word += 1
+            prev_special = True
+        else:
+            starts_word = prev_special or tok[:1].isspace()
+            if offsets is not None and not starts_word:
+                start = offsets[i][0]
+                starts_word = start > 0 and text[start - 1].isspace()
+            if starts_word:
+                word += 1
+            prev_special = False
+        result.append(word)
+    return result

@@ -1,0 +1,126 @@
+"""Renderings of an Explanation: coloured tokens in a terminal (rich) and self-contained HTML.
+
+Scores are coloured per row, scaled by the row's largest absolute score: red pushes towards
+the target, blue pushes away. Every token is escaped: model text is data, never markup.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+
+from explainers.base import DEFAULT_TOLERANCE, completeness_tolerance
+
+if TYPE_CHECKING:
+    from explainers.base import Explanation
+
+
+def _shade(score: float, scale: float) -> float:
+    return 0.0 if scale <= 0 else max(-1.0, min(1.0, score / scale))
+
+
+def _visible(token: str) -> str:
+    return token.replace("\n", "\\n").replace("\t", "\\t")
+
+
+def completeness_line(exp: Explanation, row: int, tolerance: float) -> str | None:
+    if exp.expected is None or exp.delta is None:
+        return None
+    expected, delta = exp.expected[row], exp.delta[row]
+    total = expected + delta
+    flag = "ok" if abs(delta) <= completeness_tolerance(expected, tolerance) else "WARNING"
+    return (
+        f"completeness: sum of scores {total:+.4f} vs f(input)-f(baseline) {expected:+.4f}, "
+        f"delta {delta:+.4f} [{flag}]"
+    )
+
+
+def render_terminal(
+    exp: Explanation, console: Console | None = None, tolerance: float = DEFAULT_TOLERANCE
+) -> None:
+    console = console or Console()
+    params = ", ".join(f"{k}={v}" for k, v in exp.params.items())
+    header = f"{exp.method} ({exp.category}) on {exp.model}"
+    if exp.baseline:
+        header += f", baseline={exp.baseline}"
+    console.print(Text(header + (f", {params}" if params else ""), style="bold"))
+    contrast = exp.extras.get("contrast_tokens")
+    for row, target in enumerate(exp.target_tokens or [""]):
+        scores = exp.scores[row]
+        scale = float(abs(scores).max()) if scores.size else 0.0
+        label = f"target {row + 1}/{len(exp.target_tokens)}: {target!r}"
+        if contrast:
+            label += f" vs contrast {contrast[row]!r}"
+        console.print(Text(label, style="bold cyan"))
+        line = Text()
+        for token, score in zip(exp.input_tokens, scores):
+            s = _shade(float(score), scale)
+            level = int(40 + 215 * abs(s))
+            colour = f"rgb({level},40,40)" if s >= 0 else f"rgb(40,40,{level})"
+            line.append(_visible(token), style=f"on {colour}" if abs(s) > 0.05 else "")
+        console.print(line)
+        top = ", ".join(f"{t!r} {v:+.3f}" for t, v in exp.top_tokens(row, k=3))
+        console.print(Text(f"  top: {top}", style="dim"))
+        check = completeness_line(exp, row, tolerance)
+        if check:
+            console.print(Text("  " + check, style="red" if "WARNING" in check else "green"))
+    incomplete = exp.incomplete_rows(tolerance)
+    if incomplete:
+        hint = "" if exp.params.get("steps") == "auto" else "; try --steps auto or more steps"
+        console.print(
+            Text(
+                f"warning: {len(incomplete)} of {len(exp.target_tokens)} rows miss completeness "
+                f"by more than {tolerance:.0%}{hint}",
+                style="bold red",
+            )
+        )
+
+
+def render_html(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """A self-contained page (inline CSS, no scripts) with one heat-mapped line per target."""
+    esc = html.escape
+    rows_html = []
+    for row, target in enumerate(exp.target_tokens or [""]):
+        scores = exp.scores[row]
+        scale = float(abs(scores).max()) if scores.size else 0.0
+        spans = []
+        for token, score in zip(exp.input_tokens, scores):
+            s = _shade(float(score), scale)
+            rgb = "220,40,40" if s >= 0 else "40,90,220"
+            spans.append(
+                f'<span class="tok" style="background:rgba({rgb},{abs(s):.3f})" '
+                f'title="{esc(f"{score:+.5f}")}">{esc(_visible(token))}</span>'
+            )
+        check = completeness_line(exp, row, tolerance)
+        check_html = (
+            f'<div class="check {"bad" if "WARNING" in check else "good"}">{esc(check)}</div>'
+            if check
+            else ""
+        )
+        rows_html.append(
+            f'<div class="row"><div class="target">target {row + 1}: '
+            f"<code>{esc(repr(target))}</code></div>"
+            f'<div class="tokens">{"".join(spans)}</div>{check_html}</div>'
+        )
+    params = esc(", ".join(f"{k}={v}" for k, v in exp.params.items()))
+    title = esc(f"{exp.method} explanation")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+.tok {{ font-family: ui-monospace, monospace; white-space: pre; padding: 1px 0;
+        border-radius: 2px; }}
+.row {{ margin: 1em 0; }} .target {{ font-weight: 600; margin-bottom: .3em; }}
+.check {{ font-size: .85em; margin-top: .3em; }} .bad {{ color: #b00; }} .good {{ color: #070; }}
+.meta {{ color: #666; font-size: .9em; }}
+</style></head><body>
+<h1>{title}</h1>
+<p class="meta">model {esc(exp.model)} &middot; category {esc(exp.category)} &middot;
+baseline {esc(str(exp.baseline))} &middot; {params} &middot; {exp.seconds:.2f} s</p>
+<p class="meta">red: pushes towards the target; blue: away. Hover a token for its score.</p>
+{"".join(rows_html)}
+</body></html>
+"""

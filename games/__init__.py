@@ -1,0 +1,1 @@
+"""TextWorld cooking games: levels, generation, manifests and batched environments."""

