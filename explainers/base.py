@@ -10,6 +10,7 @@ for Large Language Models: A Survey"): attribution, attention, probing, promptin
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -168,6 +169,12 @@ class Explainer:
 
     def explain(self, model: LoadedModel, text: str, **kwargs: Any) -> Explanation:
         raise NotImplementedError
+
+    def parameter_names(self) -> set[str]:
+        """The method's own keyword parameters (what `--param` and common options may set)."""
+        impl = getattr(self, "attribute", None) or self.explain
+        skip = {"self", "obj", "model", "text", "kwargs", "params"}
+        return {n for n in inspect.signature(impl).parameters if n not in skip}
 
 
 _REGISTRY: dict[str, type[Explainer]] = {}

@@ -119,6 +119,9 @@ def explain(
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
     save: bool = typer.Option(True, "--save/--no-save", help="Save the explanation in the store."),
+    param: list[str] = typer.Option(
+        [], "--param", "-p", help="Method parameter KEY=VALUE (repeatable)."
+    ),
 ) -> None:
     """Explain which input tokens drove a model's output.
 
@@ -130,10 +133,10 @@ def explain(
     from workbench.models import load_model
     from workbench.store import Store
 
-    get_method(method)  # fail on an unknown name before loading anything
+    explainer = get_method(method)  # fail on an unknown name before loading anything
+    params = _method_params(explainer, {"steps": steps, "baseline": baseline}, param)
     store = Store(db) if save else None  # a bad database fails before the slow part
     lm = load_model(model, device=device, dtype=dtype, progress=True)
-    params = {"steps": steps, "baseline": baseline} if method == "ig" else {}
     exp = run_explain(
         lm,
         text,
@@ -149,6 +152,28 @@ def explain(
     _emit(exp, fmt, out)
     if store is not None and fmt is not OutputFormat.json:
         err_console.print(f"saved as explanation {exp.id} in {store.path}")
+
+
+def _method_params(explainer, common: dict[str, str], pairs: list[str]) -> dict[str, object]:
+    """Common options the method accepts, plus `--param KEY=VALUE` pairs (JSON values)."""
+    import json
+
+    accepted = explainer.parameter_names()
+    params: dict[str, object] = {k: v for k, v in common.items() if k in accepted}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkbenchError(f"--param takes KEY=VALUE, not {pair!r}")
+        if key not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise WorkbenchError(
+                f"{explainer.name} has no parameter {key!r}; its parameters: {known}"
+            )
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
 
 
 @explanations_app.command("list")

@@ -50,7 +50,8 @@ class IntegratedGradients(AttributionExplainer):
             try:
                 steps = int(steps)
             except (TypeError, ValueError):
-                raise WorkbenchError(f"--steps must be a positive integer or 'auto', not {steps!r}")
+                message = f"--steps must be a positive integer or 'auto', not {steps!r}"
+                raise WorkbenchError(message) from None
             if steps <= 0:
                 raise WorkbenchError(f"--steps must be a positive integer or 'auto', not {steps}")
         x = obj.input_embeddings
