@@ -67,6 +67,15 @@ def render_terminal(
         check = completeness_line(exp, row, tolerance)
         if check:
             console.print(Text("  " + check, style="red" if "WARNING" in check else "green"))
+    for jump in exp.extras.get("jumps", []):
+        console.print(
+            Text(
+                f"note: target {jump['row'] + 1}'s log-probability jumps by {jump['change']:+.2f} "
+                f"within alpha {jump['alpha']:.3g}+{jump['width']:.1g}; no path integral can "
+                "attribute a jump: try another --baseline",
+                style="yellow",
+            )
+        )
     incomplete = exp.incomplete_rows(tolerance)
     if incomplete:
         hint = "" if exp.params.get("steps") == "auto" else "; try --steps auto or more steps"

@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 WORDS = (
     "the milk is in fridge to get open a an apple on table take from kitchen door red blue "
-    "green key box cut cook eat knife oven M Q"
+    "green key box cut cook eat knife oven M Q <script>"
 ).split()
 
 

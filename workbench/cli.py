@@ -106,7 +106,7 @@ def explain(
     steps: str = typer.Option(
         "32", "--steps", help="Integration steps, or 'auto' to refine until complete."
     ),
-    baseline: str = typer.Option("zero", "--baseline", help="zero, pad or eos."),
+    baseline: str = typer.Option("pad", "--baseline", help="pad (the pad token, else EOS), eos or zero."),
     aggregate: Aggregate = typer.Option(Aggregate.token, "--aggregate", help="token or word."),
     fmt: OutputFormat = typer.Option(
         OutputFormat.terminal, "--format", help="terminal, html or json."
@@ -192,7 +192,13 @@ def explanations_list(
     if not rows:
         err_console.print("no explanations yet; run `workbench explain --text ...` first")
         return
-    table = Table("id", "when", "method", "model", "input", "target", "max |delta|")
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    table.add_column("when", no_wrap=True)
+    table.add_column("method", no_wrap=True)
+    for name in ("model", "input", "target"):
+        table.add_column(name, overflow="ellipsis", max_width=30)
+    table.add_column("max |delta|", no_wrap=True)
     for r in rows:
         delta = "" if r["max_abs_delta"] is None else f"{r['max_abs_delta']:.3g}"
         text = r["input_text"] if len(r["input_text"]) <= 40 else r["input_text"][:37] + "..."
@@ -227,6 +233,21 @@ def explanations_show(
     from workbench.store import Store
 
     _emit(Explanation.load(Store(db), exp_id), fmt, out)
+
+
+@app.command()
+def demo(db: Path | None = DbOption) -> None:
+    """Run a short tour of the workbench on defaults and record it in the store.
+
+    Example: workbench demo --db demo.duckdb
+    """
+    from workbench.demo import run_demo
+
+    ids = run_demo(db)
+    Console().print(
+        f"\nDone. Browse it with: workbench explanations show {ids['explanation']}"
+        + (f" --db {db}" if db else "")
+    )
 
 
 def main() -> None:

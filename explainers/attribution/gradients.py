@@ -39,6 +39,7 @@ def batched_row_gradients(
     embeds: torch.Tensor,
     reduce: Reduction,
     batch_size: int | None = None,
+    context: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Objective values and reduced gradients for many prompt-embedding variants.
 
@@ -46,6 +47,8 @@ def batched_row_gradients(
         embeds: [K, P, D] float32 prompt embeddings.
         reduce: turns a [B, P, D] gradient (and the embeddings it was taken at) into [B, P].
         batch_size: variants per forward; default from `tokens_per_batch`.
+        context: [K, P, D], passed to `reduce` in place of the embeddings, for methods whose
+            per-variant multiplier is not the point itself (GradientSHAP's x - baseline_k).
 
     Returns:
         values [K, rows] and reduced gradients [K, rows, P], both float32 on the CPU.
@@ -56,13 +59,17 @@ def batched_row_gradients(
     values, reduced = [], []
     for start in range(0, n, batch_size):
         chunk = embeds[start : start + batch_size].to(obj.lm.device).detach().requires_grad_(True)
+        if context is None:
+            extra = chunk.detach()
+        else:
+            extra = context[start : start + batch_size].to(obj.lm.device)
         with torch.enable_grad():
             out = obj.forward_embeddings(chunk)  # [B, rows]
             rows = out.shape[1]
             per_row = []
             for r in range(rows):
                 (grad,) = torch.autograd.grad(out[:, r].sum(), chunk, retain_graph=r < rows - 1)
-                per_row.append(reduce(grad.float(), chunk.detach()))
+                per_row.append(reduce(grad.float(), extra))
         values.append(out.detach().float().cpu())
         reduced.append(torch.stack(per_row, dim=1).cpu())
     return torch.cat(values), torch.cat(reduced)

@@ -29,6 +29,7 @@ from workbench.errors import WorkbenchError
 
 AUTO_START_INTERVALS = 16
 AUTO_MAX_KNOTS = 512
+MIN_INTERVAL = 1e-6  # narrower intervals are not split again
 
 
 @register
@@ -40,7 +41,7 @@ class IntegratedGradients(AttributionExplainer):
         self,
         obj: Objective,
         steps: int | str = 32,
-        baseline: str = "zero",
+        baseline: str = "pad",
         tolerance: float = DEFAULT_TOLERANCE,
         max_knots: int = AUTO_MAX_KNOTS,
         batch_size: int | None = None,
@@ -69,7 +70,9 @@ class IntegratedGradients(AttributionExplainer):
             "rule": "trapezoid" if not auto else "adaptive trapezoid",
             "tolerance": tolerance,
         }
-        extras = {"converged": converged} if auto else {}
+        extras: dict = {"converged": converged} if auto else {}
+        if auto and not converged:
+            extras["jumps"] = path.jumps(tolerance)
         if path.n_nonfinite:
             extras["nonfinite_gradient_knots"] = path.n_nonfinite
         return Attribution(scores, params, baseline, expected, delta, extras)
@@ -147,10 +150,32 @@ class PathIntegral:
             if budget <= 0:
                 return False
             badness = (errors.abs() / tol).max(dim=1).values  # [intervals]
-            n_split = min(budget, max(8, int((badness > 0.05).sum()) // 2), len(badness))
+            # An interval this narrow that still misses is a jump of f, not a curve:
+            # halving it again cannot help (e.g. at the all-zero embedding, where RMSNorm
+            # makes f discontinuous), so leave it and report it.
+            width = self.alphas[1:] - self.alphas[:-1]
+            badness[width < MIN_INTERVAL] = 0.0
+            splittable = int((badness > 0.05).sum())
+            if splittable == 0:
+                return False
+            n_split = min(budget, max(8, splittable // 2), splittable)
             worst = torch.topk(badness, n_split).indices
             mids = (self.alphas[worst] + self.alphas[worst + 1]) / 2
             self.evaluate(mids)
+
+    def jumps(self, tolerance: float) -> list[dict[str, float]]:
+        """Intervals narrower than MIN_INTERVAL over which f still changes beyond tolerance."""
+        errors = self.interval_errors()
+        expected = self.f[-1] - self.f[0]
+        found = []
+        for i in range(errors.shape[0]):
+            a, b = float(self.alphas[i]), float(self.alphas[i + 1])
+            for r in range(errors.shape[1]):
+                tol = completeness_tolerance(float(expected[r]), tolerance)
+                if b - a < MIN_INTERVAL and abs(float(errors[i, r])) > tol:
+                    change = float(self.f[i + 1, r] - self.f[i, r])
+                    found.append({"row": r, "alpha": a, "width": b - a, "change": change})
+        return found
 
     def result(self) -> tuple[np.ndarray, list[float], list[float]]:
         a = self.alphas

@@ -121,13 +121,22 @@ class Objective:
 
         `attention_mask` [B, P] masks prompt positions out (perturbation methods).
         """
+        return self.values_from_log_probs(self.row_log_probs(prompt_embeds, attention_mask))
+
+    def row_log_probs(
+        self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B, P, D] prompt embeddings -> [B, rows, V] log-probabilities at each target row.
+
+        V is the vocabulary (causal LM) or the label set (classifier); decision-flip metrics
+        read the arg-max from here, the objective reads the target entries.
+        """
         model, dtype = self.lm.model, self.lm.dtype
         batch = prompt_embeds.shape[0]
         embeds = prompt_embeds.to(dtype)
         if self.lm.kind == "classifier":
             out = model(inputs_embeds=embeds, attention_mask=attention_mask)
-            logp = torch.log_softmax(out.logits.float(), dim=-1)
-            return logp[:, self.label : self.label + 1]
+            return torch.log_softmax(out.logits.float(), dim=-1).unsqueeze(1)
         prefix = self._target_prefix.to(dtype).unsqueeze(0).expand(batch, -1, -1)
         embeds = torch.cat([embeds, prefix], dim=1)
         if attention_mask is not None:
@@ -136,8 +145,13 @@ class Objective:
         n_targets = self.target_ids.numel()
         kwargs = {"logits_to_keep": n_targets} if self._keeps_logits else {}
         logits = model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs).logits
-        logits = logits[:, -n_targets:].float()
-        logp = torch.log_softmax(logits, dim=-1)
+        return torch.log_softmax(logits[:, -n_targets:].float(), dim=-1)
+
+    def values_from_log_probs(self, logp: torch.Tensor) -> torch.Tensor:
+        """[B, rows, V] log-probabilities -> [B, rows] objective values."""
+        batch = logp.shape[0]
+        if self.lm.kind == "classifier":
+            return logp[:, 0, self.label : self.label + 1]
         targets = self.target_ids.to(logp.device).view(1, -1, 1).expand(batch, -1, 1)
         values = logp.gather(-1, targets).squeeze(-1)
         if self.contrast_ids is not None:

@@ -41,7 +41,7 @@ def test_ig_equals_captum_layer_integrated_gradients(tiny_causal):
 
 
 def test_completeness_delta_is_row_sum_minus_expected(tiny_causal):
-    exp = explain(tiny_causal, TEXT, target="door open", method="ig", steps=8)
+    exp = explain(tiny_causal, TEXT, target="door open", method="ig", steps=8, baseline="zero")
     obj = prepare(tiny_causal, TEXT, "door open")
     f_input = obj.row_values().numpy()
     zero = torch.zeros_like(obj.input_embeddings).unsqueeze(0)

@@ -92,7 +92,9 @@ class Store:
         if path.exists():
             if not os.access(path, os.R_OK):
                 raise StoreError(f"database {str(path)!r} is not readable")
-            if not os.access(path, os.W_OK):
+            # Checked on the mode bits too: root may write anything, but a file marked
+            # read-only is the user saying "don't touch".
+            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
                 raise StoreError(f"database {str(path)!r} is read-only")
             with path.open("rb") as fh:
                 head = fh.read(16)

