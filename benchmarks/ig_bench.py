@@ -1,0 +1,176 @@
+"""Integrated gradients: the workbench's batched IG against captum and inseq, in one run.
+
+Random-initialised Llama-shaped models (the arithmetic does not depend on weight values),
+bf16 on GPU, 32 interpolation points, as in ../shared/BENCHMARKS-PROTOCOL.md:
+
+- captum: `LLMGradientAttribution(LayerIntegratedGradients)`, its default 32-point rule,
+  EOS-token baseline (the all-zero embedding is a singular point of RMSNorm models, which
+  would spoil the agreement check; the timing does not depend on the baseline),
+  which loops over target tokens (one IG call, S forwards and backwards, per target);
+- inseq: `inseq.load_model(..., "integrated_gradients").attribute(...)` if it imports;
+- workbench: `explainers.attribution.ig` with 31 intervals (32 knots): one forward over the
+  knots, one backward per target token from it.
+
+"Lower bound" = S forwards over P+T tokens plus T backward passes (2x a forward each),
+at 800 TFLOP/s; efficiency = lower bound / measured time.
+
+    python benchmarks/ig_bench.py --shape smollm --prompt 256 --targets 8
+    python benchmarks/ig_bench.py --shape 1b --prompt 512 --targets 16
+    python benchmarks/ig_bench.py --shape tiny --device cpu      # a smoke run on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHAPES = {
+    # hidden, layers, heads, kv heads, intermediate, vocab
+    "tiny": (64, 2, 4, 4, 128, 49152),
+    "smollm": (576, 30, 9, 3, 1536, 49152),  # SmolLM2-135M
+    "1b": (2048, 16, 32, 8, 8192, 128256),  # Llama-3.2-1B
+}
+PEAK_FLOPS = 800e12
+STEPS = 32
+
+
+def build(shape: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from workbench.models import default_model_dir, from_pretrained_objects
+
+    hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=inter,
+        max_position_embeddings=4096, tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_dir())
+    lm = from_pretrained_objects(model, tokenizer, name=f"random-{shape}")
+    return lm
+
+
+def matmul_params(model: torch.nn.Module) -> int:
+    embed = model.get_input_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())
+    # Tied embeddings count once in parameters() but are used again as the LM head.
+    head = model.get_output_embeddings().weight
+    return total - embed.numel() + (head.numel() if head is embed else 0)
+
+
+def timeit(fn, repeats: int, device: str) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=SHAPES, default="smollm")
+    parser.add_argument("--prompt", type=int, default=256)
+    parser.add_argument("--targets", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory")
+    parser.add_argument("--skip", default="", help="comma list of anchors to skip")
+    args = parser.parse_args()
+
+    from explainers.attribution.ig import IntegratedGradients
+    from explainers.attribution.objective import prepare
+
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
+    lm = build(args.shape, args.device, dtype, args.tokenizer)
+    # " the" is one token: P and T are exact, and the content does not change the arithmetic.
+    prompt, target = " the" * args.prompt, " the" * args.targets
+    P, T = args.prompt, args.targets
+    n = matmul_params(lm.model)
+    forward = 2 * n * STEPS * (P + T)
+    lower_bound = (forward + T * 2 * forward) / PEAK_FLOPS
+    results: dict[str, dict] = {}
+
+    def record(name: str, seconds: float, scores: np.ndarray | None) -> None:
+        results[name] = {
+            "seconds": round(seconds, 4),
+            "efficiency": round(lower_bound / seconds, 4),
+        }
+        print(f"{name:>10}: {seconds:8.3f} s   {lower_bound / seconds:6.1%} of the lower bound",
+              flush=True)
+        if scores is not None:
+            results[name]["_scores"] = scores
+
+    obj = prepare(lm, prompt, target)
+    assert obj.prompt_ids.numel() == P and obj.target_ids.numel() == T
+    ig = IntegratedGradients()
+
+    def ours():
+        return ig.attribute(obj, steps=STEPS - 1, baseline="eos").scores
+
+    record("workbench", timeit(ours, args.repeats, args.device), ours())
+
+    skip = set(args.skip.split(","))
+    if "captum" not in skip:
+        from captum.attr import LayerIntegratedGradients, LLMGradientAttribution, TextTokenInput
+
+        llm_attr = LLMGradientAttribution(
+            LayerIntegratedGradients(lm.model, lm.model.get_input_embeddings()), lm.tokenizer
+        )
+        inp = TextTokenInput(prompt, lm.tokenizer, baselines=lm.tokenizer.eos_token_id)
+
+        def captum():
+            out = llm_attr.attribute(inp, target=target, n_steps=STEPS)
+            return out.token_attr.float().cpu().numpy()
+
+        record("captum", timeit(captum, args.repeats, args.device), captum())
+
+    if "inseq" not in skip:
+        try:
+            import inseq
+
+            model = inseq.load_model(lm.model, "integrated_gradients", tokenizer=lm.tokenizer)
+
+            def run_inseq():
+                model.attribute(prompt, prompt + target, n_steps=STEPS, show_progress=False)
+
+            record("inseq", timeit(run_inseq, args.repeats, args.device), None)
+        except Exception as exc:  # the anchor is optional; say why it did not run
+            print(f"     inseq: not run ({type(exc).__name__}: {str(exc)[:200]})")
+
+    if "captum" in results and "_scores" in results["captum"]:
+        ours_s, ref = results["workbench"]["_scores"], results["captum"]["_scores"]
+        r = [float(np.corrcoef(ours_s[i], ref[i])[0, 1]) for i in range(T)]
+        print(f"Pearson r vs captum per row: min {min(r):.4f} (trapezoid vs captum Gauss-Legendre)")
+    for v in results.values():
+        v.pop("_scores", None)
+    for name in ("captum", "inseq"):
+        if name in results:
+            ratio = results[name]["seconds"] / results["workbench"]["seconds"]
+            print(f"speed-up over {name}: {ratio:.2f}x")
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(json.dumps({"shape": args.shape, "P": P, "T": T, "steps": STEPS, "device": device_name,
+                      "dtype": str(dtype), "lower_bound_s": round(lower_bound, 4),
+                      "results": results}))
+
+
+if __name__ == "__main__":
+    main()
