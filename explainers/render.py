@@ -86,6 +86,14 @@ def render_terminal(
                 style="bold red",
             )
         )
+    if exp.category == "attention":
+        from explainers.attention.render import render_attention_terminal
+
+        render_attention_terminal(exp, console)
+    elif exp.method == "logit_lens":
+        from explainers.probing.render import render_lens_terminal
+
+        render_lens_terminal(exp, console)
 
 
 def render_html(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> str:
@@ -131,5 +139,19 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 baseline {esc(str(exp.baseline))} &middot; {params} &middot; {exp.seconds:.2f} s</p>
 <p class="meta">red: pushes towards the target; blue: away. Hover a token for its score.</p>
 {"".join(rows_html)}
+{_category_html(exp)}
 </body></html>
 """
+
+
+def _category_html(exp: Explanation) -> str:
+    """Extra sections some categories draw from their extras (attention maps, logit lens)."""
+    if exp.category == "attention":
+        from explainers.attention.render import attention_html
+
+        return attention_html(exp)
+    if exp.method == "logit_lens":
+        from explainers.probing.render import lens_html
+
+        return lens_html(exp)
+    return ""

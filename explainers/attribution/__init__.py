@@ -1,3 +1,17 @@
-"""Attribution methods: how much each input token pushed the model towards a target."""
+"""Attribution methods: how much each input token pushed the model towards a target.
 
-from explainers.attribution import ig  # noqa: F401  (registers the method)
+Gradient: ig, saliency, input_x_gradient, deeplift, gradient_shap. Perturbation and
+surrogate: occlusion, lime, kernel_shap, shap. Importing this package registers them all.
+"""
+
+from explainers.attribution import (  # noqa: F401  (importing registers the methods)
+    deeplift,
+    gradient_shap,
+    ig,
+    input_x_gradient,
+    kernel_shap,
+    lime,
+    occlusion,
+    saliency,
+    shap_partition,
+)

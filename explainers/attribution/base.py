@@ -49,6 +49,10 @@ class AttributionExplainer(Explainer):
         extras = dict(result.extras)
         if obj.contrast_tokens is not None:
             extras["contrast_tokens"] = obj.contrast_tokens
+            extras["contrast_ids"] = obj.contrast_ids.tolist()
+        if obj.lm.kind != "classifier":
+            # Decoded tokens may not re-tokenize to these ids; metrics re-run the objective.
+            extras["target_ids"] = obj.target_ids.tolist()
         exp = Explanation(
             method=self.name,
             category=self.category,

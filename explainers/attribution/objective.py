@@ -190,12 +190,7 @@ def prepare(
     takes the model's greedy continuation instead; with neither, its top next token.
     Classifiers: `target` is a label name or index; without one, the predicted label.
     """
-    if not text or not text.strip():
-        raise WorkbenchError("the input text is empty")
-    tok = lm.tokenizer
-    prompt_ids = torch.tensor(tok(text, add_special_tokens=True)["input_ids"], dtype=torch.long)
-    if prompt_ids.numel() == 0:
-        raise WorkbenchError("the input text tokenizes to nothing")
+    prompt_ids = _prompt_ids(lm, text)
     empty = torch.zeros(0, dtype=torch.long)
     if lm.kind == "classifier":
         if generate is not None or contrast is not None:
@@ -218,6 +213,37 @@ def prepare(
                 f"({contrast_ids.numel()} vs {target_ids.numel()})"
             )
     return Objective(lm, text, prompt_ids, target_ids, contrast_ids=contrast_ids)
+
+
+def prepare_ids(
+    lm: LoadedModel,
+    text: str,
+    target_ids: list[int],
+    contrast_ids: list[int] | None = None,
+) -> Objective:
+    """A causal-LM objective for target token ids known already (a stored explanation's).
+
+    Decoded tokens do not always re-tokenize to the same ids (word-level vocabularies lose
+    the spaces between tokens), so explanations keep their target ids for re-evaluation.
+    """
+    if lm.kind == "classifier":
+        raise WorkbenchError("target token ids apply to causal LMs, not classifiers")
+    if not target_ids:
+        raise WorkbenchError("there is no target token to explain")
+    if contrast_ids is not None and len(contrast_ids) != len(target_ids):
+        raise WorkbenchError("the contrast must have as many tokens as the target")
+    contrast = None if contrast_ids is None else torch.tensor(contrast_ids, dtype=torch.long)
+    target = torch.tensor(target_ids, dtype=torch.long)
+    return Objective(lm, text, _prompt_ids(lm, text), target, contrast_ids=contrast)
+
+
+def _prompt_ids(lm: LoadedModel, text: str) -> torch.Tensor:
+    if not text or not text.strip():
+        raise WorkbenchError("the input text is empty")
+    ids = lm.tokenizer(text, add_special_tokens=True)["input_ids"]
+    if not ids:
+        raise WorkbenchError("the input text tokenizes to nothing")
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def greedy_continuation(lm: LoadedModel, prompt_ids: torch.Tensor, n: int) -> torch.Tensor:

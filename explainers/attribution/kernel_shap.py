@@ -1,0 +1,44 @@
+"""Kernel SHAP over prompt tokens (Lundberg & Lee 2017, "A Unified Approach to Interpreting
+Model Predictions"), with captum's `KernelShap`.
+
+Coalitions of prompt tokens are drawn with the Shapley kernel's size distribution and a
+linear model is fitted to the target's log-probability; its coefficients estimate each
+token's Shapley value (removed tokens are deleted, or replaced by the pad/EOS token).
+Stochastic: `seed` fixes the coalitions. See surrogate.py for the batching.
+
+    >>> from explainers import explain                       # doctest: +SKIP
+    >>> exp = explain(lm, "The milk is in the", target=" fridge", method="kernel_shap")
+"""
+
+from __future__ import annotations
+
+from explainers.attribution.base import Attribution, AttributionExplainer
+from explainers.attribution.objective import Objective
+from explainers.attribution.perturbation import check_removal
+from explainers.attribution.surrogate import surrogate_scores
+from explainers.base import register
+
+
+@register
+class KernelShapExplainer(AttributionExplainer):
+    name = "kernel_shap"
+    summary = "Shapley values estimated by a kernel-weighted linear fit (captum KernelShap)"
+
+    def attribute(
+        self,
+        obj: Objective,
+        n_samples: int = 200,
+        removal: str = "delete",
+        baseline: str = "pad",
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> Attribution:
+        from captum.attr import KernelShap
+
+        check_removal(removal)
+        scores, calls = surrogate_scores(
+            obj, KernelShap, n_samples, removal, baseline, seed, batch_size
+        )
+        params = {"n_samples": n_samples, "removal": removal, "seed": seed}
+        used = baseline if removal == "replace" else None
+        return Attribution(scores, params, used, extras={"model_calls": calls})

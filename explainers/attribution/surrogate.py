@@ -1,0 +1,78 @@
+"""Captum's surrogate-model methods (Lime, KernelShap) over an `Objective`.
+
+The interpretable representation is one binary feature per removable prompt token (special
+tokens are never features): 1 keeps the token, 0 removes it (perturbation.py). Captum draws
+the binary samples and fits the surrogate; the model calls are ours: a sample batch goes
+through `evaluate_kept` in one batched forward, and every target row's value is cached by
+sample, so explaining R target rows costs the model calls of one (each row's captum run is
+seeded alike and so draws the same samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from explainers.attribution.objective import Objective
+from explainers.attribution.perturbation import evaluate_kept, removable_positions
+from workbench.errors import WorkbenchError
+
+# Builds the captum attribution object (Lime, KernelShap) around a forward function.
+CaptumFactory = Callable[[Callable[[torch.Tensor], torch.Tensor]], object]
+
+
+class CachedBinaryForward:
+    """z [B, F] in {0, 1} -> objective values [B, rows], each distinct z evaluated once."""
+
+    def __init__(self, obj: Objective, removal: str, baseline: str, batch_size: int | None):
+        self.obj, self.removal, self.baseline, self.batch_size = obj, removal, baseline, batch_size
+        self.positions = removable_positions(obj)
+        self.cache: dict[bytes, torch.Tensor] = {}
+
+    @property
+    def n_features(self) -> int:
+        return int(self.positions.numel())
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        keys = [(row > 0.5).numpy().tobytes() for row in z.detach().cpu()]
+        missing = sorted({k for k in keys if k not in self.cache})
+        if missing:
+            keep = torch.zeros(len(missing), len(self.obj.prompt_ids), dtype=torch.bool)
+            for i, key in enumerate(missing):
+                flags = torch.from_numpy(np.frombuffer(key, dtype=np.bool_).copy())
+                keep[i, self.positions] = flags
+            values, _ = evaluate_kept(self.obj, keep, self.removal, self.baseline, self.batch_size)
+            for key, value in zip(missing, values):
+                self.cache[key] = value
+        return torch.stack([self.cache[k] for k in keys])
+
+
+def surrogate_scores(
+    obj: Objective,
+    factory: CaptumFactory,
+    n_samples: int,
+    removal: str,
+    baseline: str,
+    seed: int,
+    batch_size: int | None,
+) -> tuple[np.ndarray, int]:
+    """[rows, P] surrogate coefficients per prompt token, and the number of model calls."""
+    if not isinstance(n_samples, int) or n_samples < 2:
+        raise WorkbenchError(f"n_samples must be an integer >= 2, not {n_samples!r}")
+    forward = CachedBinaryForward(obj, removal, baseline, batch_size)
+    scores = np.zeros((obj.n_rows, len(obj.prompt_ids)))
+    if forward.n_features == 0:
+        return scores, 0
+    inputs = torch.ones(1, forward.n_features)
+    baselines = torch.zeros(1, forward.n_features)
+    for row in range(obj.n_rows):
+        method = factory(lambda z, row=row: forward(z)[:, row])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            coef = method.attribute(  # type: ignore[attr-defined]
+                inputs, baselines=baselines, n_samples=n_samples, perturbations_per_eval=256
+            )
+        scores[row, forward.positions.numpy()] = coef[0].detach().double().numpy()
+    return scores, len(forward.cache)

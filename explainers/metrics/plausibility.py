@@ -1,0 +1,97 @@
+"""Plausibility metrics: does an explanation agree with a human rationale?
+
+A rationale is a 0/1 mark per unit (token or word): 1 where a person says the evidence is.
+Definitions follow ERASER (DeYoung et al. 2020, "ERASER: A Benchmark to Evaluate
+Rationalized NLP Models") as ferret implements them (Attanasio et al. 2023):
+
+- token F1 and IOU compare the rationale with the explanation's hard rationale, its top-k
+  units, k being the rationale's size unless given;
+- AUPRC scores the soft ranking: the area under the precision-recall curve of the scores
+  against the rationale (scikit-learn's `precision_recall_curve` and `auc`, as ferret).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from explainers.metrics.faithfulness import top_k_mask
+from workbench.errors import WorkbenchError
+
+
+def check_rationale(rationale: Sequence[int], n_units: int) -> np.ndarray:
+    """The rationale as a bool array; one-line errors for a wrong length or non-0/1 values."""
+    values = np.asarray(rationale)
+    if values.ndim != 1 or len(values) != n_units:
+        raise WorkbenchError(
+            f"the rationale has {len(values)} values but the explanation has {n_units} "
+            "tokens; give one 0/1 per token"
+        )
+    if not np.isin(values, (0, 1)).all():
+        raise WorkbenchError("the rationale must contain only 0 and 1")
+    return values.astype(bool)
+
+
+def hard_rationale(scores: Sequence[float], rationale: np.ndarray, k: int | None) -> np.ndarray:
+    k = int(rationale.sum()) if k is None else k
+    return top_k_mask(scores, k)
+
+
+def token_f1(scores: Sequence[float], rationale: Sequence[int], k: int | None = None) -> float:
+    """F1 of the top-k units against the rationale (0 when either side is empty)."""
+    truth = check_rationale(rationale, len(scores))
+    pred = hard_rationale(scores, truth, k)
+    tp = int((truth & pred).sum())
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / pred.sum(), tp / truth.sum()
+    return float(2 * precision * recall / (precision + recall))
+
+
+def token_iou(scores: Sequence[float], rationale: Sequence[int], k: int | None = None) -> float:
+    """|top-k and rationale| / |top-k or rationale| (0 when both are empty)."""
+    truth = check_rationale(rationale, len(scores))
+    pred = hard_rationale(scores, truth, k)
+    union = int((truth | pred).sum())
+    return 0.0 if union == 0 else float((truth & pred).sum() / union)
+
+
+def auprc(scores: Sequence[float], rationale: Sequence[int]) -> float:
+    """Area under the precision-recall curve of the scores (nan without any rationale unit)."""
+    from sklearn.metrics import auc, precision_recall_curve
+
+    truth = check_rationale(rationale, len(scores))
+    if not truth.any():
+        return float("nan")
+    precision, recall, _ = precision_recall_curve(truth.astype(int), np.asarray(scores))
+    return float(auc(recall, precision))
+
+
+def parse_rationale(value: str | Sequence[int]) -> list[int]:
+    """A rationale from "0,1,1,0", "0 1 1 0", a JSON list, or a file holding one of those."""
+    if not isinstance(value, str):
+        items = list(value)
+    else:
+        text = value.strip()
+        path = Path(text)
+        looks_like_list = text[:1] in ("[", "0", "1")
+        if not looks_like_list or (len(text) < 4096 and path.is_file()):
+            if not path.is_file():
+                raise WorkbenchError(f"--rationale: no such file {text!r}, and not a 0/1 list")
+            text = path.read_text(encoding="utf-8").strip()
+        try:
+            items = json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
+        except json.JSONDecodeError:
+            raise WorkbenchError(f"--rationale is not a valid JSON list: {text[:60]!r}") from None
+    try:
+        values = [int(v) for v in items]
+    except (TypeError, ValueError):
+        raise WorkbenchError("the rationale must be 0/1 values, e.g. 0,1,1,0") from None
+    if not values:
+        raise WorkbenchError("the rationale is empty; give one 0/1 per token, e.g. 0,1,1,0")
+    if any(v not in (0, 1) for v in values):
+        raise WorkbenchError("the rationale must contain only 0 and 1")
+    return values

@@ -1,0 +1,207 @@
+"""`workbench evaluate` and `workbench compare` as a user runs them (tiny model via --model DIR)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TEXT = "the milk is in the fridge Q"
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `main()` in this process: exit code, stdout, stderr."""
+    from workbench.cli import main
+
+    argv = sys.argv
+    sys.argv = ["workbench", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_evaluate_text_json_is_one_object_keyed_by_metric(tiny_model_dir, tmp_path, capsys):
+    db = tmp_path / "wb.duckdb"
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--method",
+        "occlusion",
+        "--text",
+        TEXT,
+        "--target",
+        "milk open",
+        "--rationale",
+        "0,1,0,0,0,0,0",
+        "--format",
+        "json",
+        "--db",
+        str(db),
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    for name in (
+        "comprehensiveness",
+        "sufficiency",
+        "deletion_auc",
+        "insertion_auc",
+        "decision_flip",
+        "kendall_tau_loo",
+        "token_f1",
+        "token_iou",
+        "auprc",
+    ):
+        assert isinstance(data[name], float)
+    assert data["method"] == "occlusion" and len(data["rows"]) == 2
+    # The explanation and its metrics went to the store; evaluate it again by id.
+    exp_id = data["explanation_id"]
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--explanation",
+        exp_id,
+        "--model",
+        str(tiny_model_dir),
+        "--format",
+        "json",
+        "--db",
+        str(db),
+    )
+    assert code == 0, err
+    assert json.loads(out)["comprehensiveness"] == pytest.approx(data["comprehensiveness"])
+
+
+def test_evaluate_table_and_dataset_mode(tiny_model_dir, tmp_path, capsys):
+    dataset = tmp_path / "inputs.jsonl"
+    dataset.write_text(
+        json.dumps({"text": TEXT, "target": "milk", "rationale": [0, 1, 0, 0, 0, 0, 0]})
+        + "\n\n"
+        + json.dumps({"text": "the apple is on the table Q", "target": "apple"})
+        + "\n"
+    )
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        str(dataset),
+        "--method",
+        "ig,occlusion",
+        "--format",
+        "json",
+    )
+    assert code == 0, err
+    summary = {row["method"]: row for row in json.loads(out)["methods"]}
+    assert set(summary) == {"ig", "occlusion", "random"}
+    assert summary["ig"]["n"] == 2 and "token_f1" in summary["ig"]
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--no-save",
+        "--method",
+        "saliency",
+        "--text",
+        TEXT,
+        "--target",
+        "milk",
+    )
+    assert code == 0, err
+    assert "comprehensiveness" in out and "saliency" in out
+
+
+def test_compare_prints_methods_side_by_side_and_writes_a_plot(tiny_model_dir, tmp_path, capsys):
+    plot = tmp_path / "curves.png"
+    code, out, err = run(
+        capsys,
+        "compare",
+        "--model",
+        str(tiny_model_dir),
+        "--methods",
+        "ig,occlusion,lime",
+        "--param",
+        "lime.n_samples=40",
+        "--text",
+        TEXT,
+        "--target",
+        "milk",
+        "--plot",
+        str(plot),
+        "--format",
+        "json",
+    )
+    assert code == 0, err
+    methods = json.loads(out)["methods"]
+    assert list(methods) == ["ig", "occlusion", "lime", "random"]
+    assert methods["lime"]["params"]["model_calls"] > 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code, out, err = run(
+        capsys,
+        "compare",
+        "--model",
+        str(tiny_model_dir),
+        "--methods",
+        "occlusion,saliency",
+        "--text",
+        TEXT,
+        "--target",
+        "milk",
+    )
+    assert code == 0 and "occlusion" in out and "random" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["evaluate", "--method", "ig"], "give one of --explanation ID, --text TEXT"),
+        (["evaluate", "--text", TEXT, "--dataset", "x.jsonl"], "not --text and --dataset"),
+        (["evaluate", "--text", TEXT, "--method", "nope"], "unknown method 'nope'; known methods:"),
+        (
+            ["evaluate", "--text", TEXT, "--target", "milk", "--rationale", "0,1"],
+            "the rationale has 2 values but the input has 7 tokens",
+        ),
+        (["evaluate", "--text", TEXT, "--rationale", "0,2,1"], "only 0 and 1"),
+        (["evaluate", "--text", TEXT, "--removal", "drop"], "unknown removal 'drop'"),
+        (["evaluate", "--dataset", "missing.jsonl"], "no dataset file"),
+        (["evaluate", "--explanation", "nope"], "no explanation with id 'nope'"),
+        (["evaluate", "--text", TEXT, "--param", "steps"], "--param takes KEY=VALUE"),
+        (["compare", "--methods", "ig,attention", "--text", TEXT], "attention method"),
+        (["compare", "--methods", ",", "--text", TEXT], "--methods is empty"),
+        (["compare", "--text", TEXT, "--plot", "curves.pdf"], "name the file *.png"),
+        (
+            ["compare", "--methods", "ig,lime", "--text", TEXT, "--param", "lime.nope=1"],
+            "lime has no parameter 'nope'",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tiny_model_dir, tmp_path, capsys, args, message):
+    code, out, err = run(
+        capsys,
+        *args,
+        "--model",
+        str(tiny_model_dir),
+        *(["--db", str(tmp_path / "wb.duckdb")] if args[0] == "evaluate" else []),
+    )
+    assert code == 1
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_dataset_lines_name_the_line(tiny_model_dir, tmp_path, capsys):
+    dataset = tmp_path / "bad.jsonl"
+    dataset.write_text(json.dumps({"text": TEXT}) + "\n" + json.dumps({"txt": "x"}) + "\n")
+    code, _, err = run(
+        capsys, "evaluate", "--dataset", str(dataset), "--model", str(tiny_model_dir)
+    )
+    assert code == 1 and f"{dataset}:2:" in err

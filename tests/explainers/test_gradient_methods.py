@@ -1,0 +1,142 @@
+"""saliency, input_x_gradient, deeplift, gradient_shap: captum agreement and a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explainers import explain
+from explainers.attribution.objective import prepare
+from tests.explainers.conftest import copy_inputs
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+TEXT = "the milk is in the fridge to get the milk open the"
+TARGET = "door open"
+
+
+class RowForward(torch.nn.Module):
+    """Objective row r as a function of the prompt embeddings: what captum attributes."""
+
+    def __init__(self, obj, row: int):
+        super().__init__()
+        self.model = obj.lm.model  # a child module, so captum's DeepLift hooks reach it
+        self.obj, self.row = obj, row
+
+    def forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        return self.obj.forward_embeddings(embeds)[:, self.row]
+
+
+def captum_rows(lm, make, reduce, baseline: str | None = None, **kwargs) -> np.ndarray:
+    obj = prepare(lm, TEXT, TARGET)
+    x = obj.input_embeddings.unsqueeze(0)
+    rows = []
+    for r in range(obj.n_rows):
+        method = make(RowForward(obj, r))
+        if baseline is None:
+            attr = method.attribute(x, **kwargs)
+        else:
+            attr = method.attribute(x, baselines=obj.baseline_embeddings(baseline)[None], **kwargs)
+        rows.append(reduce(attr[0].detach()))
+    return torch.stack(rows).numpy()
+
+
+def test_saliency_equals_captum(tiny_causal):
+    from captum.attr import Saliency
+
+    for norm, reduce in (("l1", lambda a: a.sum(-1)), ("l2", lambda a: a.norm(dim=-1))):
+        ours = explain(tiny_causal, TEXT, target=TARGET, method="saliency", norm=norm).scores
+        ref = captum_rows(tiny_causal, Saliency, reduce, abs=True)
+        np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_input_x_gradient_equals_captum(tiny_causal):
+    from captum.attr import InputXGradient
+
+    ours = explain(tiny_causal, TEXT, target=TARGET, method="input_x_gradient").scores
+    ref = captum_rows(tiny_causal, InputXGradient, lambda a: a.sum(-1))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-7)
+
+
+def test_deeplift_equals_captum_with_silu_as_a_nonlinearity(tiny_causal, monkeypatch):
+    import captum.attr._core.deep_lift as captum_deeplift
+    from captum.attr import DeepLift
+    from transformers.activations import SiLUActivation
+
+    # captum only knows torch's ReLU/Sigmoid/... modules; Llama's SiLU gets its rescale rule.
+    table = dict(captum_deeplift.SUPPORTED_NON_LINEAR)
+    table[SiLUActivation] = captum_deeplift.nonlinear
+    monkeypatch.setattr(captum_deeplift, "SUPPORTED_NON_LINEAR", table)
+    exp = explain(tiny_causal, TEXT, target=TARGET, method="deeplift", baseline="eos")
+    ref = captum_rows(tiny_causal, DeepLift, lambda a: a.sum(-1), baseline="eos")
+    np.testing.assert_allclose(exp.scores, ref, rtol=1e-3, atol=1e-6)
+    # The rescale rule is not plain input x gradient on this model.
+    ixg = explain(tiny_causal, TEXT, target=TARGET, method="input_x_gradient").scores
+    assert not np.allclose(exp.scores, ixg, rtol=1e-2)
+    assert len(exp.delta) == 2 and exp.params["activations"] == 2
+
+
+def test_gradient_shap_agrees_with_captum_in_expectation(tiny_causal):
+    from captum.attr import GradientShap
+
+    exp = explain(
+        tiny_causal, TEXT, target=TARGET, method="gradient_shap", n_samples=256, baseline="eos"
+    )
+    torch.manual_seed(0)
+    ref = captum_rows(tiny_causal, GradientShap, lambda a: a.sum(-1), baseline="eos", n_samples=256)
+    for row in range(2):
+        assert np.corrcoef(exp.scores[row], ref[row])[0, 1] > 0.95
+    # Same seed, same numbers; another seed, other samples.
+    again = explain(
+        tiny_causal, TEXT, target=TARGET, method="gradient_shap", n_samples=256, baseline="eos"
+    )
+    np.testing.assert_array_equal(exp.scores, again.scores)
+    other = explain(tiny_causal, TEXT, target=TARGET, method="gradient_shap", seed=1)
+    assert not np.allclose(other.scores, exp.scores)
+    # In expectation the rows sum to f(x) - f(baseline): the estimate is within 10%.
+    for r in range(2):
+        assert abs(exp.extras["estimate_gap"][r]) < 0.1 * abs(exp.extras["expected"][r]) + 0.01
+
+
+def content_recovery(lm, method: str, n: int = 10, **params) -> float:
+    """Share of inputs whose object word ranks first among the content words.
+
+    The query marker Q ends every input and is needed for any answer, so it is not a
+    candidate: the question is whether a method finds *which* word decides the output.
+    """
+    hits = 0
+    for text, answer in copy_inputs(n):
+        exp = explain(lm, text, target=answer, method=method, **params)
+        words = text.split()
+        scores = [s for w, s in zip(words, exp.scores[0]) if w != "Q"]
+        hits += [w for w in words if w != "Q"][int(np.argmax(scores))] == answer
+    return hits / n
+
+
+# Measured on 10 inputs (seed 123): saliency 10/10, gradient_shap over three baselines
+# ~9/10, input_x_gradient and deeplift ~6-8/10. The copy model is saturated (p(answer) ~ 1),
+# so local gradients are tiny and noisy; that is the saturation problem that motivates IG.
+@pytest.mark.parametrize(
+    ("method", "params", "required"),
+    [
+        ("saliency", {}, 0.9),
+        ("gradient_shap", {"baseline": "zero,pad,eos", "n_samples": 64}, 0.7),
+        ("input_x_gradient", {}, 0.5),
+        ("deeplift", {"baseline": "pad"}, 0.5),
+    ],
+)
+def test_gradient_methods_recover_the_deciding_token(trained_copy_model, method, params, required):
+    rate = content_recovery(trained_copy_model, method, **params)
+    assert rate >= required, f"{method} recovered the object word in only {rate:.0%}"
+
+
+def test_bad_parameters_are_one_line_errors(tiny_causal):
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError, match="unknown norm 'l3'"):
+        explain(tiny_causal, TEXT, target="door", method="saliency", norm="l3")
+    with pytest.raises(WorkbenchError, match="n_samples must be a positive integer"):
+        explain(tiny_causal, TEXT, target="door", method="gradient_shap", n_samples=0)
+    with pytest.raises(WorkbenchError, match="unknown baseline"):
+        explain(tiny_causal, TEXT, target="door", method="deeplift", baseline="ones")
