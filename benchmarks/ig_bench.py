@@ -50,9 +50,14 @@ def build(shape: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None
 
     hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv, intermediate_size=inter,
-        max_position_embeddings=4096, tie_word_embeddings=True,
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        intermediate_size=inter,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
     )
     torch.manual_seed(0)
     with torch.device(device):
@@ -114,8 +119,10 @@ def main() -> None:
             "seconds": round(seconds, 4),
             "efficiency": round(lower_bound / seconds, 4),
         }
-        print(f"{name:>10}: {seconds:8.3f} s   {lower_bound / seconds:6.1%} of the lower bound",
-              flush=True)
+        print(
+            f"{name:>10}: {seconds:8.3f} s   {lower_bound / seconds:6.1%} of the lower bound",
+            flush=True,
+        )
         if scores is not None:
             results[name]["_scores"] = scores
 
@@ -167,9 +174,20 @@ def main() -> None:
             ratio = results[name]["seconds"] / results["workbench"]["seconds"]
             print(f"speed-up over {name}: {ratio:.2f}x")
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    print(json.dumps({"shape": args.shape, "P": P, "T": T, "steps": STEPS, "device": device_name,
-                      "dtype": str(dtype), "lower_bound_s": round(lower_bound, 4),
-                      "results": results}))
+    print(
+        json.dumps(
+            {
+                "shape": args.shape,
+                "P": P,
+                "T": T,
+                "steps": STEPS,
+                "device": device_name,
+                "dtype": str(dtype),
+                "lower_bound_s": round(lower_bound, 4),
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -159,29 +159,41 @@ class Store:
 
     def save_explanation(self, record: dict[str, Any], run_id: str | None = None) -> str:
         """Store an explanation given as `Explanation.to_dict()`; returns its id."""
+        return self.save_explanations([record], run_id)[0]
+
+    def save_explanations(
+        self, records: list[dict[str, Any]], run_id: str | None = None
+    ) -> list[str]:
+        """Store many explanations in one transaction: all of them or none."""
+        with self.transaction() as con:
+            return [self._insert_explanation(con, r, run_id) for r in records]
+
+    @staticmethod
+    def _insert_explanation(
+        con: duckdb.DuckDBPyConnection, record: dict[str, Any], run_id: str | None
+    ) -> str:
         exp_id = record.get("id") or new_id()
         record = {**record, "id": exp_id}
         deltas = [abs(d) for d in (record.get("delta") or []) if d is not None]
-        with self.transaction() as con:
-            con.execute(
-                "INSERT INTO explanations (id, run_id, method, category, model, input_text,"
-                " target_text, n_input_tokens, n_target_tokens, max_abs_delta, seconds, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    exp_id,
-                    run_id,
-                    record["method"],
-                    record["category"],
-                    record["model"],
-                    record.get("input_text", ""),
-                    "".join(record.get("target_tokens") or []),
-                    len(record.get("input_tokens") or []),
-                    len(record.get("target_tokens") or []),
-                    max(deltas) if deltas else None,
-                    record.get("seconds"),
-                    json.dumps(record),
-                ],
-            )
+        con.execute(
+            "INSERT INTO explanations (id, run_id, method, category, model, input_text,"
+            " target_text, n_input_tokens, n_target_tokens, max_abs_delta, seconds, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                exp_id,
+                run_id,
+                record["method"],
+                record["category"],
+                record["model"],
+                record.get("input_text", ""),
+                "".join(record.get("target_tokens") or []),
+                len(record.get("input_tokens") or []),
+                len(record.get("target_tokens") or []),
+                max(deltas) if deltas else None,
+                record.get("seconds"),
+                json.dumps(record),
+            ],
+        )
         return exp_id
 
     def get_explanation(self, exp_id: str) -> dict[str, Any] | None:

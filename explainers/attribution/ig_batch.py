@@ -1,0 +1,214 @@
+"""Integrated gradients over a data set: many inputs' interpolation knots in padded batches.
+
+`IntegratedGradients.attribute` already puts the knots of one input through the model
+together. On a GPU a short prompt leaves most of the device idle, so here the knots of
+several inputs share one right-padded forward; the backward for target position t serves
+every input's row t at once (inputs never interact: each sample's output depends only on its
+own embeddings). The numbers are those of the one-input path with the same knots.
+
+Batches are sized to a token budget (`gradients.tokens_per_batch`); on CUDA out-of-memory
+a batch is split in two and retried, so long prompts slow down instead of failing.
+
+    >>> exps = explain_dataset(lm, [{"text": "The milk is in the", "target": " fridge"}])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from explainers.attribution.gradients import tokens_per_batch
+from explainers.attribution.ig import PathIntegral
+from explainers.attribution.objective import Objective, prepare
+from explainers.base import Explanation, get_method
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel
+
+
+def explain_dataset(
+    lm: LoadedModel,
+    items: Iterable[dict[str, Any]],
+    method: str = "ig",
+    *,
+    on_done: Callable[[Explanation], None] | None = None,
+    **params: Any,
+) -> list[Explanation]:
+    """Explain every item ({"text", optional "target", "generate", "contrast"}).
+
+    With `method="ig"`, fixed `steps` and a causal LM, inputs are batched across the data
+    set; otherwise each input goes through `explain` in turn.
+    """
+    items = list(items)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not str(item.get("text", "")).strip():
+            raise WorkbenchError(f"data set item {i + 1} has no text")
+    explainer = get_method(method)
+    steps = params.get("steps", 32)
+    if method != "ig" or lm.kind != "causal" or steps == "auto":
+        results = []
+        for item in items:
+            exp = explainer.explain(
+                lm,
+                item["text"],
+                target=item.get("target"),
+                generate=item.get("generate"),
+                contrast=item.get("contrast"),
+                **params,
+            )
+            results.append(exp)
+            if on_done:
+                on_done(exp)
+        return results
+    try:
+        steps = int(steps)
+    except (TypeError, ValueError):
+        message = f"--steps must be a positive integer or 'auto', not {steps!r}"
+        raise WorkbenchError(message) from None
+    if steps <= 0:
+        raise WorkbenchError(f"--steps must be a positive integer or 'auto', not {steps}")
+    baseline = params.get("baseline", "pad")
+    objectives = [
+        prepare(
+            lm,
+            it["text"],
+            it.get("target"),
+            generate=it.get("generate"),
+            contrast=it.get("contrast"),
+        )
+        for it in items
+    ]
+    alphas = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    budget = params.get("max_batch_tokens") or tokens_per_batch(objectives[0])
+    results: list[Explanation | None] = [None] * len(objectives)
+    order = sorted(range(len(objectives)), key=lambda i: _length(objectives[i]))
+    for group in _groups(order, objectives, len(alphas), budget):
+        start = time.perf_counter()
+        for i, (scores, expected, delta) in zip(
+            group, _attribute_group([objectives[i] for i in group], alphas, baseline)
+        ):
+            obj = objectives[i]
+            exp = Explanation(
+                method="ig",
+                category="attribution",
+                model=lm.name,
+                input_text=obj.text,
+                input_tokens=obj.input_tokens,
+                target_tokens=obj.target_tokens,
+                scores=scores,
+                baseline=baseline,
+                params={
+                    "steps": steps,
+                    "knots": len(alphas),
+                    "rule": "trapezoid",
+                    "batched_inputs": len(group),
+                },
+                expected=expected,
+                delta=delta,
+                word_ids=obj.word_ids,
+                extras={"target_ids": obj.target_ids.tolist()},
+            )
+            exp.seconds = (time.perf_counter() - start) / len(group)
+            results[i] = exp
+            if on_done:
+                on_done(exp)
+    return [r for r in results if r is not None]
+
+
+def _length(obj: Objective) -> int:
+    return obj.prompt_ids.numel() + obj.target_ids.numel() - 1
+
+
+def _groups(order: Sequence[int], objectives: Sequence[Objective], knots: int, budget: int):
+    """Consecutive (length-sorted) inputs whose padded knots fit the token budget."""
+    group: list[int] = []
+    for i in order:
+        longest = max([_length(objectives[j]) for j in group] + [_length(objectives[i])])
+        if group and (len(group) + 1) * knots * longest > budget:
+            yield group
+            group = []
+        group.append(i)
+    if group:
+        yield group
+
+
+def _attribute_group(objs: list[Objective], alphas: torch.Tensor, baseline: str):
+    try:
+        return _padded_ig(objs, alphas, baseline)
+    except torch.cuda.OutOfMemoryError:
+        pass  # retried below, outside the handler, so the failed graph's memory is freed
+    torch.cuda.empty_cache()
+    if len(objs) == 1:
+        raise WorkbenchError("out of GPU memory for a single input; try fewer --steps")
+    half = len(objs) // 2
+    return _attribute_group(objs[:half], alphas, baseline) + _attribute_group(
+        objs[half:], alphas, baseline
+    )
+
+
+def _padded_ig(objs: list[Objective], alphas: torch.Tensor, baseline: str):
+    lm = objs[0].lm
+    device, dtype = lm.device, lm.dtype
+    k = len(alphas)
+    n = len(objs)
+    length = max(_length(o) for o in objs)
+    n_targets = max(o.target_ids.numel() for o in objs)
+    dim = objs[0].input_embeddings.shape[-1]
+    pad_vec = objs[0].embed(torch.tensor([objs[0].baseline_token_id("pad")]))[0]
+    a = alphas.float().to(device).view(-1, 1, 1)
+
+    embeds = pad_vec.to(device).expand(n * k, length, dim).clone()
+    mask = torch.zeros(n * k, length, dtype=torch.long, device=device)
+    diffs = []
+    for i, obj in enumerate(objs):
+        x, x0 = obj.input_embeddings.to(device), obj.baseline_embeddings(baseline).to(device)
+        p, t = obj.prompt_ids.numel(), obj.target_ids.numel()
+        rows = slice(i * k, (i + 1) * k)
+        embeds[rows, :p] = x0 + a * (x - x0)
+        embeds[rows, p : p + t - 1] = obj.embed(obj.target_ids[:-1]).to(device)
+        mask[rows, : p + t - 1] = 1
+        diffs.append(x - x0)  # [P, D]
+    embeds.requires_grad_(True)
+
+    # Positions whose next-token distribution scores a target token, per sample.
+    positions = torch.zeros(n * k, n_targets, dtype=torch.long, device=device)
+    targets = torch.zeros(n * k, n_targets, dtype=torch.long, device=device)
+    valid = torch.zeros(n * k, n_targets, dtype=torch.bool, device=device)
+    for i, obj in enumerate(objs):
+        p, t = obj.prompt_ids.numel(), obj.target_ids.numel()
+        rows = slice(i * k, (i + 1) * k)
+        positions[rows, :t] = torch.arange(p - 1, p - 1 + t, device=device)
+        targets[rows, :t] = obj.target_ids.to(device)
+        valid[rows, :t] = True
+        if obj.contrast_ids is not None:
+            raise WorkbenchError("--contrast is not supported in data set mode")
+
+    with torch.enable_grad():
+        hidden = lm.model.base_model(inputs_embeds=embeds.to(dtype), attention_mask=mask)
+        hidden = hidden.last_hidden_state
+        picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        logits = lm.model.get_output_embeddings()(picked).float()
+        values = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        values = values * valid
+        h = torch.zeros(n * k, n_targets, length, device=device)
+        for t in range(n_targets):
+            last = t == n_targets - 1
+            (grad,) = torch.autograd.grad(values[:, t].sum(), embeds, retain_graph=not last)
+            for i, obj in enumerate(objs):
+                p = obj.prompt_ids.numel()
+                rows = slice(i * k, (i + 1) * k)
+                h[rows, t, :p] = (grad[rows, :p].float() * diffs[i]).sum(-1)
+
+    out = []
+    for i, obj in enumerate(objs):
+        p, t = obj.prompt_ids.numel(), obj.target_ids.numel()
+        rows = slice(i * k, (i + 1) * k)
+        # The one-input path's bookkeeping (trapezoid weights, non-finite knots) applies as is.
+        path = PathIntegral(obj, obj.input_embeddings, obj.input_embeddings, None)
+        path.alphas = alphas
+        path.f = values[rows, :t].detach().float().cpu()
+        path.h = h[rows, :t, :p].cpu()
+        out.append(path.result())
+    return out
