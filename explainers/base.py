@@ -204,7 +204,10 @@ def get_method(name: str) -> Explainer:
 
 def _load_builtin_methods() -> None:
     # Importing the category packages registers their methods.
+    import explainers.attention  # noqa: F401
     import explainers.attribution  # noqa: F401
+    import explainers.probing  # noqa: F401
+    import explainers.prompting  # noqa: F401
 
 
 def timed(fn: Callable[..., Explanation]) -> Callable[..., Explanation]:

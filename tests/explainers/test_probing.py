@@ -115,7 +115,7 @@ def planted():
         [tokenizer.convert_tokens_to_ids("M" if y == "yes" else "Q") for y in labels]
     )
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
+    for _ in range(40):
         logits = model(ids).logits[:, -1]
         loss = torch.nn.functional.cross_entropy(logits, answer)
         optimiser.zero_grad()
@@ -292,13 +292,11 @@ def test_textworld_state_probe_runs_on_the_default_model(game_dir, store):
     from workbench.store.probes import get_probe
 
     lm = load_model(progress=False)
-    records = state_records(
-        game_dir, "room", random_episodes=1, max_steps=2, history=0, commands=False
-    )
+    records = state_records(game_dir, "room", random_episodes=0, history=0, commands=False)
     data = ProbeDataset.from_records("textworld-state:room", records)
-    result = run_probe(lm, data, layers=[0, 15, 30], batch_size=32)
+    result = run_probe(lm, data, layers=[0, 8, 16], batch_size=32)
     assert result.split == "group"
-    assert [r.layer for r in result.layers] == [0, 15, 30]
+    assert [r.layer for r in result.layers] == [0, 8, 16]
     assert all(0.0 <= r.accuracy <= 1.0 for r in result.layers)
     result.save(store)
     assert len(get_probe(store, result.id)["layers"]) == 3

@@ -1,0 +1,118 @@
+"""The logit lens (nostalgebraist 2020, "interpreting GPT: the logit lens"): read every
+layer's residual stream through the model's final norm and unembedding, as if the model
+stopped there, to see at which layer and position the eventual prediction takes shape.
+
+`scores[r, p]` is the probability the last layer gives target token r as the next token at
+prompt position p (where in the prompt the model would already say it). The extras hold
+the lens itself:
+
+- `layers`: the layer numbers read (0 = embeddings .. L, the model's own output)
+- `tokens`: every position's token (prompt then teacher-forced target prefix)
+- `top`: [layer][position] -> the top-k next tokens as [token, probability] pairs
+- `target_rank`: [target][layer][position] -> rank of that target token (0 = top)
+- `target_prob`: [target][layer][position] -> its probability
+- `rows`: the position that predicts each target token
+
+    >>> from explainers import explain                       # doctest: +SKIP
+    >>> exp = explain(lm, "The capital of France is", target=" Paris", method="logit_lens")
+    >>> exp.extras["target_rank"][0][-1][-1]                 # rank at the last layer
+    0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from explainers.attention.base import scored_rows
+from explainers.attribution.objective import Objective, prepare
+from explainers.base import Explainer, Explanation, register, timed
+from explainers.probing.residual import check_layers, decoder_parts, residual_stream
+from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel
+
+
+@register
+class LogitLens(Explainer):
+    name = "logit_lens"
+    category = "probing"
+    summary = "each layer's residual through the final norm and unembedding: top-k and target rank"
+
+    @timed
+    def explain(
+        self,
+        model: LoadedModel,
+        text: str,
+        target: str | int | None = None,
+        *,
+        generate: int | None = None,
+        contrast: str | None = None,
+        aggregate: str = "token",
+        **params: Any,
+    ) -> Explanation:
+        if contrast is not None:
+            raise WorkbenchError(f"--contrast applies to attribution methods, not {self.name}")
+        if model.kind != "causal":
+            raise WorkbenchError("the logit lens needs a causal LM (it reads the unembedding)")
+        obj = prepare(model, text, target, generate=generate)
+        tokens = obj.input_tokens + obj.target_tokens[:-1]
+        lens = self.attribute(obj, **params)
+        rows = scored_rows(model, obj)
+        n_prompt = int(obj.prompt_ids.numel())
+        final_prob = np.asarray(lens["target_prob"])[:, -1, :n_prompt]  # [T, P]
+        exp = Explanation(
+            method=self.name,
+            category=self.category,
+            model=model.name,
+            input_text=text,
+            input_tokens=obj.input_tokens,
+            target_tokens=obj.target_tokens,
+            scores=final_prob,
+            params={"top_k": lens.pop("top_k")},
+            word_ids=obj.word_ids,
+            extras={"tokens": tokens, "rows": rows, **lens},
+        )
+        return exp.aggregate(aggregate)
+
+    def attribute(
+        self, obj: Objective, top_k: int = 5, layers: list[int] | None = None
+    ) -> dict[str, Any]:
+        """The lens over prompt + target prefix at `layers` (all by default)."""
+        lm, target_ids = obj.lm, obj.target_ids
+        ids = torch.cat([obj.prompt_ids, target_ids[:-1]])
+        top_k = int(top_k)
+        if top_k < 1:
+            raise WorkbenchError(f"top_k must be at least 1, not {top_k}")
+        parts = decoder_parts(lm)
+        if parts.unembed is None:
+            raise WorkbenchError(f"{lm.name} has no unembedding for the logit lens")
+        layer_list = check_layers(None if layers is None else list(layers), parts.n_layers)
+        residuals = residual_stream(lm, ids.unsqueeze(0), layers=layer_list)
+        tok = lm.tokenizer
+        top, ranks, probs = [], [], []
+        with torch.no_grad():
+            for layer in layer_list:
+                hidden = residuals[layer][0]
+                if parts.final_norm is not None:
+                    hidden = parts.final_norm(hidden)
+                logp = torch.log_softmax(parts.unembed(hidden).float(), dim=-1)  # [n, V]
+                values, indices = logp.topk(top_k, dim=-1)
+                top.append(
+                    [
+                        [[tok.decode([int(i)]), round(float(v.exp()), 5)] for v, i in zip(vs, ix)]
+                        for vs, ix in zip(values, indices)
+                    ]
+                )
+                target_logp = logp[:, target_ids.to(logp.device)].T  # [T, n]
+                # rank = how many tokens the layer prefers over the target
+                ranks.append((logp[None] > target_logp[..., None]).sum(-1).cpu())
+                probs.append(target_logp.exp().cpu())
+        return {
+            "top_k": top_k,
+            "layers": layer_list,
+            "top": top,
+            "target_rank": torch.stack(ranks, 1).tolist(),  # [T, layers, n]
+            "target_prob": np.round(torch.stack(probs, 1).numpy(), 6).tolist(),
+        }
