@@ -14,12 +14,13 @@ The question is appended as a command the agent could type, `> examine X`, so th
 reads the residual at the entity's last token; the text itself never states the answer
 (the admissible commands may imply it, as they do for the agent). Records come out shaped
 like the probing JSONL lines: text, label ("yes"/"no"), position (-1), group (the game's
-id, for a split by game) and type (the entity, whose control-task label is randomised).
+id, for a split by game) and type (game id and entity: the control-task label is random
+per entity per game).
 
     >>> from games.probing_data import state_records                       # doctest: +SKIP
     >>> records = state_records("games/l3", "carried", max_games=4)
     >>> records[0]["label"], records[0]["type"]
-    ('no', 'knife')
+    ('no', '3f2a9c1b7d10:knife')
 """
 
 from __future__ import annotations
@@ -246,7 +247,13 @@ def state_records(
                         "label": "yes" if row[k] else "no",
                         "position": -1,
                         "group": info.id,
-                        "type": entity,
+                        # The control type is the entity *in this game*: entity names
+                        # recur across games, and a type seen in training lets a probe
+                        # memorise its random control label (control accuracy 1.0 on the
+                        # default model), whereas the state of the knife in an unseen game
+                        # cannot be looked up; with the split by game the control then
+                        # measures what a probe gets without reading the game's state.
+                        "type": f"{info.id}:{entity}",
                     }
                 )
     if not records:

@@ -1,0 +1,330 @@
+"""The batch runner: games x trials x conditions, many games stepping together.
+
+Every slot of the batched environment plays one episode at a time and takes the next
+pending episode as soon as its own ends. A finished episode is written to the store in one
+transaction with all its steps and LLM calls; re-running with the same `run_name` skips the
+episodes already written, so a run killed at any point resumes without losing or
+duplicating anything. Random choices are seeded per episode (run seed, game, trial,
+condition), so a resumed run makes the same choices as an uninterrupted one.
+
+    >>> import agents, games
+    >>> result = agents.play(games.list_games("games/l1"), agent="random", trials=2,
+    ...                      parallel=8, store=Store(), run_name="random-l1")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.policies import Agent, Decision, Turn, make_agent
+from agents.trajectory import Condition, Episode, EpisodeSpec, Step
+from games import BatchEnv, GameInfo, GameState
+from workbench.errors import WorkbenchError
+from workbench.llm import LLM
+from workbench.store import Store, new_id
+from workbench.store import play as play_store
+
+# Run parameters that decide which episodes exist and how they are played: a resumed run
+# must agree on them, or its episodes would not be comparable.
+_RESUME_KEYS = (
+    "games",
+    "trials",
+    "conditions",
+    "max_steps",
+    "seed",
+    "agent",
+    "llm",
+    "select",
+    "score_mode",
+)
+
+
+@dataclass
+class PlayResult:
+    run_id: str | None
+    run_name: str | None
+    episodes: list[Episode]  # played by this call
+    skipped: int  # already in the store from an earlier, interrupted call
+    status: str  # finished or stopped
+    seconds: float = 0.0
+    steps: int = 0
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Active:
+    spec: EpisodeSpec
+    state: GameState
+    rng: random.Random
+    started: float
+    steps: list[Step] = field(default_factory=list)
+    no_effect: set[str] = field(default_factory=set)
+
+
+def episode_specs(
+    games: Sequence[GameInfo], trials: int = 1, conditions: Sequence[Condition] | None = None
+) -> list[EpisodeSpec]:
+    """Games x trials x conditions, trial-major so early results span every game."""
+    if trials < 1:
+        raise WorkbenchError(f"trials must be at least 1, not {trials}")
+    conds = list(conditions or [Condition()])
+    names = [c.name for c in conds]
+    if len(set(names)) != len(names):
+        raise WorkbenchError(f"condition names must be distinct, got {', '.join(names)}")
+    return [
+        EpisodeSpec(g, t, c.name, list(c.tips)) for t in range(trials) for c in conds for g in games
+    ]
+
+
+def play(
+    games: Sequence[GameInfo],
+    agent: str | Agent = "random",
+    *,
+    llm: LLM | None = None,
+    trials: int = 1,
+    conditions: Sequence[Condition] | None = None,
+    parallel: int = 1,
+    max_steps: int = 50,
+    seed: int = 0,
+    store: Store | None = None,
+    run_name: str | None = None,
+    workers: int | str = "auto",
+    on_episode: Callable[[Episode], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    **agent_options: Any,
+) -> PlayResult:
+    """Play every game `trials` times under every condition and record it.
+
+    Args:
+        games: from `games.list_games`.
+        agent: "random", "expert", "llm", or an `Agent`.
+        llm: the LLM of the llm agent (`workbench.llm.make_llm`).
+        trials / conditions: episodes per game and condition; conditions carry tips.
+        parallel: games stepping together (and prompts batched together).
+        max_steps: an episode stops after this many commands.
+        seed: seeds the random choices of every episode.
+        store / run_name: where to record; an unfinished run of that name is resumed.
+        workers: processes stepping the games ("auto", or 0 for in-process).
+        on_episode / on_start: progress hooks (on_start gets (to play, already done)).
+        agent_options: for the llm agent (select, template, score_mode, example, ...).
+    """
+    if not games:
+        raise WorkbenchError("no games to play")
+    if max_steps < 1:
+        raise WorkbenchError(f"max steps must be at least 1, not {max_steps}")
+    if parallel < 1:
+        raise WorkbenchError(f"parallel must be at least 1, not {parallel}")
+    player = agent if isinstance(agent, Agent) else make_agent(agent, llm, **agent_options)
+    specs = episode_specs(games, trials, conditions)
+    params = {
+        "games": sorted({g.id for g in games}),
+        "game_paths": {g.id: str(g.path) for g in games},
+        "trials": trials,
+        "conditions": [{"name": c.name, "tips": list(c.tips)} for c in conditions or [Condition()]],
+        "max_steps": max_steps,
+        "seed": seed,
+        "parallel": parallel,
+        **player.describe(),
+    }
+    return run_episodes(
+        specs,
+        player,
+        params=params,
+        parallel=parallel,
+        max_steps=max_steps,
+        seed=seed,
+        store=store,
+        run_name=run_name,
+        workers=workers,
+        on_episode=on_episode,
+        on_start=on_start,
+    )
+
+
+def run_episodes(
+    specs: Sequence[EpisodeSpec],
+    agent: Agent,
+    *,
+    params: dict[str, Any],
+    parallel: int = 1,
+    max_steps: int = 50,
+    seed: int = 0,
+    store: Store | None = None,
+    run_name: str | None = None,
+    workers: int | str = "auto",
+    on_episode: Callable[[Episode], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    finish: bool = True,
+) -> PlayResult:
+    """Play the given episode specs (the lower-level entry point for features that build
+    their own specs, such as tips written between trials).
+
+    `finish=False` leaves the run open, so that a caller playing trial by trial (tips are
+    written between trials) can add the next trial's episodes to the same run."""
+    run = _open_run(store, run_name, params)
+    done_keys = play_store.finished_episode_keys(store, run["id"]) if store and run else set()
+    pending = deque(s for s in specs if s.key not in done_keys)
+    skipped = len(specs) - len(pending)
+    if on_start is not None:
+        on_start(len(pending), skipped)
+    played: list[Episode] = []
+    started = time.perf_counter()
+    n_steps = 0
+    agent_name = agent.name
+    if pending:
+        with BatchEnv(min(parallel, len(pending)), workers=workers) as env:
+            active: dict[int, _Active] = {}
+            while pending or active:
+                free = [s for s in range(env.parallel) if s not in active]
+                starting = {s: pending.popleft() for s in free[: len(pending)]}
+                if starting:
+                    states = env.reset({s: spec.game.path for s, spec in starting.items()})
+                    for s, spec in starting.items():
+                        rng = random.Random(f"{seed}:{spec.game.id}:{spec.trial}:{spec.condition}")
+                        active[s] = _Active(spec, states[s], rng, time.perf_counter())
+                slots = sorted(active)
+                turns = [
+                    Turn(
+                        active[s].spec,
+                        active[s].state,
+                        active[s].steps,
+                        active[s].rng,
+                        active[s].no_effect,
+                    )
+                    for s in slots
+                ]
+                decisions = agent.act(turns)
+                after = env.step({s: d.action for s, d in zip(slots, decisions)})
+                n_steps += len(slots)
+                for s, decision in zip(slots, decisions):
+                    episode = _advance(active[s], decision, after[s], max_steps, agent_name)
+                    if episode is None:
+                        continue
+                    del active[s]
+                    if store is not None and run is not None:
+                        _save(store, run, episode)
+                    played.append(episode)
+                    if on_episode is not None:
+                        on_episode(episode)
+    seconds = time.perf_counter() - started
+    if store is not None and run is not None and finish:
+        if play_store.get_play_run(store, run["id"]) is not None:
+            play_store.finish_play_run(store, run["id"])
+    return PlayResult(
+        run["id"] if run else None,
+        run["name"] if run else None,
+        played,
+        skipped,
+        "finished",
+        seconds,
+        n_steps,
+    )
+
+
+def _advance(
+    active: _Active, decision: Decision, state: GameState, max_steps: int, agent: str
+) -> Episode | None:
+    """Record one step; return the finished episode when the game or the budget is over."""
+    before = active.state
+    changed = state.facts != before.facts or state.score != before.score
+    if not changed:
+        active.no_effect.add(decision.action)
+    active.steps.append(
+        Step(
+            idx=len(active.steps),
+            observation=before.observation,
+            admissible=sorted(before.admissible_commands),
+            facts=before.facts,
+            action=decision.action,
+            valid=decision.valid,
+            reward=state.score - before.score,
+            score=state.score,
+            feedback=state.observation,
+            done=state.done,
+            changed=changed,
+            raw_output=decision.raw_output,
+            llm_call=decision.llm_call,
+        )
+    )
+    active.state = state
+    if state.won or state.lost or state.done:
+        reason = "won" if state.won else "lost"
+    elif len(active.steps) >= max_steps:
+        reason = "max_steps"
+    else:
+        return None
+    return Episode(
+        id=new_id(),
+        spec=active.spec,
+        agent=agent,
+        steps=active.steps,
+        won=state.won,
+        lost=state.lost,
+        score=state.score,
+        max_score=state.max_score,
+        stop_reason=reason,
+        seconds=time.perf_counter() - active.started,
+    )
+
+
+def _open_run(
+    store: Store | None, run_name: str | None, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The run to write into: a new one, or the unfinished run of that name (resumed)."""
+    if store is None:
+        if run_name:
+            raise WorkbenchError("--run-name needs a store to record the run in")
+        return None
+    run_id = new_id()
+    name = run_name or f"play-{run_id}"
+    existing = play_store.get_play_run(store, name) if run_name else None
+    if existing is None:
+        if run_name and store.get_run(run_name) is not None:
+            raise WorkbenchError(f"run name {run_name!r} is taken by a run that is not a play run")
+        return {"id": run_id, "name": name, "params": params}
+    if existing["status"] == "finished":
+        raise WorkbenchError(
+            f"run {name!r} has already finished; pick another --run-name "
+            f"or see it with `workbench report --run {name}`"
+        )
+    old = existing["params"] or {}
+    for key in _RESUME_KEYS:
+        if old.get(key) != params.get(key):
+            raise WorkbenchError(
+                f"run {name!r} was started with a different {key.replace('_', ' ')}; "
+                "resume it with the options it was started with"
+            )
+    return {"id": existing["id"], "name": name, "params": old}
+
+
+def _save(store: Store, run: dict[str, Any], episode: Episode) -> None:
+    game = episode.spec.game
+    play_store.save_episode(
+        store,
+        run,
+        game.to_dict(),
+        episode.to_row(),
+        [s.to_row() for s in episode.steps],
+        [c.to_row() for c in episode.llm_calls],
+    )
+
+
+def worked_example(game: GameInfo, max_chars: int = 2500) -> str:
+    """A won game as the prompt's worked example: its walkthrough with the real replies."""
+    lines: list[str] = []
+    with BatchEnv(1, workers=0) as env:
+        state = env.reset({0: game.path})[0]
+        lines.append(state.observation[-600:])
+        for command in state.walkthrough:
+            state = env.step({0: command})[0]
+            lines.append(f"> {command}\n{state.observation}")
+    text = "\n".join(lines)
+    return text if len(text) <= max_chars else text[-max_chars:]

@@ -1,0 +1,286 @@
+"""Game sets: folders of compiled tw-cooking games with a `manifest.json`.
+
+A game's id is the SHA-256 (first 16 hex digits) of its compiled `.z8` file, and the file
+is named after it, so the same game made twice is stored once and any copy of a game set
+refers to the same games. Several `make` calls may add to one folder: the manifest is
+rewritten atomically under a file lock, and a game appears in it only once its files are
+complete, so an interrupted `make` leaves the folder consistent.
+
+    >>> from games import make, list_games
+    >>> make(level=1, count=2, seed=7, split="train", out="games/l1")   # doctest: +SKIP
+    >>> [g.id for g in list_games("games/l1")]                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from games.levels import check_split, get_level, level_of_settings
+from workbench.errors import WorkbenchError
+
+MANIFEST = "manifest.json"
+GAME_SUFFIXES = (".z8", ".ulx")
+
+
+@dataclass(frozen=True)
+class GameInfo:
+    """One compiled game: where it is and what it asks of the player."""
+
+    id: str
+    path: Path
+    level: int | None
+    split: str | None
+    seed: int | None
+    max_score: int
+    walkthrough_steps: int
+    ingredients: list[str] = field(default_factory=list, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+@dataclass
+class MakeResult:
+    out: Path
+    added: list[GameInfo]
+    existing: list[GameInfo]  # asked for again: same seed, same game, kept once
+
+
+def game_seed(seed: int, level: int, split: str, index: int) -> int:
+    """The seed of the index-th game of a `make` call: distinct across levels and splits."""
+    digest = hashlib.sha256(f"{seed}:{level}:{split}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
+
+
+def file_id(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def make(
+    level: int,
+    count: int,
+    seed: int,
+    split: str,
+    out: str | os.PathLike,
+    jobs: int = 1,
+    on_game: Callable[[GameInfo], None] | None = None,
+) -> MakeResult:
+    """Make `count` tw-cooking games of a level into the folder `out` (created if needed).
+
+    Args:
+        level: 1-10, see `games.levels`.
+        count: how many games; the same (level, count, seed, split) makes the same games.
+        seed: base seed; each game's own seed is derived from it, the level, split and index.
+        split: train, valid or test (tw-cooking's split of foods and preparations).
+        out: the game-set folder; games already there are kept and the manifest extended.
+        jobs: games compiled in parallel processes.
+        on_game: called after each game is in the manifest (for a progress bar).
+    """
+    lvl = get_level(level)
+    check_split(split)
+    if count < 1:
+        raise WorkbenchError(f"count must be at least 1, not {count}")
+    if jobs < 1:
+        raise WorkbenchError(f"jobs must be at least 1, not {jobs}")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise WorkbenchError(f"--out {str(folder)!r} is a file, not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    seeds = [game_seed(seed, lvl.number, split, i) for i in range(count)]
+    result = MakeResult(folder, [], [])
+
+    def record(entry: dict[str, Any]) -> None:
+        with _manifest_lock(folder):
+            games = _read_manifest(folder)
+            known = {g["id"] for g in games}
+            info = _info_from_entry(folder, entry)
+            if entry["id"] in known:
+                result.existing.append(info)
+            else:
+                games.append(entry)
+                _write_manifest(folder, games)
+                result.added.append(info)
+        if on_game is not None:
+            on_game(info)
+
+    tasks = [(lvl.number, split, s, str(folder)) for s in seeds]
+    if jobs == 1:
+        for task in tasks:
+            record(_compile_one(*task))
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for entry in pool.map(_compile_one, *zip(*tasks)):
+                record(entry)
+    return result
+
+
+def _compile_one(level: int, split: str, seed: int, folder: str) -> dict[str, Any]:
+    """Generate and compile one game in a scratch folder, then move it in under its id."""
+    import textworld
+    from textworld.challenges.tw_cooking import cooking
+    from textworld.generator import compile_game
+
+    lvl = get_level(level)
+    scratch = Path(tempfile.mkdtemp(dir=folder, prefix=".making-"))
+    try:
+        options = textworld.GameOptions()
+        options.seeds = seed
+        options.path = str(scratch / "game.z8")
+        options.force_recompile = True
+        with _quiet_stdout():
+            game = cooking.make(lvl.tw_cooking_settings(split), options)
+            compile_game(game, options)
+        z8 = scratch / "game.z8"
+        gid = file_id(z8)
+        target = Path(folder) / f"{gid}.z8"
+        # The .json is written first: a .z8 without its .json is never left as "complete".
+        os.replace(scratch / "game.json", target.with_suffix(".json"))
+        os.replace(z8, target)
+        return {
+            "id": gid,
+            "file": target.name,
+            "level": level,
+            "split": split,
+            "seed": seed,
+            "max_score": int(game.max_score),
+            "walkthrough_steps": len(game.metadata.get("walkthrough") or []),
+            "ingredients": [i[0] for i in game.metadata.get("ingredients", [])],
+            "tw_uuid": game.metadata.get("uuid"),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def list_games(path: str | os.PathLike) -> list[GameInfo]:
+    """The games of a game-set folder (from its manifest), or one compiled game file.
+
+    A folder without a manifest (games made with `tw-make` directly) is read from its
+    `.z8`/`.ulx` files and their `.json` companions.
+    """
+    target = Path(path)
+    if not target.exists():
+        raise WorkbenchError(f"games path {str(target)!r} does not exist")
+    if target.is_file():
+        return [_info_from_file(target)]
+    if (target / MANIFEST).is_file():
+        games = [_info_from_entry(target, e) for e in _read_manifest(target)]
+    else:
+        files = sorted(p for p in target.iterdir() if p.suffix in GAME_SUFFIXES)
+        games = [_info_from_file(p) for p in files]
+    if not games:
+        raise WorkbenchError(
+            f"no games in {str(target)!r}; make some with "
+            f"`workbench games make --level 1 --count 5 --out {target}`"
+        )
+    return games
+
+
+def _info_from_entry(folder: Path, entry: dict[str, Any]) -> GameInfo:
+    path = folder / entry["file"]
+    if not path.is_file() or not path.with_suffix(".json").is_file():
+        raise WorkbenchError(
+            f"game {entry['file']} listed in {folder / MANIFEST} is missing (or its .json is)"
+        )
+    return GameInfo(
+        id=entry["id"],
+        path=path.resolve(),
+        level=entry.get("level"),
+        split=entry.get("split"),
+        seed=entry.get("seed"),
+        max_score=int(entry["max_score"]),
+        walkthrough_steps=int(entry.get("walkthrough_steps", 0)),
+        ingredients=list(entry.get("ingredients", [])),
+    )
+
+
+def _info_from_file(path: Path) -> GameInfo:
+    """Check that a file is a compiled TextWorld game and read what its .json says."""
+    if path.suffix not in GAME_SUFFIXES or not _has_game_header(path):
+        raise WorkbenchError(
+            f"{str(path)!r} is not a compiled TextWorld game (.z8 or .ulx with its .json)"
+        )
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+        metadata = meta.get("metadata", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise WorkbenchError(
+            f"{str(path)!r} has no readable {meta_path.name}; TextWorld needs it to play"
+        ) from exc
+    settings = metadata.get("settings", {})
+    quests = meta.get("quests", [])
+    max_score = metadata.get("max_score")
+    if max_score is None:
+        max_score = sum(int(q.get("reward", 1)) for q in quests)
+    return GameInfo(
+        id=file_id(path),
+        path=path.resolve(),
+        level=level_of_settings(settings) if settings else None,
+        split=settings.get("split"),
+        seed=None,
+        max_score=int(max_score),
+        walkthrough_steps=len(metadata.get("walkthrough") or []),
+        ingredients=[i[0] for i in metadata.get("ingredients", [])],
+    )
+
+
+def _has_game_header(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if path.suffix == ".ulx":
+        return head[:4] == b"Glul"
+    # A z-machine story file starts with its version byte (1-8) and is at least 64 bytes.
+    return len(head) == 64 and 1 <= head[0] <= 8
+
+
+def _read_manifest(folder: Path) -> list[dict[str, Any]]:
+    path = folder / MANIFEST
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text())
+        return list(data["games"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WorkbenchError(f"{path} is not a game-set manifest") from exc
+
+
+def _write_manifest(folder: Path, games: list[dict[str, Any]]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"version": 1, "games": games}, fh, indent=1)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a game set is meant to be shared
+        os.replace(tmp, folder / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _manifest_lock(folder: Path) -> Iterator[None]:
+    with (folder / ".manifest.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """TextWorld's compiler prints progress to stdout, which may carry JSON output."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield

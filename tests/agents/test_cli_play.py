@@ -1,0 +1,188 @@
+"""`workbench games|play|report` as a user runs them: subprocesses, exit codes, one-line
+errors, and a run killed with SIGKILL that resumes to the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from workbench.store import Store
+from workbench.store import play as play_store
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def level1_dir(level1_games):
+    return str(level1_games[0].path.parent)
+
+
+def test_games_list_shows_the_manifest(level1_dir, level1_games):
+    done = cli("games", "list", level1_dir, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert [g["id"] for g in listed] == [g.id for g in level1_games]
+    assert {g["level"] for g in listed} == {1} and {g["max_score"] for g in listed} == {3}
+    table = cli("games", "list", level1_dir)
+    assert level1_games[0].id in table.stdout
+
+
+def test_play_and_report_json(level1_dir, tmp_path):
+    db = str(tmp_path / "w.duckdb")
+    done = cli(
+        "play",
+        "--games",
+        level1_dir,
+        "--agent",
+        "expert",
+        "--trials",
+        "2",
+        "--parallel",
+        "2",
+        "--run-name",
+        "exp",
+        "--db",
+        db,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "played 4 episode(s), won 4" in done.stderr
+    report = cli("report", "--run", "exp", "--format", "json", "--db", db)
+    data = json.loads(report.stdout)
+    assert len(data["episodes"]) == 4
+    for e in data["episodes"]:
+        assert {"game", "trial", "condition", "won", "score", "max_score", "moves"} <= set(e)
+        assert e["won"] and e["score"] == e["max_score"] == 3 and e["condition"] == "default"
+    assert data["rows"][0]["success"]["mean"] == 1.0 and data["rows"][0]["games"] == 2
+    table = cli("report", "--db", db)  # the latest run by default
+    assert "100%" in table.stdout and "exp" in table.stdout
+
+
+def _unreachable_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["play", "--games", "{tmp}/missing"], "does not exist"),
+        (["play", "--games", "{tmp}/empty"], "no games in"),
+        (["play", "--games", "{tmp}/notes.txt"], "not a compiled TextWorld game"),
+        (["play", "--games", "{games}", "--trials", "0", "--agent", "random"], "trials must"),
+        (["play", "--games", "{games}", "--agent", "smart"], "unknown agent 'smart'"),
+        (["play", "--games", "{games}", "--llm", "gpt:4"], "unknown LLM backend 'gpt'"),
+        (
+            [
+                "play",
+                "--games",
+                "{games}",
+                "--llm",
+                "openai:m",
+                "--select",
+                "generate",
+                "--retries",
+                "1",
+            ],
+            "unreachable",
+        ),
+        (["games", "make", "--level", "11", "--out", "{tmp}/new"], "levels are 1-10"),
+        (
+            ["games", "make", "--level", "1", "--count", "0", "--out", "{tmp}/new"],
+            "count must be at least 1",
+        ),
+        (["report", "--run", "nope"], "no play run named 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, level1_dir):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a game")
+    db = tmp_path / "w.duckdb"
+    argv = [a.format(tmp=tmp_path, games=level1_dir) for a in args] + ["--db", str(db)]
+    if args[0] == "games":
+        argv = argv[:-2]
+    done = cli(*argv, env={"OPENAI_BASE_URL": _unreachable_url(), "OPENAI_API_KEY": "k"})
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "new").exists()
+    if db.exists():
+        with Store(db).connect(read_only=True) as con:
+            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+
+
+def _episodes(db, name) -> list[tuple]:
+    store = Store(db)
+    run = play_store.get_play_run(store, name)
+    rows = play_store.list_episodes(store, run["id"]) if run else []
+    out = []
+    for r in rows:
+        actions = [s["action"] for s in play_store.get_steps(store, r["id"])]
+        out.append((r["game"], r["trial"], r["won"], r["score"], r["moves"], tuple(actions)))
+    return sorted(out)
+
+
+def test_sigkill_then_resume_loses_and_duplicates_nothing(level1_dir, tmp_path):
+    db = tmp_path / "w.duckdb"
+    Store(db)  # created up front so the polling below never races its creation
+    args = [
+        "play",
+        "--games",
+        level1_dir,
+        "--agent",
+        "random",
+        "--trials",
+        "6",
+        "--max-steps",
+        "40",
+        "--parallel",
+        "1",
+        "--seed",
+        "3",
+        "--workers",
+        "0",
+    ]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", *args, "--run-name", "k", "--db", str(db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while len(_episodes(db, "k")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    before = _episodes(db, "k")
+    assert 2 <= len(before) < 12, "the run must be killed mid-way for this test to mean anything"
+    resumed = cli(*args, "--run-name", "k", "--db", str(db))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(before)} episode(s) already done" in resumed.stderr
+    after = _episodes(db, "k")
+    assert len(after) == 12 and len({(g, t) for g, t, *_ in after}) == 12
+    assert set(before) <= set(after)
+    full = cli(*args, "--run-name", "uninterrupted", "--db", str(db))
+    assert full.returncode == 0, full.stderr
+    assert after == _episodes(db, "uninterrupted")
+    store = Store(db)
+    run = play_store.get_play_run(store, "k")
+    assert run["status"] == "finished"
+    counts = play_store.count_rows(store, run["id"])
+    assert counts["steps"] == sum(moves for *_, moves, _ in after)
