@@ -140,3 +140,20 @@ def test_bad_databases(tiny_model_dir, tmp_path, capsys):
     read_only.chmod(0o444)
     code, _, err = run_inprocess(capsys, "explanations", "list", "--db", str(read_only))
     assert code == 1 and "read-only" in err
+
+
+def test_dataset_mode_explains_every_line(tiny_model_dir, tmp_path, capsys):
+    db, data, out = tmp_path / "wb.duckdb", tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    data.write_text('{"text": "the milk is in the fridge", "target": "door"}\n'
+                    '{"text": "open the box", "target": "key"}\n')
+    code, stdout, err = run_inprocess(capsys, "explain", "--model", str(tiny_model_dir),
+                                      "--dataset", str(data), "--steps", "4", "--format", "json",
+                                      "--out", str(out), "--db", str(db))
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["count"] == 2 and len(summary["ids"]) == 2
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["input_text"] for x in lines] == ["the milk is in the fridge", "open the box"]
+    assert len(Store(db).list_explanations()) == 2
+    code, _, err = run_inprocess(capsys, "explain", "--model", str(tiny_model_dir), "--db", str(db))
+    assert code == 1 and "give either --text or --dataset" in err

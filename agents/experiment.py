@@ -1,0 +1,253 @@
+"""The Introspective Tips experiment (Chen et al. 2023) as one call.
+
+1. Train games, K trials each, under four conditions: no tips, Reflexion (Shinn et al.
+   2023), self tips and expert tips (tips written between trials).
+2. The final self and expert tips of every training game merge into one general set by
+   ADD / EDIT / AGREE / REMOVE operations (ExpeL, Zhao et al. 2023), capped at `max_tips`.
+3. Test games (unseen: another split or seed), one trial each, without tips and with the
+   general set, zero-shot.
+
+The result holds success rate, normalised score (both means over games with 95% CIs) and
+moves to win, per phase, level, condition and trial; it is stored with the experiment run.
+
+    >>> from agents.experiment import introspective_tips
+    >>> result = introspective_tips(games.list_games("games/train"),
+    ...     games.list_games("games/test"), llm=make_llm(), trials=3, store=Store(),
+    ...     name="it-l1")                                                # doctest: +SKIP
+    >>> print(result.to_dict()["rows"][0])                               # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from agents.report import ReportRow, summarize
+from agents.tip_prompts import DEFAULT_TIP_PROMPTS, TipPrompts
+from agents.tips import TipSet, TipWriter, build_general, play_tips
+from agents.trajectory import Episode
+from games import GameInfo
+from workbench.errors import WorkbenchError
+from workbench.llm import LLM
+from workbench.store import Store
+from workbench.store import play as play_store
+from workbench.store import tips as tips_store
+
+TRAIN_CONDITIONS = ("none", "reflexion", "self", "expert")
+TEST_CONDITIONS = ("none", "general")
+
+
+@dataclass
+class ExperimentRow:
+    phase: str  # train or test
+    trial: int
+    row: ReportRow
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.row
+        return {
+            "phase": self.phase,
+            "level": r.level,
+            "condition": r.condition,
+            "trial": self.trial,
+            "games": r.games,
+            "episodes": r.episodes,
+            "success": r.success.mean,
+            "success_low": _none_if_nan(r.success.low),
+            "success_high": _none_if_nan(r.success.high),
+            "score": r.score.mean,
+            "score_low": _none_if_nan(r.score.low),
+            "score_high": _none_if_nan(r.score.high),
+            "steps_to_win": r.steps_to_win,
+        }
+
+
+@dataclass
+class ExperimentResult:
+    run_id: str
+    name: str
+    train_run: str
+    test_run: str
+    general: TipSet
+    rows: list[ExperimentRow]
+    tip_failures: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": {"id": self.run_id, "name": self.name},
+            "train_run": self.train_run,
+            "test_run": self.test_run,
+            "general_tipset": {
+                "id": self.general.id,
+                "version": self.general.version,
+                "tips": [asdict(t) for t in self.general.tips],
+            },
+            "tip_failures": self.tip_failures,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def _none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def rows_by_trial(phase: str, episodes: list[dict[str, Any]]) -> list[ExperimentRow]:
+    """Report rows (level x condition, CIs over games) for each trial separately: the
+    paper's question is how success changes from one trial to the next."""
+    rows = []
+    for trial in sorted({e["trial"] for e in episodes}):
+        for row in summarize([e for e in episodes if e["trial"] == trial]):
+            rows.append(ExperimentRow(phase, trial, row))
+    return rows
+
+
+def introspective_tips(
+    train: Sequence[GameInfo],
+    test: Sequence[GameInfo],
+    *,
+    llm: LLM,
+    store: Store,
+    name: str,
+    trials: int = 3,
+    max_tips: int = 5,
+    retries: int = 2,
+    prompts: TipPrompts = DEFAULT_TIP_PROMPTS,
+    parallel: int = 8,
+    max_steps: int = 50,
+    seed: int = 0,
+    workers: int | str = "auto",
+    on_episode: Callable[[Episode], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    **agent_options: Any,
+) -> ExperimentResult:
+    """Run the whole comparison and store it as an experiment run named `name`.
+
+    Re-running an unfinished experiment of the same name resumes it: its play runs
+    (`NAME-train`, `NAME-test`) resume, and a general set already merged is reused.
+    """
+    if not train:
+        raise WorkbenchError("the --train folder has no games")
+    if not test:
+        raise WorkbenchError("the --test folder has no games")
+    if trials < 1:
+        raise WorkbenchError(f"--trials must be at least 1, not {trials}")
+    if max_tips < 1:
+        raise WorkbenchError(f"--max-tips must be at least 1, not {max_tips}")
+    overlap = {g.id for g in train} & {g.id for g in test}
+    if overlap:
+        raise WorkbenchError(
+            f"{len(overlap)} game(s) are in both --train and --test; "
+            "zero-shot evaluation needs unseen games (another split or seed)"
+        )
+    params = {
+        "train": sorted(g.id for g in train),
+        "test": sorted(g.id for g in test),
+        "trials": trials,
+        "max_tips": max_tips,
+        "max_steps": max_steps,
+        "seed": seed,
+        "llm": llm.describe(),
+    }
+    run_id = _open_experiment(store, name, params)
+    common = {
+        "llm": llm,
+        "store": store,
+        "max_tips": max_tips,
+        "retries": retries,
+        "prompts": prompts,
+        "parallel": parallel,
+        "max_steps": max_steps,
+        "seed": seed,
+        "workers": workers,
+        "on_episode": on_episode,
+        **agent_options,
+    }
+    train_name, test_name = f"{name}-train", f"{name}-test"
+    if on_phase:
+        on_phase(f"train: {len(train)} games x {trials} trials x {', '.join(TRAIN_CONDITIONS)}")
+    trained = _play_or_reuse(store, train_name, train, TRAIN_CONDITIONS, trials, None, common)
+    general = _general_set(store, trained, max_tips, retries, prompts, llm, on_phase)
+    if on_phase:
+        on_phase(f"test: {len(test)} games, none vs general ({len(general.tips)} tips)")
+    tested = _play_or_reuse(store, test_name, test, TEST_CONDITIONS, 1, general, common)
+    rows = rows_by_trial("train", play_store.list_episodes(store, trained)) + rows_by_trial(
+        "test", play_store.list_episodes(store, tested)
+    )
+    tips_store.save_experiment_results(store, run_id, [r.to_dict() for r in rows])
+    failures = sum(
+        t["status"] == "failed"
+        for rid in (trained,)
+        for t in tips_store.list_tipsets(store, run_id=rid, limit=100_000)
+    )
+    store.finish_run(run_id)
+    return ExperimentResult(run_id, name, train_name, test_name, general, rows, failures)
+
+
+def _open_experiment(store: Store, name: str, params: dict[str, Any]) -> str:
+    existing = store.get_run(name)
+    if existing is None:
+        return store.create_run(name, "experiment", params)
+    if existing["kind"] != "experiment":
+        raise WorkbenchError(f"run name {name!r} is taken by a {existing['kind']} run")
+    if existing["status"] == "finished":
+        raise WorkbenchError(f"experiment {name!r} has already finished; pick another --name")
+    return existing["id"]
+
+
+def _play_or_reuse(
+    store: Store,
+    run_name: str,
+    games: Sequence[GameInfo],
+    modes: Sequence[str],
+    trials: int,
+    tipset: TipSet | None,
+    common: dict[str, Any],
+) -> str:
+    """The id of the finished play run `run_name`, playing (or resuming) it first."""
+    done = play_store.get_play_run(store, run_name)
+    if done is not None and done["status"] == "finished":
+        return done["id"]
+    result = play_tips(games, modes, trials=trials, tipset=tipset, run_name=run_name, **common)
+    assert result.run_id is not None
+    return result.run_id
+
+
+def _general_set(
+    store: Store,
+    train_run: str,
+    max_tips: int,
+    retries: int,
+    prompts: TipPrompts,
+    llm: LLM,
+    on_phase: Callable[[str], None] | None,
+) -> TipSet:
+    """The general set merged from the training run's final self and expert tips (the one
+    merged before, when the experiment is resumed)."""
+    for row in tips_store.list_tipsets(store, run_id=train_run, kind="general", limit=100_000):
+        if (row.get("params") or {}).get("final"):
+            return TipSet.load(store, row["id"])
+    sources = sorted(
+        (
+            TipSet.from_row(t)
+            for t in tips_store.final_tipsets(store, train_run, ["self", "expert"])
+        ),
+        key=lambda t: (t.game_id or "", t.condition or ""),  # a stable merge order
+    )
+    if not sources:
+        # Every tip-writing call failed: the general set is empty, and says so.
+        general = TipSet(
+            kind="general",
+            scope="general",
+            run_id=train_run,
+            status="failed",
+            error="no training game produced usable tips",
+            params={"final": True, "merged": 0},
+        )
+        general.save(store)
+        return general
+    if on_phase:
+        on_phase(f"general: merging {len(sources)} tip sets (max {max_tips} tips)")
+    writer = TipWriter(llm, max_tips=max_tips, retries=retries, prompts=prompts)
+    return build_general(writer, sources, store, run_id=train_run)

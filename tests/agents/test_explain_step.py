@@ -1,0 +1,115 @@
+"""Explaining one recorded decision: the exact prompt is rebuilt, segment masses add up to
+the action's attribution, tips are ablated, and the CLI refuses bad input in one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from agents.explain_step import SEGMENTS, explain_step
+from agents.tips import Tip, TipSet, play_tips
+from workbench.errors import WorkbenchError
+from workbench.llm.local import LocalLLM
+from workbench.store import play as play_store
+from workbench.store import tips as tips_store
+
+
+@pytest.fixture(scope="module")
+def played(level1_games, tiny_causal, tmp_path_factory):
+    from workbench.store import Store
+
+    store = Store(tmp_path_factory.mktemp("explain") / "w.duckdb")
+    general = TipSet("general", "general", [Tip("Take the fridge food."), Tip("Eat the meal.")])
+    general.save(store)
+    play_tips(
+        level1_games[:1],
+        ["general"],
+        llm=LocalLLM(tiny_causal),
+        store=store,
+        tipset=general,
+        max_steps=3,
+        run_name="g",
+        workers=0,
+    )
+    episode = play_store.list_episodes(store, play_store.get_play_run(store, "g")["id"])[0]
+    return store, episode
+
+
+def test_segments_sum_to_the_total_and_tips_are_ablated(played, tiny_causal):
+    store, episode = played
+    result = explain_step(store, "g", episode["id"], 2, lm=tiny_causal, steps=4)
+    steps = play_store.get_steps(store, episode["id"])
+    assert result.action == steps[2]["action"] and result.prompt == steps[2]["prompt"]
+    assert set(SEGMENTS) <= set(result.segments)
+    assert sum(result.segments.values()) == pytest.approx(result.total, abs=1e-6)
+    assert result.total == pytest.approx(float(result.explanation.scores.sum()), abs=1e-6)
+    assert result.segments["history"] != 0.0 and result.segments["tips"] != 0.0
+    assert [t["tip"] for t in result.tips] == ["Take the fridge food.", "Eat the meal."]
+    assert all(t["new_action"] in steps[2]["admissible"] for t in result.tips)
+    assert sum(t["mass"] for t in result.tips) != 0.0
+    # Spans come from the template: the tips span holds the tips, the admissible span the list.
+    ((start, end),) = result.spans["tips"]
+    assert "Take the fridge food." in result.prompt[start:end]
+    ((start, end),) = result.spans["admissible"]
+    assert result.prompt[start:end] == "\n".join(steps[2]["admissible"])
+    stored = tips_store.list_step_explanations(store, episode["id"], 2)[0]
+    assert stored["explanation_id"] == result.explanation_id
+    assert stored["segments"] == pytest.approx(result.segments)
+    assert store.get_explanation(result.explanation_id)["target_tokens"]
+
+
+def test_bad_steps_are_one_line_errors(played, tiny_causal, tmp_path):
+    store, episode = played
+    with pytest.raises(WorkbenchError, match="no play run"):
+        explain_step(store, "nope", episode["id"], 0, lm=tiny_causal)
+    with pytest.raises(WorkbenchError, match="has no episode"):
+        explain_step(store, "g", "nope", 0, lm=tiny_causal)
+    with pytest.raises(WorkbenchError, match="there is no step 99"):
+        explain_step(store, "g", episode["id"], 99, lm=tiny_causal)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "explain-step",
+            "--run",
+            "nope",
+            "--episode",
+            "x",
+            "--step",
+            "0",
+            "--db",
+            str(store.path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"error: no play run named 'nope' in {store.path}"]
+    tips = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "play",
+            "--games",
+            str(tmp_path),
+            "--tips",
+            "self",
+            "--max-tips",
+            "0",
+            "--db",
+            str(tmp_path / "n.duckdb"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        tips.returncode == 1
+        and tips.stderr.strip() == "error: --max-tips must be at least 1, not 0"
+    )
+    assert not (tmp_path / "n.duckdb").exists()

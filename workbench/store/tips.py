@@ -1,0 +1,268 @@
+"""Store queries for introspective tips: tip sets (versioned, with provenance), their tips
+and merge operations, the explanations of single agent steps, and experiment results.
+
+A tip set is written in one transaction together with its tips, its operations and the LLM
+calls that produced it (failed attempts included), so its provenance is never partial.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from workbench.store import Store, _all, _one
+
+_CALL_COLUMNS = (
+    "id, run_id, episode_id, step_idx, purpose, backend, model, prompt, completion,"
+    " prompt_tokens, completion_tokens, latency_s, error, params"
+)
+
+
+def save_tipset(
+    store: Store,
+    tipset: dict[str, Any],
+    tips: list[dict[str, Any]],
+    ops: list[dict[str, Any]],
+    llm_calls: list[dict[str, Any]],
+) -> None:
+    """Write a tip set version, its tips (text, score), its operations and LLM calls."""
+    with store.transaction() as con:
+        if llm_calls:
+            con.executemany(
+                f"INSERT INTO llm_calls ({_CALL_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [
+                        c["id"],
+                        c.get("run_id"),
+                        c.get("episode_id"),
+                        c.get("step_idx"),
+                        c["purpose"],
+                        c["backend"],
+                        c["model"],
+                        c["prompt"],
+                        c.get("completion"),
+                        c.get("prompt_tokens"),
+                        c.get("completion_tokens"),
+                        c.get("latency_s"),
+                        c.get("error"),
+                        json.dumps(c.get("params") or {}),
+                    ]
+                    for c in llm_calls
+                ],
+            )
+        con.execute(
+            "INSERT INTO tipsets (id, run_id, kind, scope, condition, game_id, trial, parent_id,"
+            " version, status, error, episodes, llm_call_ids, params)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                tipset["id"],
+                tipset.get("run_id"),
+                tipset["kind"],
+                tipset["scope"],
+                tipset.get("condition"),
+                tipset.get("game_id"),
+                tipset.get("trial"),
+                tipset.get("parent_id"),
+                tipset["version"],
+                tipset["status"],
+                tipset.get("error"),
+                json.dumps(tipset.get("episodes") or []),
+                json.dumps(tipset.get("llm_call_ids") or []),
+                json.dumps(tipset.get("params") or {}),
+            ],
+        )
+        if tips:
+            con.executemany(
+                "INSERT INTO tips (tipset_id, idx, text, score) VALUES (?, ?, ?, ?)",
+                [[tipset["id"], i, t["text"], t["score"]] for i, t in enumerate(tips)],
+            )
+        if ops:
+            con.executemany(
+                "INSERT INTO tip_ops (tipset_id, idx, op, target, text, old_text, applied, note,"
+                " llm_call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [
+                        tipset["id"],
+                        i,
+                        o["op"],
+                        o.get("target"),
+                        o.get("text"),
+                        o.get("old_text"),
+                        o["applied"],
+                        o.get("note"),
+                        o.get("llm_call_id"),
+                    ]
+                    for i, o in enumerate(ops)
+                ],
+            )
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for key in ("episodes", "llm_call_ids", "params"):
+        if isinstance(row.get(key), str):
+            row[key] = json.loads(row[key])
+    return row
+
+
+def get_tipset(store: Store, tipset_id: str) -> dict[str, Any] | None:
+    """One tip set with its tips (in order) and operations; None if there is no such id."""
+    with store.connect(read_only=True) as con:
+        row = _one(con.execute("SELECT * FROM tipsets WHERE id = ?", [tipset_id]))
+        if row is None:
+            return None
+        row["tips"] = _all(
+            con.execute(
+                "SELECT text, score FROM tips WHERE tipset_id = ? ORDER BY idx", [tipset_id]
+            )
+        )
+        row["ops"] = _all(
+            con.execute(
+                "SELECT op, target, text, old_text, applied, note, llm_call_id FROM tip_ops"
+                " WHERE tipset_id = ? ORDER BY idx",
+                [tipset_id],
+            )
+        )
+    return _decode(row)
+
+
+def list_tipsets(
+    store: Store, run_id: str | None = None, kind: str | None = None, limit: int = 50
+) -> list[dict[str, Any]]:
+    """Tip sets newest first, each with its number of tips and run name."""
+    where, args = [], []
+    if run_id is not None:
+        where.append("t.run_id = ?")
+        args.append(run_id)
+    if kind is not None:
+        where.append("t.kind = ?")
+        args.append(kind)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    with store.connect(read_only=True) as con:
+        rows = _all(
+            con.execute(
+                "SELECT t.*, r.name AS run_name,"
+                " (SELECT count(*) FROM tips WHERE tipset_id = t.id) AS n_tips"
+                f" FROM tipsets t LEFT JOIN runs r ON r.id = t.run_id {clause}"
+                " ORDER BY t.created_at DESC, t.version DESC LIMIT ?",
+                [*args, limit],
+            )
+        )
+    return [_decode(r) for r in rows]
+
+
+def find_tipset(
+    store: Store, run_id: str, condition: str, game_id: str | None, trial: int
+) -> dict[str, Any] | None:
+    """The tip set a run wrote for (condition, game) after the given trial, if any (a
+    resumed run reuses it instead of asking the LLM again)."""
+    with store.connect(read_only=True) as con:
+        row = _one(
+            con.execute(
+                "SELECT id FROM tipsets WHERE run_id = ? AND condition = ?"
+                " AND game_id IS NOT DISTINCT FROM ? AND trial = ?"
+                " ORDER BY version DESC LIMIT 1",
+                [run_id, condition, game_id, trial],
+            )
+        )
+    return get_tipset(store, row["id"]) if row else None
+
+
+def final_tipsets(store: Store, run_id: str, conditions: list[str]) -> list[dict[str, Any]]:
+    """The latest ok tip set per (condition, game) of a run: what each game learned."""
+    marks = ", ".join("?" for _ in conditions)
+    with store.connect(read_only=True) as con:
+        rows = _all(
+            con.execute(
+                "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY condition, game_id"
+                " ORDER BY trial DESC, version DESC) AS rank FROM tipsets"
+                f" WHERE run_id = ? AND status = 'ok' AND condition IN ({marks}))"
+                " WHERE rank = 1 ORDER BY id",
+                [run_id, *conditions],
+            )
+        )
+    return [t for t in (get_tipset(store, r["id"]) for r in rows) if t is not None]
+
+
+def get_episode(store: Store, episode_id: str) -> dict[str, Any] | None:
+    """An episode with its run's name and its game's path (for explaining one step)."""
+    with store.connect(read_only=True) as con:
+        row = _one(
+            con.execute(
+                "SELECT e.*, r.name AS run_name, g.path AS game_path FROM episodes e"
+                " JOIN runs r ON r.id = e.run_id LEFT JOIN games g ON g.id = e.game_id"
+                " WHERE e.id = ?",
+                [episode_id],
+            )
+        )
+    if row is not None:
+        row["tips"] = json.loads(row["tips"]) if row["tips"] else []
+    return row
+
+
+def save_step_explanation(store: Store, row: dict[str, Any]) -> None:
+    with store.transaction() as con:
+        con.execute(
+            "INSERT INTO step_explanations (explanation_id, run_id, episode_id, step_idx, method,"
+            " action, total, segments, tips, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                row["explanation_id"],
+                row["run_id"],
+                row["episode_id"],
+                row["step_idx"],
+                row["method"],
+                row["action"],
+                row["total"],
+                json.dumps(row["segments"]),
+                json.dumps(row["tips"]),
+                json.dumps(row.get("params") or {}),
+            ],
+        )
+
+
+def list_step_explanations(
+    store: Store, episode_id: str, step_idx: int | None = None
+) -> list[dict[str, Any]]:
+    """The explanations of an episode's steps (one step's, with `step_idx`), newest first."""
+    where, args = "episode_id = ?", [episode_id]
+    if step_idx is not None:
+        where += " AND step_idx = ?"
+        args.append(step_idx)
+    with store.connect(read_only=True) as con:
+        rows = _all(
+            con.execute(
+                f"SELECT * FROM step_explanations WHERE {where} ORDER BY created_at DESC", args
+            )
+        )
+    for row in rows:
+        for key in ("segments", "tips", "params"):
+            row[key] = json.loads(row[key]) if row[key] else {}
+    return rows
+
+
+def save_experiment_results(store: Store, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Replace an experiment's result rows (a resumed experiment recomputes them all)."""
+    columns = (
+        "phase, level, condition, trial, games, episodes, success, success_low, success_high,"
+        " score, score_low, score_high, steps_to_win"
+    )
+    names = [c.strip() for c in columns.split(",")]
+    with store.transaction() as con:
+        con.execute("DELETE FROM experiment_results WHERE run_id = ?", [run_id])
+        if rows:
+            con.executemany(
+                f"INSERT INTO experiment_results (run_id, {columns})"
+                f" VALUES (?, {', '.join('?' for _ in names)})",
+                [[run_id, *[r[n] for n in names]] for r in rows],
+            )
+
+
+def get_experiment_results(store: Store, run_id: str) -> list[dict[str, Any]]:
+    with store.connect(read_only=True) as con:
+        return _all(
+            con.execute(
+                "SELECT * EXCLUDE (run_id) FROM experiment_results WHERE run_id = ?"
+                " ORDER BY phase DESC, level, condition, trial",
+                [run_id],
+            )
+        )
