@@ -158,8 +158,7 @@ def test_ig_ranks_the_copied_token_first(copy_model, baseline, required):
         answer = OBJECTS[int(torch.randint(len(OBJECTS), (1,), generator=gen))]
         words[int(torch.randint(8, (1,), generator=gen))] = answer
         text = " ".join(words + ["Q"])
-        exp = explain(copy_model, text, target=answer, method="ig", steps="auto",
-                      baseline=baseline)
+        exp = explain(copy_model, text, target=answer, method="ig", steps="auto", baseline=baseline)
         top = exp.top_tokens(0, k=1)[0][0]
         if top != answer:
             misses.append(f"{text!r}: top {top!r}, expected {answer!r}")

@@ -22,8 +22,9 @@ def test_batched_equals_one_input_path(tiny_causal, budget):
     batched = explain_dataset(tiny_causal, ITEMS, steps=8, baseline="eos", max_batch_tokens=budget)
     assert [e.input_text for e in batched] == [it["text"] for it in ITEMS]
     for item, exp in zip(ITEMS, batched):
-        single = explain(tiny_causal, item["text"], target=item["target"], method="ig", steps=8,
-                         baseline="eos")
+        single = explain(
+            tiny_causal, item["text"], target=item["target"], method="ig", steps=8, baseline="eos"
+        )
         assert exp.target_tokens == single.target_tokens
         np.testing.assert_allclose(exp.scores, single.scores, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(exp.expected, single.expected, rtol=1e-4, atol=1e-6)

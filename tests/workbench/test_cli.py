@@ -42,21 +42,45 @@ def run_inprocess(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_json_output_is_one_object_with_the_documented_fields(tiny_model_dir, tmp_path):
     db = tmp_path / "wb.duckdb"
-    result = run_cli("explain", "--model", str(tiny_model_dir), "--text", TEXT,
-                     "--target", "door open", "--steps", "8", "--format", "json", "--db", str(db))
+    result = run_cli(
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--target",
+        "door open",
+        "--steps",
+        "8",
+        "--format",
+        "json",
+        "--db",
+        str(db),
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)  # fails if stdout holds anything but one JSON object
     assert data["method"] == "ig" and data["model"] == str(tiny_model_dir)
     assert data["target_tokens"] == ["door", "open"]
-    assert len(data["scores"]) == 2 and all(len(r) == len(data["input_tokens"]) for r in data["scores"])
+    assert len(data["scores"]) == 2 and all(
+        len(r) == len(data["input_tokens"]) for r in data["scores"]
+    )
     assert len(data["expected"]) == len(data["delta"]) == 2
     stored = Store(db).list_explanations()
     assert [r["id"] for r in stored] == [data["id"]]
 
 
 def test_terminal_output_shows_tokens_and_completeness(tiny_model_dir, tmp_path):
-    result = run_cli("explain", "--model", str(tiny_model_dir), "--text", TEXT, "--target", "door",
-                     "--db", str(tmp_path / "wb.duckdb"))
+    result = run_cli(
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--target",
+        "door",
+        "--db",
+        str(tmp_path / "wb.duckdb"),
+    )
     assert result.returncode == 0, result.stderr
     assert "fridge" in result.stdout and "completeness" in result.stdout
 
@@ -64,15 +88,31 @@ def test_terminal_output_shows_tokens_and_completeness(tiny_model_dir, tmp_path)
 def test_html_is_escaped_and_explanations_read_back(tiny_model_dir, tmp_path, capsys):
     db, page = tmp_path / "wb.duckdb", tmp_path / "exp.html"
     text = "the <script> milk"
-    code, _, err = run_inprocess(capsys, "explain", "--model", str(tiny_model_dir), "--text", text,
-                                 "--target", "door", "--steps", "4", "--format", "html",
-                                 "--out", str(page), "--db", str(db))
+    code, _, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--text",
+        text,
+        "--target",
+        "door",
+        "--steps",
+        "4",
+        "--format",
+        "html",
+        "--out",
+        str(page),
+        "--db",
+        str(db),
+    )
     assert code == 0, err
     html = page.read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
     exp_id = Store(db).list_explanations()[0]["id"]
-    code, out, _ = run_inprocess(capsys, "explanations", "show", exp_id, "--format", "json",
-                                 "--db", str(db))
+    code, out, _ = run_inprocess(
+        capsys, "explanations", "show", exp_id, "--format", "json", "--db", str(db)
+    )
     assert code == 0 and json.loads(out)["id"] == exp_id
     code, out, _ = run_inprocess(capsys, "explanations", "list", "--db", str(db))
     assert code == 0 and exp_id in out
@@ -107,8 +147,9 @@ def test_bad_input_is_one_line_and_stores_nothing(tiny_model_dir, tmp_path, caps
 
 
 def test_unknown_format_is_a_usage_error(capsys):
-    from workbench.cli import app
     from typer.testing import CliRunner
+
+    from workbench.cli import app
 
     result = CliRunner().invoke(app, ["explain", "--text", "x", "--format", "pdf"])
     assert result.exit_code == 2 and "pdf" in result.output
@@ -116,13 +157,33 @@ def test_unknown_format_is_a_usage_error(capsys):
 
 def test_classifier_label_errors(tiny_classifier_dir, tmp_path, capsys):
     db = tmp_path / "wb.duckdb"
-    code, _, err = run_inprocess(capsys, "explain", "--model", str(tiny_classifier_dir),
-                                 "--text", "the apple is red", "--target", "happy",
-                                 "--db", str(db))
+    code, _, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_classifier_dir),
+        "--text",
+        "the apple is red",
+        "--target",
+        "happy",
+        "--db",
+        str(db),
+    )
     assert code == 1 and "no label 'happy'; its labels: neg, neu, pos" in err
-    code, out, err = run_inprocess(capsys, "explain", "--model", str(tiny_classifier_dir),
-                                   "--text", "the apple is red", "--target", "pos",
-                                   "--format", "json", "--db", str(db))
+    code, out, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_classifier_dir),
+        "--text",
+        "the apple is red",
+        "--target",
+        "pos",
+        "--format",
+        "json",
+        "--db",
+        str(db),
+    )
     assert code == 0, err
     assert json.loads(out)["target_tokens"] == ["pos"]
 
@@ -130,8 +191,18 @@ def test_classifier_label_errors(tiny_classifier_dir, tmp_path, capsys):
 def test_bad_databases(tiny_model_dir, tmp_path, capsys):
     not_duck = tmp_path / "notes.duckdb"
     not_duck.write_text("these are my notes, not a database" * 10)
-    code, _, err = run_inprocess(capsys, "explain", "--model", str(tiny_model_dir), "--text", TEXT,
-                                 "--target", "door", "--db", str(not_duck))
+    code, _, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--target",
+        "door",
+        "--db",
+        str(not_duck),
+    )
     assert code == 1 and "is not a DuckDB database" in err
     assert not_duck.read_text().startswith("these are my notes")
 
@@ -144,11 +215,26 @@ def test_bad_databases(tiny_model_dir, tmp_path, capsys):
 
 def test_dataset_mode_explains_every_line(tiny_model_dir, tmp_path, capsys):
     db, data, out = tmp_path / "wb.duckdb", tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    data.write_text('{"text": "the milk is in the fridge", "target": "door"}\n'
-                    '{"text": "open the box", "target": "key"}\n')
-    code, stdout, err = run_inprocess(capsys, "explain", "--model", str(tiny_model_dir),
-                                      "--dataset", str(data), "--steps", "4", "--format", "json",
-                                      "--out", str(out), "--db", str(db))
+    data.write_text(
+        '{"text": "the milk is in the fridge", "target": "door"}\n'
+        '{"text": "open the box", "target": "key"}\n'
+    )
+    code, stdout, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        str(data),
+        "--steps",
+        "4",
+        "--format",
+        "json",
+        "--out",
+        str(out),
+        "--db",
+        str(db),
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["count"] == 2 and len(summary["ids"]) == 2

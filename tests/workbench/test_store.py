@@ -13,9 +13,18 @@ from workbench.store.migrations import MIGRATIONS
 
 def sample_explanation() -> Explanation:
     return Explanation(
-        method="ig", category="attribution", model="tiny", input_text="a b",
-        input_tokens=["a", " b"], target_tokens=[" c"], scores=np.array([[0.25, -0.5]]),
-        baseline="zero", params={"steps": 8}, expected=[-0.2], delta=[-0.05], word_ids=[0, 1],
+        method="ig",
+        category="attribution",
+        model="tiny",
+        input_text="a b",
+        input_tokens=["a", " b"],
+        target_tokens=[" c"],
+        scores=np.array([[0.25, -0.5]]),
+        baseline="zero",
+        params={"steps": 8},
+        expected=[-0.2],
+        delta=[-0.05],
+        word_ids=[0, 1],
     )
 
 
