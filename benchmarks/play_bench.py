@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=8, help="games per level")
     ap.add_argument("--max-steps", type=int, default=4)
     ap.add_argument("--parallel", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--workers", default="auto")
@@ -77,7 +78,7 @@ def main() -> None:
     workers = args.workers if args.workers == "auto" else int(args.workers)
 
     found = game_set(args.games, args.levels, args.count)
-    lm = load_model(device=args.device, dtype=args.dtype, progress=False)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype, progress=False)
     llm = LocalLLM(lm)
     agents.play(found[:1], "llm", llm=llm, max_steps=1, workers=0)  # warm-up
     rows = [throughput(llm, found, p, args.max_steps, workers) for p in args.parallel]

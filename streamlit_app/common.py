@@ -1,0 +1,136 @@
+"""What every dashboard page shares: the store, cached queries, paging and empty states.
+
+Queries go through `query()`, cached by `st.cache_data` under the database's change token
+(`workbench.store.dashboard.change_token`): a page reruns from cache until a run writes
+something, then reads afresh. The token itself is re-read at most every TOKEN_TTL seconds,
+so a busy page costs the database one tiny query per interval.
+
+Game and LLM text is data, never markup: pages show it with `st.text`, `st.code` and
+`st.dataframe` only, and `token_heatmap_html` escapes every token it colours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from workbench.errors import WorkbenchError
+from workbench.settings import db_path
+from workbench.store import Store, dashboard
+
+TOKEN_TTL = 2.0
+PAGE_SIZES = (10, 25, 50, 100)
+
+FILL_HINT = (
+    "Fill it by playing some games, for example:\n\n"
+    "```bash\n"
+    "workbench games make --level 1 --count 4 --out games/l1\n"
+    "workbench play --games games/l1 --agent random --trials 2 --db {db}\n"
+    "```\n\n"
+    "or record explanations with `workbench explain --text ... --db {db}`."
+)
+
+
+def database_path() -> Path:
+    """`--db PATH` after `--` on the `streamlit run` line, else $WORKBENCH_DB or the default."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--db")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return db_path(known.db)
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(path: str) -> Store:
+    # Opening a Store migrates it, which takes the write lock once; the pages then only
+    # ever open read-only connections.
+    return Store(path)
+
+
+def store() -> Store:
+    """The dashboard's store; stops the page with an error if it cannot be opened."""
+    path = database_path()
+    if not path.is_file():
+        st.error(f"database {str(path)!r} does not exist; pass an existing file with --db")
+        st.stop()
+    try:
+        return _open_store(str(path))
+    except WorkbenchError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+@st.cache_data(ttl=TOKEN_TTL, show_spinner=False)
+def _token(path: str) -> tuple:
+    return dashboard.change_token(_open_store(path))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _cached(name: str, path: str, token: tuple, args: tuple, kwargs: tuple) -> Any:
+    del token  # part of the cache key only: a new token means the database changed
+    return getattr(dashboard, name)(_open_store(path), *args, **dict(kwargs))
+
+
+def query(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a `workbench.store.dashboard` query, cached until the database changes."""
+    path = str(store().path)
+    return _cached(fn.__name__, path, _token(path), args, tuple(sorted(kwargs.items())))
+
+
+def pager(key: str, total: int, default_size: int = 25) -> tuple[int, int]:
+    """Page-size and page-number widgets; returns (limit, offset)."""
+    left, right, info = st.columns([1, 1, 3])
+    size = left.selectbox(
+        "rows per page", PAGE_SIZES, index=PAGE_SIZES.index(default_size), key=f"{key}-size"
+    )
+    pages = max(1, math.ceil(total / size))
+    page = right.number_input("page", 1, pages, 1, key=f"{key}-page")
+    info.caption(f"{total} row(s), page {page} of {pages}")
+    return size, (int(page) - 1) * size
+
+
+def empty_state(what: str) -> None:
+    """The message a page shows when the database holds nothing for it."""
+    db = str(database_path())
+    st.info(f"No {what} in `{db}` yet. " + FILL_HINT.format(db=db))
+
+
+def query_param(name: str) -> str | None:
+    value = st.query_params.get(name)
+    return value or None
+
+
+def confidence_interval(mean: float, sd: float | None, n: int) -> tuple[float, float]:
+    """95% interval over games (t distribution), clipped to [0, 1]; NaN below two games."""
+    if n < 2 or sd is None or math.isnan(sd):
+        return math.nan, math.nan
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def visible(token: str) -> str:
+    return token.replace("\n", "\\n").replace("\t", "\\t")
+
+
+def token_heatmap_html(tokens: list[str], scores: list[float]) -> str:
+    """One line of tokens coloured by score (red towards the target, blue away), every
+    token HTML-escaped so that model text can never become markup."""
+    scale = max((abs(s) for s in scores), default=0.0)
+    spans = []
+    for token, score in zip(tokens, scores):
+        shade = 0.0 if scale <= 0 else max(-1.0, min(1.0, score / scale))
+        rgb = "220,40,40" if shade >= 0 else "40,90,220"
+        spans.append(
+            f'<span style="background:rgba({rgb},{abs(shade):.3f});white-space:pre;'
+            f'font-family:monospace;border-radius:2px" title="{score:+.5f}">'
+            f"{html.escape(visible(token))}</span>"
+        )
+    return f'<div style="line-height:1.9">{"".join(spans)}</div>'

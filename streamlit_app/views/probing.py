@@ -1,0 +1,53 @@
+"""Probing results: linear probes per layer with control tasks (accuracy, control accuracy,
+selectivity and the majority baseline, by layer)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from streamlit_app.common import empty_state, pager, query, query_param
+from workbench.store import dashboard
+
+st.title("Probing")
+
+first = query(dashboard.probes_page, limit=1)
+if not first.total:
+    empty_state("probe results")
+    st.info("Train probes with `workbench probe --task textworld-state:carried --games DIR`.")
+    st.stop()
+
+limit, offset = pager("probes", first.total, default_size=10)
+page = query(dashboard.probes_page, limit=limit, offset=offset)
+st.dataframe(pd.DataFrame(page.rows), hide_index=True)
+
+ids = [p["id"] for p in page.rows]
+linked = query_param("probe")
+if linked and linked not in ids:
+    ids.insert(0, linked)
+labels = {p["id"]: f"{p['task']} · {p['model']} · {p['id']}" for p in page.rows}
+probe_id = st.selectbox(
+    "probe",
+    ids,
+    index=ids.index(linked) if linked in ids else 0,
+    format_func=lambda i: labels.get(i, i),
+    key="probe-id",
+)
+layers = pd.DataFrame(query(dashboard.probe_layers, probe_id))
+if layers.empty:
+    st.warning("This probe has no per-layer results.")
+    st.stop()
+long = layers.melt(
+    id_vars="layer",
+    value_vars=["accuracy", "control_accuracy", "selectivity", "majority"],
+    var_name="measure",
+)
+st.altair_chart(
+    alt.Chart(long)
+    .mark_line(point=True)
+    .encode(
+        x="layer:Q", y=alt.Y("value:Q"), color="measure:N", tooltip=["layer", "measure", "value"]
+    )
+)
+st.dataframe(layers, hide_index=True)

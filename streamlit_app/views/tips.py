@@ -1,0 +1,124 @@
+"""Tip sets: every set the introspection wrote, its tips, the operations that made it
+(ADD / EDIT / AGREE / REMOVE), its provenance back to the episodes it read and the LLM calls
+that wrote it, its lineage of versions, and the diff of two sets.
+
+Deep link: `/tips?tipset=ID`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from streamlit_app.common import pager, query, query_param
+from workbench.store import dashboard
+
+st.title("Tip sets")
+
+if not query(dashboard.tips_available):
+    st.info(
+        "This database has no tip-set tables yet: they come with the introspective tips "
+        "feature. Open the database once with a current `workbench` to add them."
+    )
+    st.stop()
+
+first = query(dashboard.tipsets_page, limit=1)
+if not first.total:
+    st.info(
+        "No tip sets recorded yet. Play with tips to write some, for example "
+        "`workbench play --games games/l1 --tips self --trials 3`, or run "
+        "`workbench experiment introspective-tips --train DIR --test DIR`."
+    )
+    st.stop()
+
+limit, offset = pager("tipsets", first.total, default_size=10)
+page = query(dashboard.tipsets_page, limit=limit, offset=offset)
+st.dataframe(pd.DataFrame(page.rows), hide_index=True)
+
+ids = [r["id"] for r in page.rows]
+linked = query_param("tipset")
+if linked and linked not in ids:
+    ids.insert(0, linked)
+labels = {r["id"]: f"{r['kind']} · {r['scope']} · v{r['version']} · {r['id']}" for r in page.rows}
+tipset_id = st.selectbox(
+    "tip set",
+    ids,
+    index=ids.index(linked) if linked in ids else 0,
+    format_func=lambda i: labels.get(i, i),
+    key="tipset-id",
+)
+detail = query(dashboard.tipset_detail, tipset_id)
+if detail is None:
+    st.warning(f"No tip set with id {tipset_id!r}.")
+    st.stop()
+tipset = detail["tipset"]
+if tipset["status"] != "ok":
+    st.warning("The LLM's replies were unusable; this version keeps its parent's tips.")
+    st.text(tipset["error"] or "")
+
+st.subheader("Tips")
+if detail["tips"]:
+    st.dataframe(pd.DataFrame(detail["tips"]), hide_index=True)
+else:
+    st.text("(this set holds no tips)")
+
+st.subheader("History of operations")
+if detail["ops"]:
+    st.dataframe(pd.DataFrame(detail["ops"]), hide_index=True)
+else:
+    st.text("(no merge operations: this set was written whole)")
+st.markdown("**lineage** (versions this set grew from, oldest first)")
+st.dataframe(pd.DataFrame(detail["lineage"]), hide_index=True)
+
+st.subheader("Provenance")
+st.dataframe(
+    pd.DataFrame(
+        {
+            "field": ["run", "kind", "scope", "condition", "game", "after trial", "params"],
+            "value": [
+                str(tipset[k])
+                for k in ("run", "kind", "scope", "condition", "game_id", "trial", "params")
+            ],
+        }
+    ),
+    hide_index=True,
+)
+st.markdown(f"**episodes read** ({len(tipset['episodes'] or [])})")
+for episode_id in tipset["episodes"] or []:
+    st.page_link(
+        "views/episode.py", label=f"episode {episode_id}", query_params={"episode": episode_id}
+    )
+st.markdown(f"**LLM calls that wrote it** ({len(detail['calls'])})")
+for call in detail["calls"]:
+    with st.expander(f"{call['purpose']} · {call['model']} · {call['created_at']}"):
+        st.markdown("**prompt**")
+        st.code(call["prompt"], language=None)
+        st.markdown("**completion**")
+        st.code(call["completion"] or "", language=None)
+        if call["error"]:
+            st.code(call["error"], language=None)
+
+st.subheader("Diff of two sets")
+left, right = st.columns(2)
+parent = tipset["parent_id"] if tipset["parent_id"] in ids else None
+a = left.selectbox(
+    "set A",
+    ids,
+    index=ids.index(parent) if parent else 0,
+    format_func=lambda i: labels.get(i, i),
+    key="diff-a",
+)
+b = right.selectbox(
+    "set B",
+    ids,
+    index=ids.index(tipset_id),
+    format_func=lambda i: labels.get(i, i),
+    key="diff-b",
+)
+if a == b:
+    st.text("(pick two different sets)")
+else:
+    diff = query(dashboard.diff_tipsets, a, b)
+    st.dataframe(
+        pd.DataFrame(diff, columns=["change", "tip", "score A", "score B"]), hide_index=True
+    )
