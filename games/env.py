@@ -218,9 +218,14 @@ class BatchEnv:
         for game in self._local.values():
             game.close()
         self._local.clear()
-        for conn, proc in zip(self._conns, self._procs):
+        # Ask every worker first, then wait: workers close their games at the same time.
+        for conn in self._conns:
             try:
                 conn.send(("close",))
+            except (OSError, EOFError):
+                pass
+        for conn, proc in zip(self._conns, self._procs):
+            try:
                 conn.recv()
             except (OSError, EOFError):
                 pass

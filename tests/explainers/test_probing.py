@@ -279,7 +279,8 @@ def test_state_records_label_what_textworld_says(game_dir):
     assert len({r["group"] for r in records}) == 2
     opened = [r for r in records if r["label"] == "yes"]
     # the agent's text is followed by a question about the entity, never the answer
-    assert all(r["text"].endswith(f"> examine {r['type']}") for r in records)
+    assert all(r["text"].endswith(f"> examine {r['type'].split(':', 1)[1]}") for r in records)
+    assert all(r["type"].startswith(f"{r['group']}:") for r in records)
     assert any("open" in r["text"].split("\n\n> examine")[0] for r in opened)
     with pytest.raises(WorkbenchError, match="unknown probing task"):
         state_records(game_dir, "textworld-state:colour")

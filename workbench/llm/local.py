@@ -68,7 +68,16 @@ class LocalLLM(LLM):
         return f"{system}\n\n{prompt}\n" if system else f"{prompt}\n"
 
     def _encode(self, text: str) -> list[int]:
-        return list(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._encode_many([text])[0]
+
+    def _encode_many(self, texts: list[str]) -> list[list[int]]:
+        # One call for the whole batch: per-string calls cost more than the GPU forward
+        # at 64 games (thousands of candidate commands per step).
+        if not texts:
+            return []
+        return [
+            list(ids) for ids in self.lm.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        ]
 
     def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         pad = self.lm.tokenizer.pad_token_id or 0
@@ -105,7 +114,7 @@ class LocalLLM(LLM):
         self, prompts: list[str], max_tokens: int, temperature: float, system: str | None
     ) -> list[Completion]:
         tok = self.lm.tokenizer
-        rows = [self._encode(self.format_prompt(p, system)) for p in prompts]
+        rows = self._encode_many([self.format_prompt(p, system) for p in prompts])
         ids, mask = self._left_pad(rows)
         params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
         gen_kwargs: dict[str, Any] = {"max_new_tokens": max_tokens, "do_sample": temperature > 0}
@@ -173,14 +182,14 @@ class LocalLLM(LLM):
         prompt_lens: list[int] = [0] * len(texts)
         for start in range(0, len(texts), self.max_batch):
             chunk = range(start, min(start + self.max_batch, len(texts)))
-            self._score_batch(
+            chunk_lens = self._score_batch(
                 [texts[i] for i in chunk],
                 [candidates[i] for i in chunk],
                 [sums[i] for i in chunk],
                 [lengths[i] for i in chunk],
             )
-            for i in chunk:
-                prompt_lens[i] = len(self._encode(texts[i]))
+            for i, n in zip(chunk, chunk_lens):
+                prompt_lens[i] = n
         return sums, lengths, prompt_lens
 
     @torch.inference_mode()
@@ -190,8 +199,8 @@ class LocalLLM(LLM):
         candidates: list[list[str]],
         sums_out: list[list[float]],
         lengths_out: list[list[int]],
-    ) -> None:
-        """Score every candidate of every prompt in two forward passes.
+    ) -> list[int]:
+        """Score every candidate of every prompt in two forward passes; returns prompt lengths.
 
         Pass 1 runs the (left-padded) prompts and keeps their cache. Pass 2 puts all of a
         prompt's candidates side by side in one row after its cache, with a 4D attention
@@ -200,7 +209,7 @@ class LocalLLM(LLM):
         copied per candidate, which on a CPU cost more than the model itself.
         """
         model, device = self.lm.model, self.lm.device
-        rows = [self._encode(t) for t in texts]
+        rows = self._encode_many(texts)
         ids, mask = self._left_pad(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
@@ -208,10 +217,11 @@ class LocalLLM(LLM):
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
 
         eos = self.lm.tokenizer.eos_token_id
-        encoded = [[self._encode(c) or [eos] for c in cs] for cs in candidates]
+        flat = iter(self._encode_many([c for cs in candidates for c in cs]))
+        encoded = [[next(flat) or [eos] for _ in cs] for cs in candidates]
         width = max((sum(len(c) for c in cs) for cs in encoded), default=0)
         if width == 0:
-            return
+            return [len(r) for r in rows]
         batch, prompt_width = ids.shape
         cand_ids = torch.zeros((batch, width), dtype=torch.long)
         cand_pos = torch.zeros((batch, width), dtype=torch.long)
@@ -251,6 +261,7 @@ class LocalLLM(LLM):
                 sums_out[b].append(first_lp + sum(following[at : at + len(c) - 1]))
                 lengths_out[b].append(len(c))
                 at += len(c)
+        return [len(r) for r in rows]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "dtype": str(self.lm.dtype)}
