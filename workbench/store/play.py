@@ -11,7 +11,45 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import duckdb
+
 from workbench.store import Store, _all, _one
+
+
+def insert_llm_calls(
+    con: duckdb.DuckDBPyConnection,
+    llm_calls: list[dict[str, Any]],
+    run_id: str | None = None,
+    episode_id: str | None = None,
+) -> None:
+    """Write LLM calls (`LLMCall.to_row()`) inside the caller's transaction; a call's own
+    run_id / episode_id keys are used where these are not given."""
+    if not llm_calls:
+        return
+    con.executemany(
+        "INSERT INTO llm_calls (id, run_id, episode_id, step_idx, purpose, backend, model,"
+        " prompt, completion, prompt_tokens, completion_tokens, latency_s, error, params)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            [
+                c["id"],
+                run_id or c.get("run_id"),
+                episode_id or c.get("episode_id"),
+                c.get("step_idx"),
+                c["purpose"],
+                c["backend"],
+                c["model"],
+                c["prompt"],
+                c.get("completion"),
+                c.get("prompt_tokens"),
+                c.get("completion_tokens"),
+                c.get("latency_s"),
+                c.get("error"),
+                json.dumps(c.get("params") or {}),
+            ]
+            for c in llm_calls
+        ],
+    )
 
 
 def save_episode(
@@ -73,31 +111,7 @@ def save_episode(
                 episode["seconds"],
             ],
         )
-        if llm_calls:
-            con.executemany(
-                "INSERT INTO llm_calls (id, run_id, episode_id, step_idx, purpose, backend, model,"
-                " prompt, completion, prompt_tokens, completion_tokens, latency_s, error, params)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        c["id"],
-                        run["id"],
-                        episode["id"],
-                        c.get("step_idx"),
-                        c["purpose"],
-                        c["backend"],
-                        c["model"],
-                        c["prompt"],
-                        c.get("completion"),
-                        c.get("prompt_tokens"),
-                        c.get("completion_tokens"),
-                        c.get("latency_s"),
-                        c.get("error"),
-                        json.dumps(c.get("params") or {}),
-                    ]
-                    for c in llm_calls
-                ],
-            )
+        insert_llm_calls(con, llm_calls, run["id"], episode["id"])
         if steps:
             con.executemany(
                 "INSERT INTO steps (episode_id, idx, observation, admissible, facts, action,"

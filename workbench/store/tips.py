@@ -11,11 +11,7 @@ import json
 from typing import Any
 
 from workbench.store import Store, _all, _one
-
-_CALL_COLUMNS = (
-    "id, run_id, episode_id, step_idx, purpose, backend, model, prompt, completion,"
-    " prompt_tokens, completion_tokens, latency_s, error, params"
-)
+from workbench.store.play import insert_llm_calls
 
 
 def save_tipset(
@@ -27,30 +23,7 @@ def save_tipset(
 ) -> None:
     """Write a tip set version, its tips (text, score), its operations and LLM calls."""
     with store.transaction() as con:
-        if llm_calls:
-            con.executemany(
-                f"INSERT INTO llm_calls ({_CALL_COLUMNS})"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        c["id"],
-                        c.get("run_id"),
-                        c.get("episode_id"),
-                        c.get("step_idx"),
-                        c["purpose"],
-                        c["backend"],
-                        c["model"],
-                        c["prompt"],
-                        c.get("completion"),
-                        c.get("prompt_tokens"),
-                        c.get("completion_tokens"),
-                        c.get("latency_s"),
-                        c.get("error"),
-                        json.dumps(c.get("params") or {}),
-                    ]
-                    for c in llm_calls
-                ],
-            )
+        insert_llm_calls(con, llm_calls)
         con.execute(
             "INSERT INTO tipsets (id, run_id, kind, scope, condition, game_id, trial, parent_id,"
             " version, status, error, episodes, llm_call_ids, params)"
