@@ -71,3 +71,20 @@ def test_path_checks(tmp_path):
 def test_db_path_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DB", str(tmp_path / "env.duckdb"))
     assert Store().path == tmp_path / "env.duckdb"
+
+
+def test_read_waits_for_a_write_in_the_same_process(store):
+    """The dashboard writes (explain-step) and reads in one process: reads must not fail."""
+    import threading
+    import time
+
+    def write() -> None:
+        with store.transaction() as con:
+            con.execute("INSERT INTO runs (id, name, kind, status) VALUES ('w', 'w', 'x', 'y')")
+            time.sleep(0.3)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.05)
+    assert store.get_run("w")["id"] == "w"  # waited for the commit instead of raising
+    writer.join()

@@ -57,9 +57,12 @@ class Store:
             try:
                 con = duckdb.connect(str(self.path), read_only=read_only)
                 break
-            except duckdb.IOException as exc:
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
                 message = str(exc)
-                if "lock" in message.lower() and time.monotonic() < deadline:
+                # Another process holds the write lock, or (in the dashboard) this process
+                # is writing while a read-only connection is asked for: both pass shortly.
+                busy = "lock" in message.lower() or "different configuration" in message
+                if busy and time.monotonic() < deadline:
                     time.sleep(delay)
                     delay = min(delay * 2, 0.5)
                     continue
