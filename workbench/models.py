@@ -132,8 +132,11 @@ def load_model(
         directory, label = converted_gguf_dir(gguf, progress=progress), str(name)
     else:
         directory, label = str(name), str(name)
-        if os.sep in label and not Path(label).exists():
+        # "org/name" is a hub id; a path that names the file system explicitly must exist.
+        looks_local = label.startswith(("/", "./", "../", "~")) or label.count("/") > 1
+        if looks_local and not Path(label).expanduser().exists():
             raise ModelLoadError(f"model directory {label!r} does not exist")
+        directory = str(Path(label).expanduser()) if looks_local else label
     return _load_cached(str(directory), label, dev, dt, kind)
 
 
@@ -286,6 +289,8 @@ def _quiet_transformers(show_progress: bool = False):
     if not show_progress:
         hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # The hub client logs its own retries; the one-line error says what failed.
+    logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -88,3 +88,12 @@ def test_gguf_file_is_converted_once_then_cached(tmp_path, monkeypatch):
     start = time.perf_counter()
     assert converted_gguf_dir(gguf) == converted[0]
     assert time.perf_counter() - start < 1.0
+
+
+def test_hub_ids_are_not_mistaken_for_paths(monkeypatch):
+    """'org/name' goes to the hub (offline here: a one-line load error, not 'no directory')."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="could not load model 'no-such-org/no-such-model'"):
+        load_model("no-such-org/no-such-model", device="cpu")
+    with pytest.raises(ModelLoadError, match="model directory './no/such/dir' does not exist"):
+        load_model("./no/such/dir", device="cpu")
