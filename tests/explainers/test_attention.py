@@ -4,7 +4,6 @@ methods on a tiny model, their renderings, and `workbench explain` with them."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -14,25 +13,12 @@ from explainers import explain
 from explainers.attention.flow import attention_flow
 from explainers.attention.rollout import attention_rollout
 from explainers.attention.value_norm import value_norm_maps
+from tests.run_cli import run_inprocess
 from workbench.errors import WorkbenchError
 
 TEXT = "the milk is in the fridge to get the milk open the"
 # Two layers of one head over two tokens: token 1 splits its attention evenly.
 HALF = np.array([[[1.0, 0.0], [0.5, 0.5]], [[1.0, 0.0], [0.5, 0.5]]])
-
-
-def run_inprocess(capsys, *args: str) -> tuple[int, str, str]:
-    from workbench.cli import main
-
-    argv = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def test_rollout_multiplies_layers_by_hand():

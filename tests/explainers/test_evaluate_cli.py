@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+
+from tests.run_cli import run_inprocess as run
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 TEXT = "the milk is in the fridge Q"
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    """Run `main()` in this process: exit code, stdout, stderr."""
-    from workbench.cli import main
-
-    argv = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def test_evaluate_text_json_is_one_object_keyed_by_metric(tiny_model_dir, tmp_path, capsys):

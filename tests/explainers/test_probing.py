@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 
 import numpy as np
 import pytest
@@ -20,24 +19,11 @@ from explainers.probing.probes import (
     run_probe,
 )
 from tests.conftest import tiny_llama_config, tiny_tokenizer
+from tests.run_cli import run_inprocess
 from workbench.errors import WorkbenchError
 
 TEXT = "the milk is in the fridge to get the milk open the"
 FILLER = "the milk is in fridge to get open a an on table take from kitchen door red blue".split()
-
-
-def run_inprocess(capsys, *args: str) -> tuple[int, str, str]:
-    from workbench.cli import main
-
-    argv = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 # -- logit lens ------------------------------------------------------------------------

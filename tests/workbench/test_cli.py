@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tests.run_cli import run_inprocess
 from workbench.store import Store
 
 TEXT = "the milk is in the fridge to get the milk open the"
@@ -23,21 +24,6 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         env={**os.environ, **(env or {})},
         timeout=300,
     )
-
-
-def run_inprocess(capsys, *args: str) -> tuple[int, str, str]:
-    """Run `main()` in this process (fast, for the many bad-input cases)."""
-    from workbench.cli import main
-
-    argv = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def test_json_output_is_one_object_with_the_documented_fields(tiny_model_dir, tmp_path):

@@ -1,0 +1,22 @@
+"""Running the `workbench` CLI inside the test process (fast, for the many error cases)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+
+def run_inprocess(capsys, *args: str) -> tuple[int, str, str]:
+    """Run `workbench ARGS` through `main()`: exit code, stdout, stderr."""
+    from workbench.cli import main
+
+    argv = sys.argv
+    sys.argv = ["workbench", *args]
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
