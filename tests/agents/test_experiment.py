@@ -72,3 +72,41 @@ def test_experiment_bad_input(level1_games, store):
     with pytest.raises(WorkbenchError, match="unseen"):
         introspective_tips(level1_games, level1_games, llm=llm, store=store, name="x")
     assert store.get_run("x") is None  # nothing half-written
+
+
+def test_experiment_cli_json(level1_games, test_games, tmp_path):
+    """`workbench experiment introspective-tips --format json` against the scripted endpoint."""
+    from tests.agents.test_cli_play import cli
+
+    db = tmp_path / "exp.duckdb"
+    with ScriptedOpenAIServer(scripted_actor()) as server:
+        done = cli(
+            "experiment",
+            "introspective-tips",
+            "--train",
+            str(level1_games[0].path.parent),
+            "--test",
+            str(test_games[0].path.parent),
+            "--trials",
+            "2",
+            "--max-steps",
+            "6",
+            "--llm",
+            "openai:scripted",
+            "--select",
+            "generate",
+            "--name",
+            "cli-exp",
+            "--format",
+            "json",
+            "--db",
+            str(db),
+            env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key"},
+        )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    rows = {(r["phase"], r["condition"], r["trial"]): r for r in data["rows"]}
+    assert rows[("test", "general", 0)]["success"] == 1.0
+    assert rows[("train", "none", 1)]["success"] == 0.0
+    assert rows[("train", "self", 1)]["success"] == 1.0
+    assert "test-key" not in db.read_bytes().decode("latin-1")
