@@ -31,6 +31,7 @@ agent, and this measures whether they did.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import string
@@ -389,11 +390,9 @@ def explain_step(
     ]
     total = float(masses.sum())
     exp.extras["step"] = {"run": record["name"], "episode_id": episode_id, "step": step}
-    exp_id = exp.save(store, run_id=record["id"])
-    tips_store.save_step_explanation(
+    exp_id = tips_store.save_step_explanation(
         store,
         {
-            "explanation_id": exp_id,
             "run_id": record["id"],
             "episode_id": episode_id,
             "step_idx": step,
@@ -404,7 +403,9 @@ def explain_step(
             "tips": tips,
             "params": {**exp.params, "reproduced": rechosen == recorded.action},
         },
+        json.loads(exp.to_json()),
     )
+    exp.id = exp_id
     return StepExplanation(
         explanation_id=exp_id,
         segments=segments,

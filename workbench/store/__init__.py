@@ -169,12 +169,13 @@ class Store:
     ) -> list[str]:
         """Store many explanations in one transaction: all of them or none."""
         with self.transaction() as con:
-            return [self._insert_explanation(con, r, run_id) for r in records]
+            return [self.insert_explanation(con, r, run_id) for r in records]
 
     @staticmethod
-    def _insert_explanation(
+    def insert_explanation(
         con: duckdb.DuckDBPyConnection, record: dict[str, Any], run_id: str | None
     ) -> str:
+        """Insert inside the caller's transaction (for writes that must land together)."""
         exp_id = record.get("id") or new_id()
         record = {**record, "id": exp_id}
         deltas = [abs(d) for d in (record.get("delta") or []) if d is not None]

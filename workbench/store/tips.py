@@ -173,13 +173,16 @@ def get_episode(store: Store, episode_id: str) -> dict[str, Any] | None:
     return row
 
 
-def save_step_explanation(store: Store, row: dict[str, Any]) -> None:
+def save_step_explanation(store: Store, row: dict[str, Any], explanation: dict[str, Any]) -> str:
+    """Write a step's explanation and its link to the step in one transaction; returns the
+    explanation's id."""
     with store.transaction() as con:
+        exp_id = Store.insert_explanation(con, explanation, row["run_id"])
         con.execute(
             "INSERT INTO step_explanations (explanation_id, run_id, episode_id, step_idx, method,"
             " action, total, segments, tips, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                row["explanation_id"],
+                exp_id,
                 row["run_id"],
                 row["episode_id"],
                 row["step_idx"],
@@ -191,6 +194,7 @@ def save_step_explanation(store: Store, row: dict[str, Any]) -> None:
                 json.dumps(row.get("params") or {}),
             ],
         )
+    return exp_id
 
 
 def list_step_explanations(
