@@ -83,7 +83,12 @@ def explain_dataset(
     alphas = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     budget = params.get("max_batch_tokens") or tokens_per_batch(objectives[0])
     results: list[Explanation | None] = [None] * len(objectives)
-    order = sorted(range(len(objectives)), key=lambda i: _length(objectives[i]))
+    # Grouped by target count first: a batch takes one backward per target position, so
+    # mixing 1-target and 4-target inputs would run 4 backwards over every sample.
+    order = sorted(
+        range(len(objectives)),
+        key=lambda i: (objectives[i].target_ids.numel(), _length(objectives[i])),
+    )
     for group in _groups(order, objectives, len(alphas), budget):
         start = time.perf_counter()
         for i, (scores, expected, delta) in zip(
