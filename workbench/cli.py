@@ -54,6 +54,17 @@ ModelOption = typer.Option(
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 DtypeOption = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
 
+TargetOption = typer.Option(
+    None, "--target", help="Continuation (causal LM) or label (classifier) to attribute."
+)
+RationaleOption = typer.Option(
+    None, "--rationale", help="Human rationale: one 0/1 per token, e.g. 0,1,1,0, or a file."
+)
+RemovalOption = typer.Option(
+    "delete", "--removal", help="How metrics remove tokens: delete or replace."
+)
+AggregateOption = typer.Option(Aggregate.token, "--aggregate", help="token or word.")
+
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a failure leaves no half-written file."""
@@ -110,8 +121,10 @@ def explain(
     steps: str = typer.Option(
         "32", "--steps", help="Integration steps, or 'auto' to refine until complete."
     ),
-    baseline: str = typer.Option("pad", "--baseline", help="pad (the pad token, else EOS), eos or zero."),
-    aggregate: Aggregate = typer.Option(Aggregate.token, "--aggregate", help="token or word."),
+    baseline: str = typer.Option(
+        "pad", "--baseline", help="pad (the pad token, else EOS), eos or zero."
+    ),
+    aggregate: Aggregate = AggregateOption,
     fmt: OutputFormat = typer.Option(
         OutputFormat.terminal, "--format", help="terminal, html or json."
     ),
@@ -127,7 +140,9 @@ def explain(
         [], "--param", "-p", help="Method parameter KEY=VALUE (repeatable)."
     ),
     llm: str = typer.Option(
-        "local", "--llm", help="Prompting methods: local (the --model) or openai:MODEL (OPENAI_BASE_URL)."
+        "local",
+        "--llm",
+        help="Prompting methods: local (the --model) or openai:MODEL (OPENAI_BASE_URL).",
     ),
 ) -> None:
     """Explain which input tokens drove a model's output.
@@ -153,7 +168,11 @@ def explain(
         items = [{"text": it.text, "target": it.target} for it in load_dataset(dataset)]
     store = Store(db) if save else None  # a bad database fails before the slow part
     # An endpoint answers prompting methods by itself: no local weights to load.
-    lm = getattr(params["llm"], "lm", None) if "llm" in params else load_model(model, device=device, dtype=dtype, progress=True)
+    lm = (
+        getattr(params["llm"], "lm", None)
+        if "llm" in params
+        else load_model(model, device=device, dtype=dtype, progress=True)
+    )
     if items is not None:
         _explain_dataset(lm, items, method, params, store, fmt, out)
         return
@@ -194,14 +213,21 @@ def _explain_dataset(lm, items, method, params, store, fmt: OutputFormat, out: P
         exp.id = exp_id
     if out is not None:
         _write_atomically(out, "".join(e.to_json() + "\n" for e in exps))
-    summary = {"method": method, "count": len(exps), "seconds": round(seconds, 3),
-               "inputs_per_second": round(len(exps) / seconds, 3), "ids": ids}
+    summary = {
+        "method": method,
+        "count": len(exps),
+        "seconds": round(seconds, 3),
+        "inputs_per_second": round(len(exps) / seconds, 3),
+        "ids": ids,
+    }
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
-        Console().print(f"{method}: {len(exps)} inputs in {seconds:.2f} s "
-                        f"({len(exps) / seconds:.2f} inputs/s)"
-                        + (f", saved in {store.path}" if store is not None else ""))
+        Console().print(
+            f"{method}: {len(exps)} inputs in {seconds:.2f} s "
+            f"({len(exps) / seconds:.2f} inputs/s)"
+            + (f", saved in {store.path}" if store is not None else "")
+        )
 
 
 def _prompting_llm(explainer, spec: str, model: str | None, device: str, dtype: str):
@@ -209,7 +235,9 @@ def _prompting_llm(explainer, spec: str, model: str | None, device: str, dtype: 
     from workbench.llm import make_llm
 
     if explainer.category != "prompting":
-        raise WorkbenchError(f"--llm applies to prompting methods; {explainer.name} needs local weights (--model)")
+        raise WorkbenchError(
+            f"--llm applies to prompting methods; {explainer.name} needs local weights (--model)"
+        )
     return make_llm(spec, model=model, device=device, dtype=dtype)
 
 
@@ -537,8 +565,7 @@ def play_command(
     err_console.print(
         f"run {result.run_name}: played {len(result.episodes)} episode(s), won {won}"
         f" ({result.skipped} done before); {result.steps_per_second:.1f} steps/s."
-        f" See: workbench report --run {result.run_name}"
-        + (f" --db {db}" if db else ""),
+        f" See: workbench report --run {result.run_name}" + (f" --db {db}" if db else ""),
         markup=False,
         highlight=False,
     )
@@ -580,8 +607,14 @@ def report_command(
         sys.stdout.write(json.dumps(rep.to_dict(), default=str) + "\n")
         return
     table = Table(
-        "level", "condition", "games", "episodes", "success [95% CI]", "score [95% CI]",
-        "moves to win", title=f"run {rep.run['name']} ({rep.run['status']})",
+        "level",
+        "condition",
+        "games",
+        "episodes",
+        "success [95% CI]",
+        "score [95% CI]",
+        "moves to win",
+        title=f"run {rep.run['name']} ({rep.run['status']})",
     )
     for r in rep.rows:
         table.add_row(
@@ -619,9 +652,7 @@ def _method_params_for(methods: list[str], pairs: list[str]) -> dict[str, dict[s
             raise WorkbenchError(f"--param {pair!r}: none of {methods} has a parameter {key!r}")
         for m in takers:
             by_method[m].append(pair)
-    return {
-        m: _method_params(get_method(m), {}, p) for m, p in by_method.items() if m != "random"
-    }
+    return {m: _method_params(get_method(m), {}, p) for m, p in by_method.items() if m != "random"}
 
 
 def _metric_table(evaluations, title: str) -> Table:
@@ -653,20 +684,14 @@ def evaluate_command(
         "ig", "--method", help="Method to explain with; with --dataset, a comma-separated list."
     ),
     text: str | None = typer.Option(None, "--text", "-t", help="The input to explain and judge."),
-    target: str | None = typer.Option(
-        None, "--target", help="Continuation (causal LM) or label (classifier) to attribute."
-    ),
-    rationale: str | None = typer.Option(
-        None, "--rationale", help="Human rationale: one 0/1 per token, e.g. 0,1,1,0, or a file."
-    ),
+    target: str | None = TargetOption,
+    rationale: str | None = RationaleOption,
     dataset: Path | None = typer.Option(
         None, "--dataset", help="JSONL file: one {text, target?, rationale?} per line."
     ),
     fmt: MetricFormat = typer.Option(MetricFormat.table, "--format", help="table or json."),
-    removal: str = typer.Option(
-        "delete", "--removal", help="How metrics remove tokens: delete or replace."
-    ),
-    aggregate: Aggregate = typer.Option(Aggregate.token, "--aggregate", help="token or word."),
+    removal: str = RemovalOption,
+    aggregate: Aggregate = AggregateOption,
     random_reference: bool = typer.Option(
         True, "--random/--no-random", help="With --dataset, also summarise a random attribution."
     ),
@@ -694,7 +719,11 @@ def evaluate_command(
     from workbench.models import load_model
     from workbench.store import Store
 
-    modes = [m for m, given in (("--explanation", explanation), ("--text", text), ("--dataset", dataset)) if given is not None]
+    modes = [
+        m
+        for m, given in (("--explanation", explanation), ("--text", text), ("--dataset", dataset))
+        if given is not None
+    ]
     if len(modes) != 1:
         raise WorkbenchError(
             "give one of --explanation ID, --text TEXT (with --method) or --dataset FILE"
@@ -711,11 +740,20 @@ def evaluate_command(
         items = load_dataset(dataset)
         lm = load_model(model, device=device, dtype=dtype, progress=True)
         summaries = evaluate_dataset(
-            lm, items, methods, params=params, aggregate=aggregate.value, removal=removal,
+            lm,
+            items,
+            methods,
+            params=params,
+            aggregate=aggregate.value,
+            removal=removal,
             with_random=random_reference,
         )
         if fmt is MetricFormat.json:
-            payload = {"dataset": str(dataset), "inputs": len(items), "methods": [s.to_dict() for s in summaries]}
+            payload = {
+                "dataset": str(dataset),
+                "inputs": len(items),
+                "methods": [s.to_dict() for s in summaries],
+            }
             sys.stdout.write(json.dumps(payload) + "\n")
         else:
             Console().print(_metric_table(summaries, f"{len(items)} inputs from {dataset}"))
@@ -726,11 +764,15 @@ def evaluate_command(
         lm = _load_for_explanation(model, exp.model, device, dtype)
     else:
         if "," in method:
-            raise WorkbenchError("evaluate takes one --method with --text; use `workbench compare` for several")
+            raise WorkbenchError(
+                "evaluate takes one --method with --text; use `workbench compare` for several"
+            )
         explainer = get_method_checked(method)
         params = _method_params(explainer, {}, param)
         lm = load_model(model, device=device, dtype=dtype, progress=True)
-        exp = run_explain(lm, text, method=method, target=target, aggregate=aggregate.value, **params)
+        exp = run_explain(
+            lm, text, method=method, target=target, aggregate=aggregate.value, **params
+        )
         if store is not None:
             exp.save(store)
     result = evaluate(exp, lm, mask, removal=removal)
@@ -765,20 +807,14 @@ def compare_command(
         "ig,occlusion,lime,shap", "--methods", help="Comma-separated attribution methods."
     ),
     text: str = typer.Option(..., "--text", "-t", help="The input to explain."),
-    target: str | None = typer.Option(
-        None, "--target", help="Continuation (causal LM) or label (classifier) to attribute."
-    ),
-    rationale: str | None = typer.Option(
-        None, "--rationale", help="Human rationale: one 0/1 per token, e.g. 0,1,1,0, or a file."
-    ),
+    target: str | None = TargetOption,
+    rationale: str | None = RationaleOption,
     plot: Path | None = typer.Option(
         None, "--plot", help="Write deletion/insertion curves of every method to this PNG."
     ),
     fmt: MetricFormat = typer.Option(MetricFormat.table, "--format", help="table or json."),
-    removal: str = typer.Option(
-        "delete", "--removal", help="How metrics remove tokens: delete or replace."
-    ),
-    aggregate: Aggregate = typer.Option(Aggregate.token, "--aggregate", help="token or word."),
+    removal: str = RemovalOption,
+    aggregate: Aggregate = AggregateOption,
     random_reference: bool = typer.Option(
         True, "--random/--no-random", help="Also evaluate a random attribution (the floor)."
     ),
@@ -809,14 +845,25 @@ def compare_command(
         raise WorkbenchError(f"cannot write {str(plot)!r}: folder does not exist")
     lm = load_model(model, device=device, dtype=dtype, progress=True)
     results = compare_methods(
-        lm, text, names, target, rationale=mask, params=params, aggregate=aggregate.value,
-        removal=removal, with_random=random_reference,
+        lm,
+        text,
+        names,
+        target,
+        rationale=mask,
+        params=params,
+        aggregate=aggregate.value,
+        removal=removal,
+        with_random=random_reference,
     )
     if plot is not None:
         plot_comparison(results, plot)
         err_console.print(f"wrote {plot}")
     if fmt is MetricFormat.json:
-        payload = {"text": text, "target_tokens": results[0].target_tokens, "methods": {r.method: r.to_dict() for r in results}}
+        payload = {
+            "text": text,
+            "target_tokens": results[0].target_tokens,
+            "methods": {r.method: r.to_dict() for r in results},
+        }
         sys.stdout.write(json.dumps(payload) + "\n")
         return
     Console().print(_metric_table(results, f"faithfulness on {text!r}"))
@@ -836,11 +883,17 @@ def probe_command(
         None, "--games", help="Game-set folder (or one game) for textworld-state tasks."
     ),
     dataset: Path | None = typer.Option(
-        None, "--dataset", help="JSONL of {text, label, position?, group?, type?} instead of --task."
+        None,
+        "--dataset",
+        help="JSONL of {text, label, position?, group?, type?} instead of --task.",
     ),
-    layers: str = typer.Option("all", "--layers", help="all, or e.g. 0,6,12 or 10-20 (0 = embeddings)."),
+    layers: str = typer.Option(
+        "all", "--layers", help="all, or e.g. 0,6,12 or 10-20 (0 = embeddings)."
+    ),
     max_games: int | None = typer.Option(None, "--max-games", help="Use only the first N games."),
-    random_episodes: int = typer.Option(1, "--random-episodes", help="Random-play episodes per game."),
+    random_episodes: int = typer.Option(
+        1, "--random-episodes", help="Random-play episodes per game."
+    ),
     max_steps: int = typer.Option(10, "--max-steps", help="Random steps per episode."),
     history: int = typer.Option(2, "--history", help="Previous steps in the agent's text."),
     test_size: float = typer.Option(0.25, "--test-size", help="Held-out fraction (of games)."),
@@ -876,10 +929,17 @@ def probe_command(
 
         parse_task(task)  # an unknown task fails before the games are played
         if games_dir is None:
-            raise WorkbenchError(f"--task {task} needs --games DIR (make some with `workbench games make`)")
+            raise WorkbenchError(
+                f"--task {task} needs --games DIR (make some with `workbench games make`)"
+            )
         records = state_records(
-            games_dir, task, max_games=max_games, random_episodes=random_episodes,
-            max_steps=max_steps, history=history, seed=seed,
+            games_dir,
+            task,
+            max_games=max_games,
+            random_episodes=random_episodes,
+            max_steps=max_steps,
+            history=history,
+            seed=seed,
         )
         data = ProbeDataset.from_records(task, records)
     store = Store(db) if save else None
@@ -893,12 +953,25 @@ def probe_command(
     if fmt is ProbeFormat.json:
         sys.stdout.write(json.dumps(result.to_dict()) + "\n")
         return
-    table = Table("layer", "accuracy", "control", "selectivity", "majority", title=(
-        f"{result.task} on {result.model}: {result.n_examples} examples, {result.split} split "
-        f"({result.layers[0].n_train} train / {result.layers[0].n_test} test)"
-    ))
+    table = Table(
+        "layer",
+        "accuracy",
+        "control",
+        "selectivity",
+        "majority",
+        title=(
+            f"{result.task} on {result.model}: {result.n_examples} examples, {result.split} split "
+            f"({result.layers[0].n_train} train / {result.layers[0].n_test} test)"
+        ),
+    )
     for r in result.layers:
-        table.add_row(str(r.layer), f"{r.accuracy:.3f}", f"{r.control_accuracy:.3f}", f"{r.selectivity:+.3f}", f"{r.majority:.3f}")
+        table.add_row(
+            str(r.layer),
+            f"{r.accuracy:.3f}",
+            f"{r.control_accuracy:.3f}",
+            f"{r.selectivity:+.3f}",
+            f"{r.majority:.3f}",
+        )
     Console().print(table)
     if store is not None:
         err_console.print(f"saved as probe {result.id} in {store.path}")
@@ -958,7 +1031,9 @@ def _check_tip_options(
     }
 
 
-tips_app = typer.Typer(help="Tip sets written by the LLM (Introspective Tips).", no_args_is_help=True)
+tips_app = typer.Typer(
+    help="Tip sets written by the LLM (Introspective Tips).", no_args_is_help=True
+)
 app.add_typer(tips_app, name="tips")
 
 
@@ -996,8 +1071,14 @@ def tips_list(
     table.columns[0].no_wrap = True
     for r in rows:
         table.add_row(
-            r["id"], r["kind"], r["scope"], str(r["version"]), r["parent_id"] or "",
-            r["status"], str(r["n_tips"]), r["run_name"] or "",
+            r["id"],
+            r["kind"],
+            r["scope"],
+            str(r["version"]),
+            r["parent_id"] or "",
+            r["status"],
+            str(r["n_tips"]),
+            r["run_name"] or "",
             "" if r["trial"] is None else str(r["trial"]),
         )
     Console().print(table)
@@ -1025,12 +1106,14 @@ def tips_show(
         f"tip set {tipset.id}: {tipset.kind}, {tipset.scope}, version {tipset.version}"
         f" (parent {tipset.parent_id or 'none'}), {tipset.status}"
         + (f": {tipset.error}" if tipset.error else ""),
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
     out.print(
         f"from episodes {', '.join(tipset.episodes) or 'none'};"
         f" LLM calls {', '.join(tipset.llm_call_ids) or 'none'}",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
     table = Table("#", "tip", "score")
     for i, tip in enumerate(tipset.tips, 1):
@@ -1039,8 +1122,13 @@ def tips_show(
     if tipset.ops:
         ops = Table("op", "tip #", "text", "applied", "note", title="operations")
         for o in tipset.ops:
-            ops.add_row(o.op, "" if o.target is None else str(o.target), o.text or o.old_text or "",
-                        "yes" if o.applied else "no", o.note or "")
+            ops.add_row(
+                o.op,
+                "" if o.target is None else str(o.target),
+                o.text or o.old_text or "",
+                "yes" if o.applied else "no",
+                o.note or "",
+            )
         out.print(ops)
 
 
@@ -1095,7 +1183,10 @@ def tips_merge(
     if record is None:
         raise WorkbenchError(f"no play run named {run!r} in {store.path}")
     sources = sorted(
-        (TipSet.from_row(t) for t in tips_store.final_tipsets(store, record["id"], ["self", "expert"])),
+        (
+            TipSet.from_row(t)
+            for t in tips_store.final_tipsets(store, record["id"], ["self", "expert"])
+        ),
         key=lambda t: (t.game_id or "", t.condition or ""),
     )
     if not sources:
@@ -1105,7 +1196,8 @@ def tips_merge(
     err_console.print(
         f"general tip set {general.id} ({len(general.tips)} tips, version {general.version});"
         f" play with it: workbench play --tips general --tipset {general.id}",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
 
 
@@ -1156,8 +1248,17 @@ def experiment_introspective_tips(
     language_model = make_llm(llm, model=model, device=device, dtype=dtype)
     try:
         result = introspective_tips(
-            train_games, test_games, llm=language_model, store=store, name=name, trials=trials,
-            max_tips=max_tips, parallel=parallel, max_steps=max_steps, seed=seed, select=select,
+            train_games,
+            test_games,
+            llm=language_model,
+            store=store,
+            name=name,
+            trials=trials,
+            max_tips=max_tips,
+            parallel=parallel,
+            max_steps=max_steps,
+            seed=seed,
+            select=select,
             on_phase=lambda text: err_console.print(text, markup=False, highlight=False),
         )
     except LLMUnavailableError as exc:
@@ -1169,7 +1270,8 @@ def experiment_introspective_tips(
     err_console.print(
         f"stored as experiment {name}; general tip set {result.general.id}"
         f" ({result.tip_failures} tip-writing failure(s))",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
 
 
@@ -1178,14 +1280,26 @@ def experiment_table(result) -> Table:
     from agents.report import Estimate
 
     table = Table(
-        "phase", "level", "condition", "trial", "games", "success [95% CI]",
-        "score [95% CI]", "moves to win", title=f"Introspective Tips: {result.name}",
+        "phase",
+        "level",
+        "condition",
+        "trial",
+        "games",
+        "success [95% CI]",
+        "score [95% CI]",
+        "moves to win",
+        title=f"Introspective Tips: {result.name}",
     )
     for r in result.rows:
         row = r.row
         table.add_row(
-            r.phase, str(row.level or "?"), row.condition, str(r.trial), str(row.games),
-            Estimate.text(row.success), Estimate.text(row.score),
+            r.phase,
+            str(row.level or "?"),
+            row.condition,
+            str(r.trial),
+            str(row.games),
+            Estimate.text(row.success),
+            Estimate.text(row.score),
             "" if row.steps_to_win is None else f"{row.steps_to_win:.1f}",
         )
     return table
@@ -1231,7 +1345,8 @@ def show_step_explanation(result, out: Console) -> None:
     out.print(
         f"step {result.step} of episode {result.episode_id}: action {result.action!r},"
         f" total attribution {result.total:.3f} ({result.method})",
-        markup=False, highlight=False,
+        markup=False,
+        highlight=False,
     )
     segments = Table("segment", "attribution", "share of |total|")
     scale = sum(abs(v) for v in result.segments.values()) or 1.0
