@@ -115,30 +115,40 @@ def counts(store: Store) -> dict[str, int]:
         }
 
 
+def _page(
+    store: Store, count_sql: str, rows_sql: str, args: list[Any], limit: int, offset: int
+) -> Page:
+    """One page of rows (`rows_sql` ends in LIMIT ? OFFSET ?) and the total they come from,
+    read on one connection so the two agree."""
+    with store.connect(read_only=True) as con:
+        total = con.execute(count_sql, args).fetchone()[0]
+        rows = _all(con.execute(rows_sql, [*args, limit, offset]))
+    return Page(rows, int(total), limit, offset)
+
+
 # -- runs overview -----------------------------------------------------------------------
 
 
 def runs_page(store: Store, limit: int = 50, offset: int = 0, kind: str | None = None) -> Page:
     """Runs, newest first, with their episode counts, success rate and normalised score."""
     where, args = ("WHERE r.kind = ?", [kind]) if kind else ("", [])
-    with store.connect(read_only=True) as con:
-        total = con.execute(f"SELECT count(*) FROM runs r {where}", args).fetchone()[0]
-        rows = _all(
-            con.execute(
-                "SELECT r.id, r.name, r.kind, r.status, r.created_at, r.finished_at,"
-                " coalesce(e.episodes, 0) AS episodes, e.games, e.success, e.score,"
-                " coalesce(e.steps, 0) AS steps, coalesce(e.invalid, 0) AS invalid_actions"
-                " FROM runs r LEFT JOIN ("
-                "   SELECT run_id, count(*) AS episodes, count(DISTINCT game_id) AS games,"
-                "   avg(won::INTEGER) AS success,"
-                "   avg(CASE WHEN max_score > 0 THEN score / max_score ELSE 0 END) AS score,"
-                "   sum(moves) AS steps, sum(invalid_actions) AS invalid"
-                "   FROM episodes GROUP BY run_id) e ON e.run_id = r.id"
-                f" {where} ORDER BY r.created_at DESC, r.name LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            )
-        )
-    return Page(rows, int(total), limit, offset)
+    return _page(
+        store,
+        f"SELECT count(*) FROM runs r {where}",
+        "SELECT r.id, r.name, r.kind, r.status, r.created_at, r.finished_at,"
+        " coalesce(e.episodes, 0) AS episodes, e.games, e.success, e.score,"
+        " coalesce(e.steps, 0) AS steps, coalesce(e.invalid, 0) AS invalid_actions"
+        " FROM runs r LEFT JOIN ("
+        "   SELECT run_id, count(*) AS episodes, count(DISTINCT game_id) AS games,"
+        "   avg(won::INTEGER) AS success,"
+        "   avg(CASE WHEN max_score > 0 THEN score / max_score ELSE 0 END) AS score,"
+        "   sum(moves) AS steps, sum(invalid_actions) AS invalid"
+        "   FROM episodes GROUP BY run_id) e ON e.run_id = r.id"
+        f" {where} ORDER BY r.created_at DESC, r.name LIMIT ? OFFSET ?",
+        args,
+        limit,
+        offset,
+    )
 
 
 def play_runs(store: Store) -> list[dict[str, Any]]:
@@ -222,20 +232,19 @@ def episodes_page(
         where.append("e.stop_reason = ?")
         args.append(outcome)
     clause = " AND ".join(where)
-    with store.connect(read_only=True) as con:
-        total = con.execute(f"SELECT count(*) FROM episodes e WHERE {clause}", args).fetchone()[0]
-        rows = _all(
-            con.execute(
-                "SELECT e.id, e.game_id AS game, g.level, e.trial, e.condition, e.agent, e.won,"
-                " e.score, e.max_score, e.moves, e.stop_reason, e.invalid_actions,"
-                " e.prompt_tokens, e.completion_tokens, e.seconds, e.created_at"
-                " FROM episodes e LEFT JOIN games g ON g.id = e.game_id"
-                f" WHERE {clause} ORDER BY g.level, e.game_id, e.condition, e.trial, e.id"
-                " LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            )
-        )
-    return Page(rows, int(total), limit, offset)
+    return _page(
+        store,
+        f"SELECT count(*) FROM episodes e WHERE {clause}",
+        "SELECT e.id, e.game_id AS game, g.level, e.trial, e.condition, e.agent, e.won,"
+        " e.score, e.max_score, e.moves, e.stop_reason, e.invalid_actions,"
+        " e.prompt_tokens, e.completion_tokens, e.seconds, e.created_at"
+        " FROM episodes e LEFT JOIN games g ON g.id = e.game_id"
+        f" WHERE {clause} ORDER BY g.level, e.game_id, e.condition, e.trial, e.id"
+        " LIMIT ? OFFSET ?",
+        args,
+        limit,
+        offset,
+    )
 
 
 def conditions(store: Store, run_id: str) -> list[str]:
@@ -343,19 +352,18 @@ def explanations_page(
 ) -> Page:
     """Explanations newest first, without their payloads."""
     where, args = ("WHERE x.method = ?", [method]) if method else ("", [])
-    with store.connect(read_only=True) as con:
-        total = con.execute(f"SELECT count(*) FROM explanations x {where}", args).fetchone()[0]
-        rows = _all(
-            con.execute(
-                "SELECT x.id, x.created_at, x.method, x.category, x.model, x.input_text,"
-                " x.target_text, x.n_input_tokens, x.n_target_tokens, x.max_abs_delta,"
-                " x.seconds, (SELECT count(*) FROM metrics m WHERE m.explanation_id = x.id)"
-                f" AS metrics FROM explanations x {where}"
-                " ORDER BY x.created_at DESC, x.id LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            )
-        )
-    return Page(rows, int(total), limit, offset)
+    return _page(
+        store,
+        f"SELECT count(*) FROM explanations x {where}",
+        "SELECT x.id, x.created_at, x.method, x.category, x.model, x.input_text,"
+        " x.target_text, x.n_input_tokens, x.n_target_tokens, x.max_abs_delta,"
+        " x.seconds, (SELECT count(*) FROM metrics m WHERE m.explanation_id = x.id)"
+        f" AS metrics FROM explanations x {where}"
+        " ORDER BY x.created_at DESC, x.id LIMIT ? OFFSET ?",
+        args,
+        limit,
+        offset,
+    )
 
 
 def explanation_methods(store: Store) -> list[str]:
@@ -382,20 +390,19 @@ def explanation_detail(store: Store, exp_id: str) -> dict[str, Any] | None:
 
 def probes_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
     """Probe runs newest first, each with its best layer by selectivity."""
-    with store.connect(read_only=True) as con:
-        total = con.execute("SELECT count(*) FROM probes").fetchone()[0]
-        rows = _all(
-            con.execute(
-                "SELECT p.id, p.created_at, p.task, p.model, p.n_examples, p.split,"
-                " arg_max(l.layer, l.selectivity) AS best_layer,"
-                " max(l.selectivity) AS best_selectivity, max(l.accuracy) AS best_accuracy"
-                " FROM probes p LEFT JOIN probe_layers l ON l.probe_id = p.id"
-                " GROUP BY p.id, p.created_at, p.task, p.model, p.n_examples, p.split"
-                " ORDER BY p.created_at DESC, p.id LIMIT ? OFFSET ?",
-                [limit, offset],
-            )
-        )
-    return Page(rows, int(total), limit, offset)
+    return _page(
+        store,
+        "SELECT count(*) FROM probes",
+        "SELECT p.id, p.created_at, p.task, p.model, p.n_examples, p.split,"
+        " arg_max(l.layer, l.selectivity) AS best_layer,"
+        " max(l.selectivity) AS best_selectivity, max(l.accuracy) AS best_accuracy"
+        " FROM probes p LEFT JOIN probe_layers l ON l.probe_id = p.id"
+        " GROUP BY p.id, p.created_at, p.task, p.model, p.n_examples, p.split"
+        " ORDER BY p.created_at DESC, p.id LIMIT ? OFFSET ?",
+        [],
+        limit,
+        offset,
+    )
 
 
 def probe_layers(store: Store, probe_id: str) -> list[dict[str, Any]]:
@@ -420,19 +427,18 @@ def tips_available(store: Store) -> bool:
 
 def tipsets_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
     """Tip sets newest first, with their run's name and number of tips."""
-    with store.connect(read_only=True) as con:
-        total = con.execute("SELECT count(*) FROM tipsets").fetchone()[0]
-        rows = _all(
-            con.execute(
-                "SELECT t.id, t.kind, t.scope, t.condition, t.game_id, t.trial, t.version,"
-                " t.status, t.parent_id, r.name AS run,"
-                " (SELECT count(*) FROM tips WHERE tipset_id = t.id) AS n_tips, t.created_at"
-                " FROM tipsets t LEFT JOIN runs r ON r.id = t.run_id"
-                " ORDER BY t.created_at DESC, t.version DESC, t.id LIMIT ? OFFSET ?",
-                [limit, offset],
-            )
-        )
-    return Page(rows, int(total), limit, offset)
+    return _page(
+        store,
+        "SELECT count(*) FROM tipsets",
+        "SELECT t.id, t.kind, t.scope, t.condition, t.game_id, t.trial, t.version,"
+        " t.status, t.parent_id, r.name AS run,"
+        " (SELECT count(*) FROM tips WHERE tipset_id = t.id) AS n_tips, t.created_at"
+        " FROM tipsets t LEFT JOIN runs r ON r.id = t.run_id"
+        " ORDER BY t.created_at DESC, t.version DESC, t.id LIMIT ? OFFSET ?",
+        [],
+        limit,
+        offset,
+    )
 
 
 def tipset_detail(store: Store, tipset_id: str) -> dict[str, Any] | None:
