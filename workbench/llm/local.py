@@ -52,6 +52,9 @@ class LocalLLM(LLM):
         # transformers 5 renamed `past_key_values` to `cache` (the old name warns).
         forward_args = inspect.signature(lm.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in forward_args else "past_key_values"
+        # Only the prompt's last position is read: computing the vocabulary projection at
+        # every position (64 prompts x 700 tokens x 49k words) costs more than the model.
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
         if lm.device.type == "cpu":
             torch.set_num_threads(min(torch.get_num_threads(), sane_threads()))
 
@@ -212,7 +215,13 @@ class LocalLLM(LLM):
         rows = self._encode_many(texts)
         ids, mask = self._left_pad(rows)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **self._last_logits,
+        )
         first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         cache = out.cache if hasattr(out, "cache") else out.past_key_values
 
