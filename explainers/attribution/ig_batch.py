@@ -146,11 +146,27 @@ def _attribute_group(objs: list[Objective], alphas: torch.Tensor, baseline: str)
         pass  # retried below, outside the handler, so the failed graph's memory is freed
     torch.cuda.empty_cache()
     if len(objs) == 1:
-        raise WorkbenchError("out of GPU memory for a single input; try fewer --steps")
+        return [_knots_in_chunks(objs[0], alphas, baseline)]
     half = len(objs) // 2
     return _attribute_group(objs[:half], alphas, baseline) + _attribute_group(
         objs[half:], alphas, baseline
     )
+
+
+def _knots_in_chunks(obj: Objective, alphas: torch.Tensor, baseline: str, chunk: int = 0):
+    """One input that does not fit: its knots go through in smaller and smaller chunks
+    (the same knots, so the same numbers)."""
+    chunk = chunk or max(1, len(alphas) // 2)
+    try:
+        path = PathIntegral(obj, obj.input_embeddings, obj.baseline_embeddings(baseline), chunk)
+        path.evaluate(alphas)
+        return path.result()
+    except torch.cuda.OutOfMemoryError:
+        pass
+    torch.cuda.empty_cache()
+    if chunk == 1:
+        raise WorkbenchError("out of GPU memory for one interpolation step of one input")
+    return _knots_in_chunks(obj, alphas, baseline, chunk // 2)
 
 
 def _padded_ig(objs: list[Objective], alphas: torch.Tensor, baseline: str):
