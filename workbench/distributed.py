@@ -1,0 +1,368 @@
+"""Work split across processes with torch.distributed: one process per GPU, launched by torchrun.
+
+    torchrun --nproc-per-node 4 -m workbench explain --dataset decisions.jsonl --device cuda
+    workbench explain --dataset decisions.jsonl --device cuda --gpus 4      # the same
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m workbench explain ...                  # on each node
+
+Every rank runs the same command over the same inputs. `shard` hands each rank one
+contiguous block of them, `gather` brings the blocks back to rank 0 in input order, and
+`run_chunks` does both chunk after chunk: every rank computes its block of a chunk, rank 0
+alone writes the chunk (DuckDB lets one process write), in one transaction, and only then
+does the next chunk start. A run that stops (a rank killed, a node lost) leaves whole chunks
+in the store and nothing half-written; the same command run again skips what is stored.
+
+Without torchrun (no WORLD_SIZE, or WORLD_SIZE=1) every function here is the plain
+one-process version. NCCL is the process group's backend on GPUs and gloo on CPUs (so CI
+runs the same code); Python objects (explanations, features) travel over a gloo group in
+both cases, which also notices a dead peer at once rather than at NCCL's timeout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+
+from workbench.errors import WorkbenchError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Tests only: "RANK:CHUNK" makes that rank SIGKILL itself after computing that chunk (0-based),
+# before its results reach rank 0: a deterministic stand-in for a crashed GPU or node.
+FAULT_ENV = "WORKBENCH_FAULT_KILL"
+# Seconds a collective may wait for a slow rank (a long chunk on another GPU) before failing.
+TIMEOUT_ENV = "WORKBENCH_DIST_TIMEOUT"
+DEFAULT_TIMEOUT = 3600.0
+
+
+class RankLostError(WorkbenchError):
+    """Another process of the job stopped; whole chunks written before are kept."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the job: rank `rank` of `size` (one process: 0 of 1)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes the store and prints results."""
+        return self.rank == 0
+
+
+_objects: Any = None  # the gloo group that carries pickled objects
+
+
+def launched() -> bool:
+    """True in a process that torchrun started as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def world() -> World:
+    if not launched():
+        return World()
+    return World(
+        int(os.environ.get("RANK", "0")),
+        int(os.environ["WORLD_SIZE"]),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def is_main() -> bool:
+    return world().main
+
+
+def init(backend: str | None = None) -> World:
+    """Join the torchrun job once per process (later calls return at once).
+
+    `backend` is "nccl" for a process that computes on its GPU (`workbench.models` asks for
+    it when a model goes to CUDA) or "gloo" (the default, CPU).
+    """
+    global _objects
+    here = world()
+    if not launched() or torch.distributed.is_initialized():
+        return here
+    backend = backend or "gloo"
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
+    try:
+        if backend == "nccl":
+            use_gpu(here)
+        torch.distributed.init_process_group(backend, timeout=timeout)
+        _objects = (
+            torch.distributed.new_group(backend="gloo", timeout=timeout)
+            if backend != "gloo"
+            else torch.distributed.group.WORLD
+        )
+    except (RuntimeError, ValueError) as exc:
+        raise RankLostError(f"could not join the torchrun job: {_first_line(exc)}") from None
+    atexit.register(shutdown)
+    return here
+
+
+def use_gpu(here: World | None = None) -> torch.device:
+    """The GPU this process computes on: `cuda:LOCAL_RANK` under torchrun, else the current one."""
+    here = here or world()
+    if not torch.cuda.is_available():
+        raise WorkbenchError("--device cuda was asked for but no CUDA GPU is available")
+    if not launched():
+        return torch.device("cuda", torch.cuda.current_device())
+    count = torch.cuda.device_count()
+    if here.local_rank >= count:
+        raise WorkbenchError(
+            f"rank {here.rank} needs GPU {here.local_rank} but this machine has {count} GPU(s); "
+            f"start at most {count} process(es) per node"
+        )
+    torch.cuda.set_device(here.local_rank)
+    return torch.device("cuda", here.local_rank)
+
+
+def shutdown() -> None:
+    """Leave the job (registered at exit by `init`)."""
+    global _objects
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    _objects = None
+
+
+def shard_bounds(
+    n: int, weights: Sequence[float] | None = None, size: int | None = None
+) -> list[tuple[int, int]]:
+    """[start, end) of each rank's contiguous block of `n` items.
+
+    Equal counts by default; with `weights` (an item's expected cost, e.g. its tokens), the
+    split points balance the summed weight instead, so no rank waits long for another.
+    """
+    size = size or world().size
+    if weights is None or n == 0:
+        cuts = [n * r // size for r in range(size + 1)]
+    else:
+        if len(weights) != n:
+            raise ValueError(f"{len(weights)} weights for {n} items")
+        total = float(sum(weights))
+        cuts, running, r = [0], 0.0, 1
+        for i, w in enumerate(weights):
+            running += float(w)
+            while r < size and running >= total * r / size:
+                cuts.append(i + 1)
+                r += 1
+        cuts += [n] * (size + 1 - len(cuts))
+    return [(cuts[r], cuts[r + 1]) for r in range(size)]
+
+
+def shard(items: Sequence[T], weights: Sequence[float] | None = None) -> list[T]:
+    """This rank's contiguous block of `items` (all of them in a one-process run)."""
+    start, end = shard_bounds(len(items), weights)[world().rank]
+    return list(items[start:end])
+
+
+def gather(part: list[T]) -> list[T] | None:
+    """Every rank's `shard` result, concatenated in rank (= input) order, on rank 0; None on
+    the others. In a one-process run, `part` itself."""
+    here = init()
+    if here.size == 1:
+        return part
+    parts: list[Any] = [None] * here.size if here.main else []
+    _collective(
+        torch.distributed.gather_object,
+        part,
+        parts if here.main else None,
+        dst=0,
+        group=_objects,
+    )
+    return [x for p in parts for x in p] if here.main else None
+
+
+def broadcast(obj: T) -> T:
+    """Rank 0's `obj`, on every rank."""
+    here = init()
+    if here.size == 1:
+        return obj
+    box = [obj if here.main else None]
+    _collective(torch.distributed.broadcast_object_list, box, src=0, group=_objects)
+    return box[0]
+
+
+def barrier() -> None:
+    here = init()
+    if here.size > 1:
+        _collective(torch.distributed.barrier, group=_objects)
+
+
+def run_chunks(
+    items: Sequence[T],
+    compute: Callable[[list[T]], list[R]],
+    *,
+    save: Callable[[list[R]], Any] | None = None,
+    chunk_size: int = 64,
+    weights: Sequence[float] | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[R]:
+    """Compute one result per item on every rank, chunk by chunk; rank 0 saves each chunk.
+
+    Args:
+        items: the same list on every rank (work already stored left out by the caller).
+        compute: items -> their results, in order (runs on every rank, on its block).
+        save: rank 0 only: one chunk's results, in item order; it should write them in one
+            transaction, so that a chunk is stored whole or not at all.
+        chunk_size: items per rank per chunk (a chunk holds `chunk_size` x world size).
+        weights: an item's expected cost, to balance blocks (see `shard_bounds`).
+        on_chunk: called on every rank with the number of items of each finished chunk.
+
+    Returns every result in item order on rank 0, and [] on the other ranks. A
+    `WorkbenchError` on any rank stops every rank with that message (naming the rank);
+    a rank that dies stops the others with `RankLostError`.
+    """
+    here = init()
+    step = max(1, int(chunk_size)) * here.size
+    results: list[R] = []
+    for k, start in enumerate(range(0, len(items), step)):
+        chunk = list(items[start : start + step])
+        chunk_weights = None if weights is None else list(weights[start : start + step])
+        lo, hi = shard_bounds(len(chunk), chunk_weights, here.size)[here.rank]
+        if here.size == 1:
+            done = _checked(compute(chunk), len(chunk))
+            _maybe_fault(here, k)
+            if save is not None:
+                save(done)
+            results.extend(done)
+        else:
+            try:
+                mine, failure = _checked(compute(chunk[lo:hi]) if hi > lo else [], hi - lo), None
+            except WorkbenchError as exc:
+                mine, failure = [], f"rank {here.rank}: {exc}"
+            _maybe_fault(here, k)
+            parts = _gather_parts((failure, mine))
+            status = None
+            if here.main:
+                status = next((f for f, _ in parts if f), None)
+                done = [r for _, p in parts for r in p]
+                if status is None and save is not None:
+                    try:
+                        save(done)
+                    except WorkbenchError as exc:
+                        status = str(exc)
+                if status is None:
+                    results.extend(done)
+            # Rank 0's word that the chunk is stored (or why not) is also what lets the
+            # others start the next one: a rank that dies later never costs a stored chunk.
+            status = broadcast(status)
+            if status is not None:
+                raise WorkbenchError(status)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
+    return results
+
+
+def _gather_parts(part: tuple[str | None, list[R]]) -> list[tuple[str | None, list[R]]]:
+    here = world()
+    parts: list[Any] = [None] * here.size if here.main else []
+    _collective(
+        torch.distributed.gather_object,
+        part,
+        parts if here.main else None,
+        dst=0,
+        group=_objects,
+    )
+    return parts
+
+
+def _checked(results: list[R], expected: int) -> list[R]:
+    results = list(results)
+    if len(results) != expected:
+        raise RuntimeError(f"compute returned {len(results)} results for {expected} items")
+    return results
+
+
+def _collective(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except (RuntimeError, ConnectionError) as exc:
+        raise RankLostError(
+            f"rank {world().rank}: another rank stopped ({_first_line(exc)}); whole chunks "
+            "written before are kept: run the same command again to resume"
+        ) from None
+
+
+def _maybe_fault(here: World, chunk: int) -> None:
+    if os.environ.get(FAULT_ENV) == f"{here.rank}:{chunk}":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- launching -------------------------------------------------------------------------
+
+
+def launch(gpus: int | None, argv: Sequence[str] | None = None) -> None:
+    """`--gpus N`: run this very command again under torchrun with N processes, then exit.
+
+    Does nothing when `gpus` is None or when this process is already one of the torchrun
+    job (the option travels with the command line). Fails with one line where there are no
+    or too few GPUs; a rank that dies ends the job with one line and a non-zero exit.
+    """
+    if gpus is None or launched() or os.environ.get("TORCHELASTIC_RUN_ID"):
+        return
+    if gpus < 1:
+        raise WorkbenchError(f"--gpus must be >= 1, not {gpus}")
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        raise WorkbenchError(f"--gpus {gpus} was asked for but no CUDA GPU is available")
+    if gpus > available:
+        raise WorkbenchError(f"--gpus {gpus} was asked for but this machine has {available} GPU(s)")
+    args = list(sys.argv[1:] if argv is None else argv)
+    code = _torchrun(gpus, [sys.executable, "-u", "-m", "workbench", *args])
+    sys.exit(code)
+
+
+def _torchrun(nproc: int, command: list[str]) -> int:
+    """Run `command` as `nproc` local ranks, as `torchrun --standalone` would; its exit code."""
+    import uuid
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.1,
+    )
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    quiet = logging.getLogger("torch.distributed.elastic")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the failed rank says what went wrong; see below
+    try:
+        elastic_launch(config, command[0])(*command[1:])
+        return 0
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        if failure.exitcode > 0:
+            return failure.exitcode  # the rank printed its own one-line error
+        raise WorkbenchError(
+            f"rank {rank} stopped ({failure.signal_name()}); whole chunks written before are "
+            "kept: run the same command again to resume"
+        ) from None
+    finally:
+        quiet.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
