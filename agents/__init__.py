@@ -2,7 +2,7 @@
 
 >>> import agents, games
 >>> from workbench.store import Store
->>> result = agents.play(games.list_games("games/l1"), agent="expert",
+>>> result = agents.play(games.list_games("game-sets/l1"), agent="expert",
 ...                      store=Store(), run_name="expert-l1")     # doctest: +SKIP
 >>> agents.report(Store(), run="expert-l1").rows[0].success.mean    # doctest: +SKIP
 1.0

@@ -3,7 +3,7 @@
 1. Train games, K trials each, under four conditions: no tips, Reflexion (Shinn et al.
    2023), self tips and expert tips (tips written between trials).
 2. The final self and expert tips of every training game merge into one general set by
-   ADD / EDIT / AGREE / REMOVE operations (ExpeL, Zhao et al. 2023), capped at `max_tips`.
+   ADD / EDIT / AGREE / REMOVE operations (ExpeL, Zhao et al. 2023), capped at the writer's `max_tips`.
 3. Test games (unseen: another split or seed), one trial each, without tips and with the
    general set, zero-shot.
 
@@ -11,8 +11,8 @@ The result holds success rate, normalised score (both means over games with 95% 
 moves to win, per phase, level, condition and trial; it is stored with the experiment run.
 
     >>> from agents.experiment import introspective_tips
-    >>> result = introspective_tips(games.list_games("games/train"),
-    ...     games.list_games("games/test"), llm=make_llm(), trials=3, store=Store(),
+    >>> result = introspective_tips(games.list_games("game-sets/train"),
+    ...     games.list_games("game-sets/test"), llm=make_llm(), trials=3, store=Store(),
     ...     name="it-l1")                                                # doctest: +SKIP
     >>> print(result.to_dict()["rows"][0])                               # doctest: +SKIP
 """
@@ -25,13 +25,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agents.report import ReportRow, summarize
-from agents.tip_prompts import DEFAULT_TIP_PROMPTS, TipPrompts
 from agents.tips import TipSet, TipWriter, build_general, play_tips
 from agents.trajectory import Episode
 from games import GameInfo
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
-from workbench.store import Store
+from workbench.store import Store, runs
 from workbench.store import play as play_store
 from workbench.store import tips as tips_store
 
@@ -110,10 +109,8 @@ def introspective_tips(
     llm: LLM,
     store: Store,
     name: str,
+    writer: TipWriter | None = None,
     trials: int = 3,
-    max_tips: int = 5,
-    retries: int = 2,
-    prompts: TipPrompts = DEFAULT_TIP_PROMPTS,
     parallel: int = 8,
     max_steps: int = 50,
     seed: int = 0,
@@ -126,26 +123,27 @@ def introspective_tips(
 
     Re-running an unfinished experiment of the same name resumes it: its play runs
     (`NAME-train`, `NAME-test`) resume, and a general set already merged is reused.
+    `writer` writes and merges the tips (by default `TipWriter(llm)`); the other
+    arguments are those of `agents.tips.play_tips`.
     """
     if not train:
-        raise WorkbenchError("the --train folder has no games")
+        raise WorkbenchError("there are no train games")
     if not test:
-        raise WorkbenchError("the --test folder has no games")
+        raise WorkbenchError("there are no test games")
     if trials < 1:
-        raise WorkbenchError(f"--trials must be at least 1, not {trials}")
-    if max_tips < 1:
-        raise WorkbenchError(f"--max-tips must be at least 1, not {max_tips}")
+        raise WorkbenchError(f"trials must be at least 1, not {trials}")
+    writer = writer or TipWriter(llm)
     overlap = {g.id for g in train} & {g.id for g in test}
     if overlap:
         raise WorkbenchError(
-            f"{len(overlap)} game(s) are in both --train and --test; "
+            f"{len(overlap)} game(s) are in both train and test; "
             "zero-shot evaluation needs unseen games (another split or seed)"
         )
     params = {
         "train": sorted(g.id for g in train),
         "test": sorted(g.id for g in test),
         "trials": trials,
-        "max_tips": max_tips,
+        "max_tips": writer.max_tips,
         "max_steps": max_steps,
         "seed": seed,
         "llm": llm.describe(),
@@ -154,9 +152,7 @@ def introspective_tips(
     common = {
         "llm": llm,
         "store": store,
-        "max_tips": max_tips,
-        "retries": retries,
-        "prompts": prompts,
+        "writer": writer,
         "parallel": parallel,
         "max_steps": max_steps,
         "seed": seed,
@@ -168,7 +164,7 @@ def introspective_tips(
     if on_phase:
         on_phase(f"train: {len(train)} games x {trials} trials x {', '.join(TRAIN_CONDITIONS)}")
     trained = _play_or_reuse(store, train_name, train, TRAIN_CONDITIONS, trials, None, common)
-    general = _general_set(store, trained, max_tips, retries, prompts, llm, on_phase)
+    general = _general_set(store, trained, writer, on_phase)
     if on_phase:
         on_phase(f"test: {len(test)} games, none vs general ({len(general.tips)} tips)")
     tested = _play_or_reuse(store, test_name, test, TEST_CONDITIONS, 1, general, common)
@@ -181,14 +177,14 @@ def introspective_tips(
         for rid in (trained,)
         for t in tips_store.list_tipsets(store, run_id=rid, limit=100_000)
     )
-    store.finish_run(run_id)
+    runs.finish_run(store, run_id)
     return ExperimentResult(run_id, name, train_name, test_name, general, rows, failures)
 
 
 def _open_experiment(store: Store, name: str, params: dict[str, Any]) -> str:
-    existing = store.get_run(name)
+    existing = runs.get_run(store, name)
     if existing is None:
-        return store.create_run(name, "experiment", params)
+        return runs.create_run(store, name, "experiment", params)
     if existing["kind"] != "experiment":
         raise WorkbenchError(f"run name {name!r} is taken by a {existing['kind']} run")
     if existing["status"] == "finished":
@@ -206,7 +202,7 @@ def _play_or_reuse(
     common: dict[str, Any],
 ) -> str:
     """The id of the finished play run `run_name`, playing (or resuming) it first."""
-    done = play_store.get_play_run(store, run_name)
+    done = runs.get_run(store, run_name, kind="play")
     if done is not None and done["status"] == "finished":
         return done["id"]
     result = play_tips(games, modes, trials=trials, tipset=tipset, run_name=run_name, **common)
@@ -217,10 +213,7 @@ def _play_or_reuse(
 def _general_set(
     store: Store,
     train_run: str,
-    max_tips: int,
-    retries: int,
-    prompts: TipPrompts,
-    llm: LLM,
+    writer: TipWriter,
     on_phase: Callable[[str], None] | None,
 ) -> TipSet:
     """The general set merged from the training run's final self and expert tips (the one
@@ -248,6 +241,5 @@ def _general_set(
         general.save(store)
         return general
     if on_phase:
-        on_phase(f"general: merging {len(sources)} tip sets (max {max_tips} tips)")
-    writer = TipWriter(llm, max_tips=max_tips, retries=retries, prompts=prompts)
+        on_phase(f"general: merging {len(sources)} tip sets (max {writer.max_tips} tips)")
     return build_general(writer, sources, store, run_id=train_run)

@@ -8,7 +8,7 @@ duplicating anything. Random choices are seeded per episode (run seed, game, tri
 condition), so a resumed run makes the same choices as an uninterrupted one.
 
     >>> import agents, games
-    >>> result = agents.play(games.list_games("games/l1"), agent="random", trials=2,
+    >>> result = agents.play(games.list_games("game-sets/l1"), agent="random", trials=2,
     ...                      parallel=8, store=Store(), run_name="random-l1")  # doctest: +SKIP
 """
 
@@ -26,7 +26,7 @@ from agents.trajectory import Condition, Episode, EpisodeSpec, Step
 from games import BatchEnv, GameInfo, GameState
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
-from workbench.store import Store, new_id
+from workbench.store import Store, new_id, runs
 from workbench.store import play as play_store
 
 # Run parameters that decide which episodes exist and how they are played: a resumed run
@@ -73,15 +73,50 @@ def episode_specs(
     games: Sequence[GameInfo], trials: int = 1, conditions: Sequence[Condition] | None = None
 ) -> list[EpisodeSpec]:
     """Games x trials x conditions, trial-major so early results span every game."""
-    if trials < 1:
-        raise WorkbenchError(f"trials must be at least 1, not {trials}")
     conds = list(conditions or [Condition()])
-    names = [c.name for c in conds]
-    if len(set(names)) != len(names):
-        raise WorkbenchError(f"condition names must be distinct, got {', '.join(names)}")
     return [
         EpisodeSpec(g, t, c.name, list(c.tips)) for t in range(trials) for c in conds for g in games
     ]
+
+
+def run_params(
+    games: Sequence[GameInfo],
+    agent: Agent,
+    *,
+    trials: int,
+    conditions: Sequence[Condition],
+    max_steps: int,
+    seed: int,
+    parallel: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The parameters a play run is recorded with, checked: its games, trials and
+    conditions, how episodes are played, and the agent. A resumed run must agree on the
+    ones that decide which episodes exist and how they are played. Settings of a feature
+    built on play (tips) come as `extra`.
+    """
+    if not games:
+        raise WorkbenchError("no games to play")
+    if trials < 1:
+        raise WorkbenchError(f"trials must be at least 1, not {trials}")
+    names = [c.name for c in conditions]
+    if len(set(names)) != len(names):
+        raise WorkbenchError(f"condition names must be distinct, got {', '.join(names)}")
+    if max_steps < 1:
+        raise WorkbenchError(f"max_steps must be at least 1, not {max_steps}")
+    if parallel < 1:
+        raise WorkbenchError(f"parallel must be at least 1, not {parallel}")
+    return {
+        "games": sorted({g.id for g in games}),
+        "game_paths": {g.id: str(g.path) for g in games},
+        "trials": trials,
+        "conditions": [{"name": c.name, "tips": list(c.tips)} for c in conditions],
+        "max_steps": max_steps,
+        "seed": seed,
+        "parallel": parallel,
+        **extra,
+        **agent.describe(),
+    }
 
 
 def play(
@@ -116,24 +151,18 @@ def play(
         on_episode / on_start: progress hooks (on_start gets (to play, already done)).
         agent_options: for the llm agent (select, template, score_mode, example, ...).
     """
-    if not games:
-        raise WorkbenchError("no games to play")
-    if max_steps < 1:
-        raise WorkbenchError(f"max steps must be at least 1, not {max_steps}")
-    if parallel < 1:
-        raise WorkbenchError(f"parallel must be at least 1, not {parallel}")
     player = agent if isinstance(agent, Agent) else make_agent(agent, llm, **agent_options)
-    specs = episode_specs(games, trials, conditions)
-    params = {
-        "games": sorted({g.id for g in games}),
-        "game_paths": {g.id: str(g.path) for g in games},
-        "trials": trials,
-        "conditions": [{"name": c.name, "tips": list(c.tips)} for c in conditions or [Condition()]],
-        "max_steps": max_steps,
-        "seed": seed,
-        "parallel": parallel,
-        **player.describe(),
-    }
+    conds = list(conditions or [Condition()])
+    params = run_params(
+        games,
+        player,
+        trials=trials,
+        conditions=conds,
+        max_steps=max_steps,
+        seed=seed,
+        parallel=parallel,
+    )
+    specs = episode_specs(games, trials, conds)
     return run_episodes(
         specs,
         player,
@@ -216,8 +245,8 @@ def run_episodes(
                         on_episode(episode)
     seconds = time.perf_counter() - started
     if store is not None and run is not None and finish:
-        if play_store.get_play_run(store, run["id"]) is not None:
-            play_store.finish_play_run(store, run["id"])
+        if runs.get_run(store, run["id"], kind="play") is not None:
+            runs.finish_run(store, run["id"])
     return PlayResult(
         run["id"] if run else None,
         run["name"] if run else None,
@@ -285,9 +314,9 @@ def _open_run(
         return None
     run_id = new_id()
     name = run_name or f"play-{run_id}"
-    existing = play_store.get_play_run(store, name) if run_name else None
+    existing = runs.get_run(store, name, kind="play") if run_name else None
     if existing is None:
-        if run_name and store.get_run(run_name) is not None:
+        if run_name and runs.get_run(store, run_name) is not None:
             raise WorkbenchError(f"run name {run_name!r} is taken by a run that is not a play run")
         return {"id": run_id, "name": name, "params": params}
     if existing["status"] == "finished":

@@ -3,8 +3,8 @@
 No other package imports TextWorld: agents and the CLI go through this one.
 
     >>> import games
-    >>> games.make(level=3, count=20, seed=7, split="train", out="games/l3")  # doctest: +SKIP
-    >>> games.list_games("games/l3")[0].max_score                              # doctest: +SKIP
+    >>> games.make(level=3, count=20, seed=7, split="train", out="game-sets/l3")  # doctest: +SKIP
+    >>> games.list_games("game-sets/l3")[0].max_score                              # doctest: +SKIP
     4
 """
 

@@ -7,8 +7,8 @@ rewritten atomically under a file lock, and a game appears in it only once its f
 complete, so an interrupted `make` leaves the folder consistent.
 
     >>> from games import make, list_games
-    >>> make(level=1, count=2, seed=7, split="train", out="games/l1")   # doctest: +SKIP
-    >>> [g.id for g in list_games("games/l1")]                           # doctest: +SKIP
+    >>> make(level=1, count=2, seed=7, split="train", out="game-sets/l1")   # doctest: +SKIP
+    >>> [g.id for g in list_games("game-sets/l1")]                           # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ most of a GPU step's time.
 
     >>> from games.env import BatchEnv
     >>> with BatchEnv(parallel=2) as env:                        # doctest: +SKIP
-    ...     states = env.reset({0: "games/l1/ab12.z8", 1: "games/l1/cd34.z8"})
+    ...     states = env.reset({0: "game-sets/l1/ab12.z8", 1: "game-sets/l1/cd34.z8"})
     ...     states = env.step({0: "inventory", 1: "look"})
 """
 

@@ -18,7 +18,7 @@ id, for a split by game) and type (game id and entity: the control-task label is
 per entity per game).
 
     >>> from games.probing_data import state_records                       # doctest: +SKIP
-    >>> records = state_records("games/l3", "carried", max_games=4)
+    >>> records = state_records("game-sets/l3", "carried", max_games=4)
     >>> records[0]["label"], records[0]["type"]
     ('no', '3f2a9c1b7d10:knife')
 """

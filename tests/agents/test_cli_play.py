@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from workbench.store import Store
+from workbench.store import Store, runs
 from workbench.store import play as play_store
 
 
@@ -123,13 +123,12 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, level
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "new").exists()
     if db.exists():
-        with Store(db).connect(read_only=True) as con:
-            assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+        assert runs.count_runs(Store(db, read_only=True)) == 0
 
 
 def _episodes(db, name) -> list[tuple]:
     store = Store(db)
-    run = play_store.get_play_run(store, name)
+    run = runs.get_run(store, name, kind="play")
     rows = play_store.list_episodes(store, run["id"]) if run else []
     out = []
     for r in rows:
@@ -182,7 +181,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(level1_dir, tmp_path):
     assert full.returncode == 0, full.stderr
     assert after == _episodes(db, "uninterrupted")
     store = Store(db)
-    run = play_store.get_play_run(store, "k")
+    run = runs.get_run(store, "k", kind="play")
     assert run["status"] == "finished"
     counts = play_store.count_rows(store, run["id"])
     assert counts["steps"] == sum(moves for *_, moves, _ in after)

@@ -10,6 +10,7 @@ from agents.tips import (
     TipOp,
     TipParseError,
     TipSet,
+    TipWriter,
     apply_ops,
     diff_tipsets,
     parse_ops,
@@ -17,10 +18,12 @@ from agents.tips import (
     parse_tips,
     play_tips,
 )
+from agents.tips.parsing import is_game_command, is_observation
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.errors import WorkbenchError
 from workbench.llm.openai_backend import OpenAILLM
 from workbench.store import play as play_store
+from workbench.store import runs
 from workbench.store import tips as tips_store
 
 GOOD_TIPS = "Here are my tips:\n- Take what the recipe needs.\n- Prepare meal, then eat meal."
@@ -39,6 +42,43 @@ def test_parse_tips_reads_bullets_and_drops_noise():
     for bad in ("", "   \n", "- ok\n- :)"):
         with pytest.raises(TipParseError):
             parse_tips(bad, 3)
+
+
+def test_parse_tips_rejects_echoed_commands_and_observations():
+    reply = (
+        "- > take carrot from fridge\n"
+        "- take carrot from fridge\n"
+        "- Open the fridge.\n"
+        "- At the end of the game, you see a knife on the table.\n"
+        "- You see a closed fridge and a counter.\n"
+        "- There is a red apple on the counter.\n"
+        "- The fridge contains a carrot.\n"
+        "- Open the fridge before taking food.\n"
+        "- If you see a closed container, open it.\n"
+        "- Take what the recipe needs, then prepare meal."
+    )
+    assert parse_tips(reply, 5) == [
+        "Open the fridge before taking food.",
+        "If you see a closed container, open it.",
+        "Take what the recipe needs, then prepare meal.",
+    ]
+    echoed = "- > take carrot from fridge\n- > open fridge\n- You see a knife on the table."
+    with pytest.raises(TipParseError, match="only game commands or observations"):
+        parse_tips(echoed, 5)
+    for command in (
+        "> open fridge",
+        "cook carrot with stove",
+        "Slice the red apple with the knife",
+    ):
+        assert is_game_command(command), command
+    for advice in ("Eat the meal once it is prepared.", "Prepare meal, then eat meal."):
+        assert not is_game_command(advice) and not is_observation(advice), advice
+    assert is_observation("In the kitchen, there is a closed fridge.")
+    assert not is_observation("You should open the fridge first.")
+    # A merge operation that only repeats a command adds nothing.
+    assert [
+        o.text for o in parse_ops("ADD: take carrot from fridge\nADD: Cook before eating.")
+    ] == ["Cook before eating."]
 
 
 def test_parse_reflection_and_ops():
@@ -151,7 +191,7 @@ def test_self_tips_reach_the_next_trial_with_provenance(level1_games, store):
         assert (
             "> look" in tip_calls[0]["prompt"] and "You had no tips yet." in tip_calls[0]["prompt"]
         )
-    assert play_store.get_play_run(store, "self")["status"] == "finished"
+    assert runs.get_run(store, "self", kind="play")["status"] == "finished"
 
 
 def test_unusable_replies_are_retried_then_recorded_as_failures(level1_games, store):
@@ -224,9 +264,11 @@ def test_reflexion_and_expert_and_general(level1_games, store):
         )
     assert all(e.spec.tips == ["Cook, then eat."] and e.won for e in zero.episodes)
     assert zero.tipsets == []
-    with pytest.raises(WorkbenchError, match="--tipset"):
+    with pytest.raises(WorkbenchError, match="general tip set: give its id as tipset"):
         play_tips(level1_games, ["general"], llm=llm, store=store)
-    with pytest.raises(WorkbenchError, match="max-tips"):
-        play_tips(level1_games, ["self"], llm=llm, store=store, max_tips=0)
+    with pytest.raises(WorkbenchError, match="max_tips must be at least 1, not 0"):
+        TipWriter(llm, max_tips=0)
+    with pytest.raises(WorkbenchError, match="max_steps must be at least 1, not 0"):
+        play_tips(level1_games, ["self"], llm=llm, store=store, max_steps=0)
     with pytest.raises(WorkbenchError, match="no tip set"):
         TipSet.load(store, "missing")

@@ -28,8 +28,7 @@ def test_every_condition_on_the_default_model(level1_games, store):
         max_steps=3,
         run_name="smol",
         workers=0,
-        tip_max_tokens=40,
-        retries=0,
+        writer=TipWriter(llm, max_tokens=40, retries=0),
         write_after_last=False,
     )
     assert sorted((e.spec.condition, e.spec.trial) for e in result.episodes) == sorted(
