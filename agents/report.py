@@ -1,8 +1,11 @@
 """Reports over played runs: success rate and normalised score per level and condition,
-as means over games with 95% confidence intervals, and the moves winning took.
+as means over games with 95% confidence intervals, the moves winning took, and paired
+comparisons of two conditions (or runs) on the same games.
 
-Each game counts once per (level, condition): its trials are averaged first, so a level
-with many trials of few games does not look more certain than it is.
+Each game counts once per group: its trials are averaged first, so a level with many
+trials of few games does not look more certain than it is. Success rates get a Wilson
+interval, normalised scores a t interval (`workbench.stats` says why). The CLI's `report`
+and `experiment` and the dashboard all aggregate through this module.
 
     >>> from agents.report import report
     >>> report(Store(), run="random-l1").to_dict()       # doctest: +SKIP
@@ -13,17 +16,19 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from workbench import stats
 from workbench.errors import WorkbenchError
-from workbench.store import Store
+from workbench.store import Store, runs
 from workbench.store import play as play_store
 
 
 @dataclass
 class Estimate:
-    """A mean over games with its 95% confidence interval (t distribution)."""
+    """A mean over games with its 95% confidence interval (NaN bounds where there is none)."""
 
     mean: float
     low: float
@@ -31,15 +36,16 @@ class Estimate:
     n: int
 
     @classmethod
-    def of(cls, values: list[float]) -> Estimate:
-        n = len(values)
-        mean = statistics.fmean(values)
-        if n < 2:
-            return cls(mean, math.nan, math.nan, n)
-        from scipy.stats import t
+    def rate(cls, rates: Sequence[float]) -> Estimate:
+        """Success rate over games (each game's rate over its trials): Wilson interval."""
+        i = stats.wilson_interval(sum(rates), len(rates))
+        return cls(i.mean, i.low, i.high, i.n)
 
-        half = float(t.ppf(0.975, n - 1)) * statistics.stdev(values) / math.sqrt(n)
-        return cls(mean, max(0.0, mean - half), min(1.0, mean + half), n)
+    @classmethod
+    def score(cls, scores: Sequence[float]) -> Estimate:
+        """Normalised score over games: t interval, clipped to [0, 1]."""
+        i = stats.mean_interval(scores)
+        return cls(i.mean, max(0.0, i.low), min(1.0, i.high), i.n)
 
     def text(self, percent: bool = True) -> str:
         fmt = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.2f}")
@@ -66,24 +72,11 @@ class Report:
     episodes: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and math.isnan(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
         episodes = [
-            {
-                **e,
-                "created_at": str(e["created_at"]),
-                "normalized_score": e["score"] / e["max_score"] if e["max_score"] else 0.0,
-            }
+            {**e, "created_at": str(e["created_at"]), "normalized_score": normalized_score(e)}
             for e in self.episodes
         ]
-        return clean(
+        return _clean(
             {
                 "run": {
                     "id": self.run["id"],
@@ -96,9 +89,21 @@ class Report:
         )
 
 
+@dataclass
+class Comparison:
+    """B against A on the units (game trials) both played: McNemar's exact test for
+    success, a paired t-test for the normalised score."""
+
+    success: stats.PairedTest
+    score: stats.PairedTest
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({"success": asdict(self.success), "score": asdict(self.score)})
+
+
 def report(store: Store, run: str | None = None) -> Report:
     """The report of a play run by name or id (default: the latest play run)."""
-    record = play_store.get_play_run(store, run) if run else play_store.latest_play_run(store)
+    record = runs.get_run(store, run, kind="play") if run else runs.latest_run(store, "play")
     if record is None:
         if run:
             raise WorkbenchError(f"no play run named {run!r} in {store.path}")
@@ -107,32 +112,105 @@ def report(store: Store, run: str | None = None) -> Report:
     return Report(record, summarize(episodes), episodes)
 
 
+def normalized_score(episode: dict[str, Any]) -> float:
+    """Score over the game's maximum (0 for a game without points)."""
+    return episode["score"] / episode["max_score"] if episode["max_score"] else 0.0
+
+
 def summarize(episodes: list[dict[str, Any]]) -> list[ReportRow]:
     """Rows per (level, condition) from episode dicts (level, condition, game, won, ...)."""
-    groups: dict[tuple[Any, str], dict[str, list[dict[str, Any]]]] = defaultdict(
+    return [
+        ReportRow(
+            level=key[0],
+            condition=key[1],
+            games=g["games"],
+            episodes=g["episodes"],
+            success=g["success"],
+            score=g["score"],
+            steps_to_win=g["steps_to_win"],
+        )
+        for key, g in _grouped(episodes, ("level", "condition"))
+    ]
+
+
+def aggregate(episodes: list[dict[str, Any]], by: Sequence[str]) -> list[dict[str, Any]]:
+    """Flat rows per group of `by` (episode keys such as run, level, condition, trial,
+    game): games, episodes, success and normalised score with their interval bounds,
+    moves to win, mean moves and invalid actions. What the dashboard's tables chart."""
+    rows = []
+    for key, g in _grouped(episodes, by):
+        success, score = g.pop("success"), g.pop("score")
+        rows.append(
+            {
+                **dict(zip(by, key)),
+                **g,
+                "success": success.mean,
+                "success_low": success.low,
+                "success_high": success.high,
+                "score": score.mean,
+                "score_low": score.low,
+                "score_high": score.high,
+            }
+        )
+    return rows
+
+
+def compare(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], pair_by: Sequence[str] = ("game", "trial")
+) -> Comparison:
+    """Episodes `b` against episodes `a`, paired on `pair_by` (the same game and trial by
+    default; units only one side played are left out)."""
+    left = {tuple(e[k] for k in pair_by): e for e in a}
+    pairs = [(left[k], e) for e in b if (k := tuple(e[k] for k in pair_by)) in left]
+    return Comparison(
+        stats.mcnemar([bool(x["won"]) for x, _ in pairs], [bool(y["won"]) for _, y in pairs]),
+        stats.paired_t(
+            [normalized_score(x) for x, _ in pairs], [normalized_score(y) for _, y in pairs]
+        ),
+    )
+
+
+def _grouped(
+    episodes: list[dict[str, Any]], by: Sequence[str]
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(group key, figures) per group, sorted with missing values (None) last."""
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = defaultdict(
         lambda: defaultdict(list)
     )
     for e in episodes:
-        groups[(e["level"], e["condition"])][e["game"]].append(e)
-    rows = []
-    for (level, condition), by_game in sorted(
-        groups.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1])
-    ):
-        success = [statistics.fmean(float(e["won"]) for e in eps) for eps in by_game.values()]
-        score = [
-            statistics.fmean(e["score"] / e["max_score"] if e["max_score"] else 0.0 for e in eps)
-            for eps in by_game.values()
-        ]
-        won_moves = [e["moves"] for eps in by_game.values() for e in eps if e["won"]]
-        rows.append(
-            ReportRow(
-                level=level,
-                condition=condition,
-                games=len(by_game),
-                episodes=sum(len(v) for v in by_game.values()),
-                success=Estimate.of(success),
-                score=Estimate.of(score),
-                steps_to_win=statistics.fmean(won_moves) if won_moves else None,
-            )
-        )
-    return rows
+        groups[tuple(e[k] for k in by)][e["game"]].append(e)
+    out = []
+    for key in sorted(groups, key=_none_last):
+        by_game = groups[key].values()
+        flat = [e for eps in by_game for e in eps]
+        won_moves = [e["moves"] for e in flat if e["won"]]
+        figures = {
+            "games": len(by_game),
+            "episodes": len(flat),
+            "success": Estimate.rate(
+                [statistics.fmean(float(e["won"]) for e in eps) for eps in by_game]
+            ),
+            "score": Estimate.score(
+                [statistics.fmean(normalized_score(e) for e in eps) for eps in by_game]
+            ),
+            "steps_to_win": statistics.fmean(won_moves) if won_moves else None,
+            "moves": statistics.fmean(e["moves"] for e in flat),
+            "invalid_actions": sum(e.get("invalid_actions", 0) for e in flat),
+        }
+        out.append((key, figures))
+    return out
+
+
+def _none_last(key: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    return tuple((v is None, 0 if v is None else v) for v in key)
+
+
+def _clean(value: Any) -> Any:
+    """NaN (no interval) as None, so that JSON output stays valid."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value

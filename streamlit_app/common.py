@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib
 import math
 import sys
 from collections.abc import Callable
@@ -21,9 +22,11 @@ from typing import Any
 
 import streamlit as st
 
+from agents.report import aggregate, compare
 from workbench.errors import WorkbenchError
 from workbench.settings import db_path
 from workbench.store import Store, dashboard
+from workbench.store import play as play_store
 
 TOKEN_TTL = 2.0
 PAGE_SIZES = (10, 25, 50, 100)
@@ -48,21 +51,19 @@ def database_path() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def _open_store(path: str) -> Store:
-    # Opening a Store migrates it, which takes the write lock once; the pages then only
-    # ever open read-only connections.
+    # The dashboard never creates a database: the file must exist and be DuckDB. The store
+    # is not read-only because "explain this step" writes; the first read brings an older
+    # (writable) file's schema up to date once, and pages then open read-only connections.
+    Store(path, read_only=True)
     return Store(path)
 
 
 def store() -> Store:
     """The dashboard's store; stops the page with an error if it cannot be opened."""
-    path = database_path()
-    if not path.is_file():
-        st.error(f"database {str(path)!r} does not exist; pass an existing file with --db")
-        st.stop()
     try:
-        return _open_store(str(path))
+        return _open_store(str(database_path()))
     except WorkbenchError as exc:
-        st.error(str(exc))
+        st.error(f"{exc}; pass an existing database with --db")
         st.stop()
 
 
@@ -72,15 +73,35 @@ def _token(path: str) -> tuple:
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def _cached(name: str, path: str, token: tuple, args: tuple, kwargs: tuple) -> Any:
+def _cached(module: str, name: str, path: str, token: tuple, args: tuple, kwargs: tuple) -> Any:
     del token  # part of the cache key only: a new token means the database changed
-    return getattr(dashboard, name)(_open_store(path), *args, **dict(kwargs))
+    fn = getattr(importlib.import_module(module), name)
+    return fn(_open_store(path), *args, **dict(kwargs))
 
 
 def query(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call a `workbench.store.dashboard` query, cached until the database changes."""
+    """Call a store query (any module-level function taking the store first), cached
+    until the database changes."""
     path = str(store().path)
-    return _cached(fn.__name__, path, _token(path), args, tuple(sorted(kwargs.items())))
+    key = tuple(sorted(kwargs.items()))
+    return _cached(fn.__module__, fn.__name__, path, _token(path), args, key)
+
+
+def play_summary(db: Store, run_ids: tuple[str, ...], by: tuple[str, ...]) -> list[dict]:
+    """Success rate and normalised score of the runs' episodes per group of `by`, as
+    `workbench report` computes them (`agents.report.aggregate`)."""
+    return aggregate(play_store.list_episodes(db, run_ids), by)
+
+
+def run_comparison(db: Store, a: str, b: str) -> dict[str, Any]:
+    """Run `b` against run `a` on the game trials both played under the same condition:
+    McNemar's test for success, a paired t-test for the score."""
+    episodes = play_store.list_episodes(db, (a, b))
+    return compare(
+        [e for e in episodes if e["run_id"] == a],
+        [e for e in episodes if e["run_id"] == b],
+        pair_by=("game", "condition", "trial"),
+    ).to_dict()
 
 
 def pager(key: str, total: int, default_size: int = 25) -> tuple[int, int]:
@@ -104,16 +125,6 @@ def empty_state(what: str) -> None:
 def query_param(name: str) -> str | None:
     value = st.query_params.get(name)
     return value or None
-
-
-def confidence_interval(mean: float, sd: float | None, n: int) -> tuple[float, float]:
-    """95% interval over games (t distribution), clipped to [0, 1]; NaN below two games."""
-    if n < 2 or sd is None or math.isnan(sd):
-        return math.nan, math.nan
-    from scipy.stats import t
-
-    half = float(t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return max(0.0, mean - half), min(1.0, mean + half)
 
 
 def visible(token: str) -> str:

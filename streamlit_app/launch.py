@@ -23,15 +23,17 @@ HOST = "127.0.0.1"
 def check_database(path: str | os.PathLike | None) -> Path:
     """The database to show: it must exist (the dashboard never creates one) and be DuckDB.
 
-    Opening it also brings its schema up to date, once, before any page reads it.
+    A writable file's schema is brought up to date here, once, before any page reads it;
+    a read-only file is shown as it is.
     """
     resolved = db_path(path)
     if not resolved.exists():
         raise WorkbenchError(
-            f"database {str(resolved)!r} does not exist; record something first "
+            f"no database at {str(resolved)!r}; record something first "
             "(`workbench play ...`) or pass --db PATH"
         )
-    Store(resolved)
+    Store(resolved, read_only=True)  # a DuckDB file
+    Store(resolved).applied_migrations()  # the first read migrates a writable file
     return resolved.resolve()
 
 

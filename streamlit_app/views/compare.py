@@ -1,5 +1,6 @@
 """Run comparison: two or more runs side by side, per game (success rate, normalised score,
-moves), with their overall figures by level and condition on top."""
+moves), with their overall figures by level and condition on top and a paired test of two
+runs on the games both played (`agents.report.compare`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, query
+from streamlit_app.common import empty_state, play_summary, query, run_comparison
 from workbench.store import dashboard
 
 st.title("Run comparison")
@@ -32,15 +33,59 @@ if len(chosen) < 2:
     st.info("Pick two runs or more.")
     st.stop()
 
-summary = pd.DataFrame(query(dashboard.success_by_level, chosen))
+summary = pd.DataFrame(query(play_summary, tuple(chosen), ("run", "level", "condition")))
 st.subheader("By level and condition")
 st.dataframe(
-    summary[["run", "level", "condition", "n", "episodes", "success", "score", "steps_to_win"]],
+    summary[
+        [
+            "run",
+            "level",
+            "condition",
+            "games",
+            "episodes",
+            "success",
+            "success_low",
+            "success_high",
+            "score",
+            "score_low",
+            "score_high",
+            "steps_to_win",
+        ]
+    ],
     hide_index=True,
-    column_config={"n": st.column_config.NumberColumn("games")},
 )
 
-per_game = pd.DataFrame(query(dashboard.compare_runs, chosen))
+st.subheader("Paired test")
+left, right = st.columns(2)
+run_a = left.selectbox("run A", chosen, index=0, format_func=names.get, key="compare-a")
+run_b = right.selectbox("run B", chosen, index=1, format_func=names.get, key="compare-b")
+if run_a == run_b:
+    st.text("(pick two different runs)")
+else:
+    paired = query(run_comparison, run_a, run_b)
+    st.caption(
+        "B minus A on the game trials both runs played under the same condition: McNemar's "
+        "exact test for success, a paired t-test for the normalised score (95% intervals)."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "measure": measure,
+                    "test": t["test"],
+                    "pairs": t["n"],
+                    "B - A": t["difference"],
+                    "low": t["low"],
+                    "high": t["high"],
+                    "p": t["p_value"],
+                }
+                for measure, t in paired.items()
+            ]
+        ),
+        hide_index=True,
+    )
+
+per_game = pd.DataFrame(query(play_summary, tuple(chosen), ("level", "game", "run")))
 st.subheader("Per game")
 metric = st.radio("measure", ["success", "score", "moves"], horizontal=True, key="compare-measure")
 side_by_side = per_game.pivot_table(

@@ -19,6 +19,7 @@ import streamlit as st
 from streamlit_app.common import empty_state, query, query_param, store
 from workbench.errors import WorkbenchError
 from workbench.store import dashboard
+from workbench.store import tips as tips_store
 
 METHODS = ("ig", "saliency", "input_x_gradient", "deeplift", "gradient_shap", "occlusion")
 
@@ -173,7 +174,7 @@ if saved and saved[:3] == (episode_id, step, method):
     st.success(f"explained with {method}")
     show(result.segments, result.tips, result.total, result.explanation_id)
 else:
-    stored = query(dashboard.step_explanations, episode_id, step)
+    stored = query(tips_store.list_step_explanations, episode_id, step)
     if stored:
         latest = stored[0]
         st.caption(

@@ -12,11 +12,11 @@ import pandas as pd
 import streamlit as st
 
 from streamlit_app.common import empty_state, pager, query, query_param, token_heatmap_html, visible
-from workbench.store import dashboard
+from workbench.store import dashboard, explanations
 
 st.title("Explanations")
 
-methods = query(dashboard.explanation_methods)
+methods = query(explanations.explanation_methods)
 if not methods:
     empty_state("explanations")
     st.stop()

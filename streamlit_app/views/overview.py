@@ -1,5 +1,6 @@
 """Runs overview: what the database holds, every run, and success rate and normalised score
-by level and condition (means over games with 95% intervals) and over trials."""
+by level and condition (means over games with 95% intervals) and over trials, computed as
+`workbench report` computes them (`agents.report`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import confidence_interval, empty_state, pager, query
+from streamlit_app.common import empty_state, pager, play_summary, query
 from workbench.store import dashboard
 
 st.title("Runs overview")
@@ -34,8 +35,14 @@ st.subheader("Runs")
 first = query(dashboard.runs_page, limit=1)
 limit, offset = pager("runs", first.total)
 runs = query(dashboard.runs_page, limit=limit, offset=offset)
+played_here = tuple(r["id"] for r in runs.rows if r["episodes"])
+figures = {r["run_id"]: r for r in query(play_summary, played_here, ("run_id",))}
+shown = ("games", "success", "score", "moves", "invalid_actions")
+runs_table = pd.DataFrame(
+    [{**r, **{k: figures.get(r["id"], {}).get(k) for k in shown}} for r in runs.rows]
+)
 st.dataframe(
-    pd.DataFrame(runs.rows),
+    runs_table,
     hide_index=True,
     column_config={
         "success": st.column_config.ProgressColumn("success", min_value=0, max_value=1),
@@ -60,20 +67,13 @@ if not chosen:
     st.info("Pick at least one run to chart.")
     st.stop()
 
-by_level = pd.DataFrame(query(dashboard.success_by_level, chosen))
-for metric in ("success", "score"):
-    bounds = [
-        confidence_interval(m, s, n)
-        for m, s, n in zip(by_level[metric], by_level[f"sd_{metric}"], by_level["n"])
-    ]
-    by_level[f"{metric}_low"] = [b[0] for b in bounds]
-    by_level[f"{metric}_high"] = [b[1] for b in bounds]
+by_level = pd.DataFrame(query(play_summary, tuple(chosen), ("run", "level", "condition")))
 by_level["level"] = by_level["level"].astype("Int64").astype(str)
 
 st.subheader("By level and condition")
 st.caption(
-    "Each game's trials are averaged first, then games: n counts games. Whiskers: 95% "
-    "confidence interval over games (t distribution), where there are two games or more."
+    "Each game's trials are averaged first, then games. Whiskers: 95% confidence interval "
+    "over games: Wilson for the success rate, t for the score (two games or more)."
 )
 left, right = st.columns(2)
 for col, metric, title in ((left, "success", "success rate"), (right, "score", "normalised score")):
@@ -84,7 +84,7 @@ for col, metric, title in ((left, "success", "success rate"), (right, "score", "
     )
     bars = base.mark_bar().encode(
         y=alt.Y(f"{metric}:Q", title=title, scale=alt.Scale(domain=[0, 1])),
-        tooltip=["run", "level", "condition", "n", alt.Tooltip(f"{metric}:Q", format=".2f")],
+        tooltip=["run", "level", "condition", "games", alt.Tooltip(f"{metric}:Q", format=".2f")],
     )
     whiskers = base.mark_rule().encode(y=f"{metric}_low:Q", y2=f"{metric}_high:Q")
     col.altair_chart((bars + whiskers).facet(row=alt.Row("run:N", title=None)))
@@ -94,7 +94,7 @@ st.dataframe(
             "run",
             "level",
             "condition",
-            "n",
+            "games",
             "episodes",
             "success",
             "success_low",
@@ -106,11 +106,10 @@ st.dataframe(
         ]
     ],
     hide_index=True,
-    column_config={"n": st.column_config.NumberColumn("games")},
 )
 
 st.subheader("Over trials")
-by_trial = pd.DataFrame(query(dashboard.success_by_trial, chosen))
+by_trial = pd.DataFrame(query(play_summary, tuple(chosen), ("run", "condition", "trial")))
 left, right = st.columns(2)
 for col, metric, title in ((left, "success", "success rate"), (right, "score", "normalised score")):
     col.altair_chart(

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from streamlit_app.common import empty_state, pager, query, query_param
-from workbench.store import dashboard
+from workbench.store import dashboard, probes
 
 st.title("Probing")
 
@@ -34,7 +34,8 @@ probe_id = st.selectbox(
     format_func=lambda i: labels.get(i, i),
     key="probe-id",
 )
-layers = pd.DataFrame(query(dashboard.probe_layers, probe_id))
+probe = query(probes.get_probe, probe_id)
+layers = pd.DataFrame(probe["layers"] if probe else [])
 if layers.empty:
     st.warning("This probe has no per-layer results.")
     st.stop()

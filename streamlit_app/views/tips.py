@@ -10,8 +10,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from agents.tips import TipSet, diff_tipsets
 from streamlit_app.common import pager, query, query_param
 from workbench.store import dashboard
+from workbench.store import tips as tips_store
 
 st.title("Tip sets")
 
@@ -33,7 +35,9 @@ if not first.total:
 
 limit, offset = pager("tipsets", first.total, default_size=10)
 page = query(dashboard.tipsets_page, limit=limit, offset=offset)
-st.dataframe(pd.DataFrame(page.rows), hide_index=True)
+listing = ["id", "kind", "scope", "condition", "game_id", "trial", "version", "status"]
+listing += ["parent_id", "run_name", "n_tips", "created_at"]
+st.dataframe(pd.DataFrame(page.rows, columns=listing), hide_index=True)
 
 ids = [r["id"] for r in page.rows]
 linked = query_param("tipset")
@@ -77,7 +81,7 @@ st.dataframe(
             "field": ["run", "kind", "scope", "condition", "game", "after trial", "params"],
             "value": [
                 str(tipset[k])
-                for k in ("run", "kind", "scope", "condition", "game_id", "trial", "params")
+                for k in ("run_name", "kind", "scope", "condition", "game_id", "trial", "params")
             ],
         }
     ),
@@ -118,7 +122,10 @@ b = right.selectbox(
 if a == b:
     st.text("(pick two different sets)")
 else:
-    diff = query(dashboard.diff_tipsets, a, b)
-    st.dataframe(
-        pd.DataFrame(diff, columns=["change", "tip", "score A", "score B"]), hide_index=True
-    )
+    sets = {i: TipSet.from_row(query(tips_store.get_tipset, i)) for i in (a, b)}
+    changes = {"-": "only in A", "+": "only in B", "~": "score changed"}
+    diff = [
+        {"change": changes[sign], "tip": tip, "note": note}
+        for sign, tip, note in diff_tipsets(sets[a], sets[b])
+    ]
+    st.dataframe(pd.DataFrame(diff, columns=["change", "tip", "note"]), hide_index=True)

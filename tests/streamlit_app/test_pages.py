@@ -8,6 +8,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.streamlit_app.conftest import SCRIPT, SCRIPT_OBSERVATION, SCRIPT_TIP
@@ -49,7 +50,7 @@ def markup(at: AppTest) -> str:
 
 def test_empty_database_says_how_to_fill_it(tmp_path, monkeypatch):
     db = tmp_path / "empty.duckdb"
-    Store(db)
+    Store(db).migrate()
     monkeypatch.setenv("WORKBENCH_DB", str(db))
     for page in (None, "episode", "compare", "explanations", "probing"):
         at = open_page(page)
@@ -71,7 +72,9 @@ def test_overview_charts_success_by_level_condition_and_trial(filled_env):
     assert expert["success"] == 1.0 and expert["episodes"] == 2
     by_level = at.dataframe[1].value
     expert_rows = by_level[by_level["run"] == "expert-l1"]
-    assert list(expert_rows["success"]) == [1.0] and list(expert_rows["n"]) == [2]
+    assert list(expert_rows["success"]) == [1.0] and list(expert_rows["games"]) == [2]
+    # Two won games of two: a Wilson interval, not [100%, 100%].
+    assert expert_rows["success_low"].iloc[0] == pytest.approx(0.3424, abs=1e-4)
     assert len(at.get("vega_lite_chart")) == 4  # two by level, two over trials
 
 
@@ -125,11 +128,14 @@ def test_run_comparison_puts_runs_side_by_side_per_game(filled_env, filled):
     at = open_page("compare")
     at.multiselect(key="compare-runs").set_value([filled.random_run, filled.expert_run]).run()
     assert not at.exception
-    table = at.dataframe[1].value
+    table = frame(at, "game")
     assert {"random-l1", "expert-l1"} <= set(table.columns)
     assert len(table) == 2 and (table["expert-l1"] == 1.0).all()
+    paired = frame(at, "measure").set_index("measure")
+    assert paired.loc["success", "test"] == "mcnemar" and paired.loc["success", "pairs"] == 2
+    assert paired.loc["score", "test"] == "paired t"
     at.radio(key="compare-measure").set_value("moves").run()
-    moves = at.dataframe[1].value
+    moves = frame(at, "game")
     assert (moves["random-l1"] > 0).all()
 
 

@@ -51,13 +51,13 @@ def one_line_error(done: subprocess.CompletedProcess, fragment: str) -> None:
 
 
 def test_bad_database_and_port_are_one_line_errors(tmp_path):
-    one_line_error(dashboard("--db", str(tmp_path / "missing.duckdb")), "does not exist")
+    one_line_error(dashboard("--db", str(tmp_path / "missing.duckdb")), "no database at")
     assert not (tmp_path / "missing.duckdb").exists()  # never created by the dashboard
     junk = tmp_path / "notes.duckdb"
     junk.write_text("these are not the tables you are looking for" * 10)
     one_line_error(dashboard("--db", str(junk)), "is not a DuckDB database")
     db = tmp_path / "ok.duckdb"
-    Store(db)
+    Store(db).migrate()
     one_line_error(dashboard("--db", str(db), "--port", "70000"), "out of range")
     one_line_error(dashboard("--db", str(db), "--port", "0"), "out of range")
     with socket.socket() as busy:

@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from workbench.store import play as play_store
+from workbench.store import runs
 
 RUN = {"id": "run1", "name": "r", "params": {"agent": "random"}}
 GAME = {
@@ -87,7 +88,7 @@ def test_play_migrations_are_applied(store):
 
 def test_episode_round_trip_with_steps_and_calls(store):
     play_store.save_episode(store, RUN, GAME, _episode(), _steps(), _calls())
-    run = play_store.get_play_run(store, "r")
+    run = runs.get_run(store, "r", kind="play")
     assert run["status"] == "running" and run["params"] == {"agent": "random"}
     [row] = play_store.list_episodes(store, "run1")
     assert row["level"] == 2 and row["tips"] == ["Open the fridge."] and row["won"]
@@ -103,10 +104,10 @@ def test_a_failing_episode_write_leaves_nothing(store):
     broken[1]["idx"] = 0  # duplicate step key: the last statement of the transaction fails
     with pytest.raises(duckdb.Error):
         play_store.save_episode(store, RUN, GAME, _episode(), broken, _calls())
-    assert play_store.get_play_run(store, "r") is None
-    with store.connect(read_only=True) as con:
-        for table in ("games", "episodes", "steps", "llm_calls"):
-            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+    assert runs.get_run(store, "r") is None
+    assert play_store.get_episode(store, "e1") is None
+    assert play_store.count_rows(store, "run1") == {"episodes": 0, "steps": 0, "llm_calls": 0}
+    assert play_store.get_steps(store, "e1") == [] and play_store.list_llm_calls(store, "e1") == []
 
 
 def test_the_same_episode_cannot_be_written_twice(store):
@@ -115,5 +116,5 @@ def test_the_same_episode_cannot_be_written_twice(store):
         play_store.save_episode(store, RUN, GAME, _episode("e2"), [], [])
     play_store.save_episode(store, RUN, GAME, _episode("e3", trial=1), [], [])
     assert play_store.count_rows(store, "run1") == {"episodes": 2, "steps": 2, "llm_calls": 2}
-    play_store.finish_play_run(store, "run1")
-    assert play_store.latest_play_run(store)["status"] == "finished"
+    runs.finish_run(store, "run1")
+    assert runs.latest_run(store, "play")["status"] == "finished"

@@ -1,12 +1,24 @@
 """The DuckDB store: one file holding runs, explanations and (with their features) games,
 episodes, steps, LLM calls, tips and probes.
 
-No SQL lives outside this package: the CLI, the explainers and the dashboard call the
-query functions of `Store`.
+One module per table family holds its queries as functions taking the `Store` first:
+`runs`, `explanations`, `metrics`, `probes`, `play` (games, episodes, steps, LLM calls),
+`tips` (tip sets, explained steps, experiment results) and `dashboard` (the dashboard's
+pages). No SQL lives outside this package.
 
-A connection is opened per operation and closed straight after, because DuckDB lets only
-one process hold a file open for writing: short-lived connections (retried while another
-process holds the lock) let a batch run and the dashboard share one database.
+    >>> from workbench.store import Store, explanations
+    >>> store = Store("workbench.duckdb")                      # doctest: +SKIP
+    >>> explanations.list_explanations(store, limit=5)         # doctest: +SKIP
+
+`Store` is only the file: its path, its migrations and short-lived connections, private to
+this package. A connection is opened per operation and closed straight after, because
+DuckDB lets only one process hold a file open for writing: short-lived connections
+(retried while another process holds the lock) let a batch run and the dashboard share
+one database.
+
+Nothing is created before the first write: reading a database that does not exist yet
+reads empty tables, so a command that fails or only reads leaves no file behind. A store
+opened with `read_only=True` must exist and is never written (a chmod-444 file works).
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +46,77 @@ def new_id() -> str:
 
 
 class Store:
-    """A workbench database file. Creating a `Store` validates the file and migrates it.
+    """A workbench database file, created and migrated at the first write.
 
-    >>> store = Store("workbench.duckdb")          # doctest: +SKIP
-    >>> store.list_explanations(limit=5)           # doctest: +SKIP
+    Args:
+        path: the DuckDB file (default: $WORKBENCH_DB, else ./workbench.duckdb).
+        read_only: open an existing file for reading only; a missing file is an error.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, read_only: bool = False):
         self.path = db_path(path)
+        self.read_only = read_only
+        self._migrated = False
         self._check_path()
-        with self.connect() as con:
-            self._migrate(con)
 
-    # -- connections -------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r}{', read_only=True' if self.read_only else ''})"
+
+    def migrate(self) -> None:
+        """Create the file if it is missing and apply pending migrations: what the first
+        write does, on demand (e.g. an empty database for the dashboard to open)."""
+        self._check_writable()
+        self._migrate_once()
+
+    def applied_migrations(self) -> list[str]:
+        """Names of the migrations this file has applied (all of them before the first write:
+        the file will be created up to date)."""
+        with self._connect() as con:
+            rows = con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
+        return [r[0] for r in rows]
+
+    # -- connections (for the modules of this package only) -----------------------------
 
     @contextlib.contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection, retried while another process holds the file lock."""
+    def _connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection: read-only unless `write`."""
+        if write:
+            self._check_writable()
+            self._migrate_once()
+            with self._open(read_only=False) as con:
+                yield con
+            return
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            if self.read_only:
+                raise StoreError(f"no database at {str(self.path)!r}")
+            # Nothing written yet: the tables exist, empty. Reading must not create the file.
+            con = duckdb.connect(":memory:")
+            try:
+                self._migrate(con)
+                yield con
+            finally:
+                con.close()
+            return
+        if not self.read_only:
+            self._migrate_once()
+        with self._open(read_only=True) as con:
+            yield con
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All-or-nothing writes: either every statement lands or none does."""
+        with self._connect(write=True) as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _open(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Connect to the file, retried while another process holds the lock."""
         deadline = time.monotonic() + LOCK_RETRY_SECONDS
         delay = 0.02
         while True:
@@ -63,7 +129,7 @@ class Store:
                 # is writing while a read-only connection is asked for: both pass shortly.
                 busy = "lock" in message.lower() or "different configuration" in message
                 if busy and time.monotonic() < deadline:
-                    time.sleep(delay)
+                    _wait(delay)
                     delay = min(delay * 2, 0.5)
                     continue
                 raise StoreError(_store_message(self.path, message)) from exc
@@ -74,38 +140,54 @@ class Store:
         finally:
             con.close()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """All-or-nothing writes: either every statement lands or none does."""
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+    # -- checks and migrations ----------------------------------------------------------
 
     def _check_path(self) -> None:
         path = self.path
         if path.is_dir():
             raise StoreError(f"database path {str(path)!r} is a directory, not a DuckDB file")
-        if not path.parent.exists():
-            raise StoreError(f"cannot create database {str(path)!r}: folder does not exist")
         if path.exists():
             if not os.access(path, os.R_OK):
                 raise StoreError(f"database {str(path)!r} is not readable")
-            # Checked on the mode bits too: root may write anything, but a file marked
-            # read-only is the user saying "don't touch".
-            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
-                raise StoreError(f"database {str(path)!r} is read-only")
             with path.open("rb") as fh:
                 head = fh.read(16)
             # DuckDB files carry the magic "DUCK" at byte 8; an empty file is a fresh DB.
             if head and head[8:12] != b"DUCK":
                 raise StoreError(f"{str(path)!r} is not a DuckDB database")
+        elif self.read_only:
+            raise StoreError(f"no database at {str(path)!r}")
+        elif not path.parent.exists():
+            raise StoreError(f"cannot create database {str(path)!r}: folder does not exist")
+
+    def _check_writable(self) -> None:
+        path = self.path
+        if self.read_only:
+            raise StoreError(f"database {str(path)!r} was opened read-only")
+        if path.exists():
+            # Checked on the mode bits too: root may write anything, but a file marked
+            # read-only is the user saying "don't touch".
+            if not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222:
+                raise StoreError(f"database {str(path)!r} is read-only")
+        elif not path.parent.exists():
+            raise StoreError(f"cannot create database {str(path)!r}: folder does not exist")
         elif not os.access(path.parent, os.W_OK):
             raise StoreError(f"cannot create database {str(path)!r}: folder is read-only")
+
+    def _migrate_once(self) -> None:
+        """Bring the file up to date once per Store: created by the first write, and an
+        older file migrated where it may be written (a read-only one is read as it is)."""
+        if self._migrated:
+            return
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with self._open(read_only=True) as con:
+                pending = _pending(con)
+            writable = os.access(self.path, os.W_OK) and self.path.stat().st_mode & 0o222
+            if not pending or not writable:
+                self._migrated = True
+                return
+        with self._open(read_only=False) as con:
+            self._migrate(con)
+        self._migrated = True
 
     @staticmethod
     def _migrate(con: duckdb.DuckDBPyConnection) -> None:
@@ -127,97 +209,19 @@ class Store:
                 raise
             con.execute("COMMIT")
 
-    def applied_migrations(self) -> list[str]:
-        with self.connect(read_only=True) as con:
-            rows = con.execute("SELECT name FROM _migrations ORDER BY name").fetchall()
-        return [r[0] for r in rows]
 
-    # -- runs --------------------------------------------------------------------------
+def _pending(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The migrations a file has not applied (all of them before `_migrations` exists)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "_migrations" not in tables:
+        return [fn.__name__ for fn in MIGRATIONS]
+    applied = {r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()}
+    return [fn.__name__ for fn in MIGRATIONS if fn.__name__ not in applied]
 
-    def create_run(self, name: str | None, kind: str, params: dict[str, Any]) -> str:
-        run_id = new_id()
-        with self.transaction() as con:
-            con.execute(
-                "INSERT INTO runs (id, name, kind, status, params) VALUES (?, ?, ?, 'running', ?)",
-                [run_id, name or f"{kind}-{run_id}", kind, json.dumps(params)],
-            )
-        return run_id
 
-    def finish_run(self, run_id: str, status: str = "finished") -> None:
-        with self.transaction() as con:
-            con.execute(
-                "UPDATE runs SET status = ?, finished_at = current_timestamp WHERE id = ?",
-                [status, run_id],
-            )
-
-    def get_run(self, name_or_id: str) -> dict[str, Any] | None:
-        with self.connect(read_only=True) as con:
-            cur = con.execute(
-                "SELECT * FROM runs WHERE id = ? OR name = ? ORDER BY created_at DESC LIMIT 1",
-                [name_or_id, name_or_id],
-            )
-            return _one(cur)
-
-    # -- explanations ------------------------------------------------------------------
-
-    def save_explanation(self, record: dict[str, Any], run_id: str | None = None) -> str:
-        """Store an explanation given as `Explanation.to_dict()`; returns its id."""
-        return self.save_explanations([record], run_id)[0]
-
-    def save_explanations(
-        self, records: list[dict[str, Any]], run_id: str | None = None
-    ) -> list[str]:
-        """Store many explanations in one transaction: all of them or none."""
-        with self.transaction() as con:
-            return [self.insert_explanation(con, r, run_id) for r in records]
-
-    @staticmethod
-    def insert_explanation(
-        con: duckdb.DuckDBPyConnection, record: dict[str, Any], run_id: str | None
-    ) -> str:
-        """Insert inside the caller's transaction (for writes that must land together)."""
-        exp_id = record.get("id") or new_id()
-        record = {**record, "id": exp_id}
-        deltas = [abs(d) for d in (record.get("delta") or []) if d is not None]
-        con.execute(
-            "INSERT INTO explanations (id, run_id, method, category, model, input_text,"
-            " target_text, n_input_tokens, n_target_tokens, max_abs_delta, seconds, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                exp_id,
-                run_id,
-                record["method"],
-                record["category"],
-                record["model"],
-                record.get("input_text", ""),
-                "".join(record.get("target_tokens") or []),
-                len(record.get("input_tokens") or []),
-                len(record.get("target_tokens") or []),
-                max(deltas) if deltas else None,
-                record.get("seconds"),
-                json.dumps(record),
-            ],
-        )
-        return exp_id
-
-    def get_explanation(self, exp_id: str) -> dict[str, Any] | None:
-        with self.connect(read_only=True) as con:
-            row = con.execute("SELECT payload FROM explanations WHERE id = ?", [exp_id]).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def list_explanations(
-        self, limit: int = 50, offset: int = 0, method: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Newest first, without the payload (cheap enough for long listings)."""
-        where, args = ("WHERE method = ?", [method]) if method else ("", [])
-        with self.connect(read_only=True) as con:
-            cur = con.execute(
-                "SELECT id, created_at, method, category, model, input_text, target_text,"
-                " n_input_tokens, n_target_tokens, max_abs_delta, seconds"
-                f" FROM explanations {where} ORDER BY created_at DESC LIMIT ? OFFSET ?",
-                [*args, limit, offset],
-            )
-            return _all(cur)
+def _wait(seconds: float) -> None:
+    """The pause between two tries to open a locked file (a seam for tests)."""
+    time.sleep(seconds)
 
 
 def _all(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -228,6 +232,21 @@ def _all(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def _one(cur: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     rows = _all(cur)
     return rows[0] if rows else None
+
+
+def _decode(rows: Iterable[dict[str, Any]], *columns: str, empty: Any = None) -> None:
+    """Parse JSON columns in place; NULL becomes `empty`, and a plain string stored in a
+    JSON column stays as it is."""
+    for row in rows:
+        for col in columns:
+            value = row.get(col)
+            if value is None:
+                row[col] = empty() if callable(empty) else empty
+            elif isinstance(value, str):
+                try:
+                    row[col] = json.loads(value)
+                except ValueError:
+                    pass
 
 
 def _store_message(path: Path, message: str) -> str:

@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.store import Store, _all, new_id
+from workbench.store import Store, _all, _decode, new_id
 
 
 def save_metrics(store: Store, explanation_id: str, records: list[dict[str, Any]]) -> int:
@@ -36,12 +36,13 @@ def save_metrics(store: Store, explanation_id: str, records: list[dict[str, Any]
             ]
         )
     names = sorted({r[2] for r in rows})
-    with store.transaction() as con:
+    with store._connect() as con:  # checked before writing: a failed save creates no file
         exists = con.execute(
             "SELECT count(*) FROM explanations WHERE id = ?", [explanation_id]
         ).fetchone()[0]
-        if not exists:
-            raise WorkbenchError(f"no explanation with id {explanation_id!r} in {store.path}")
+    if not exists:
+        raise WorkbenchError(f"no explanation with id {explanation_id!r} in {store.path}")
+    with store._transaction() as con:
         if names:
             marks = ", ".join("?" for _ in names)
             con.execute(
@@ -62,22 +63,21 @@ def get_metrics(
 ) -> list[dict[str, Any]]:
     """An explanation's metric values: name, value, row (None = mean over rows), details."""
     where = "" if include_rows else " AND row_index IS NULL"
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         cur = con.execute(
             "SELECT name, value, row_index AS row, details FROM metrics"
             f" WHERE explanation_id = ?{where} ORDER BY name, row_index NULLS FIRST",
             [explanation_id],
         )
         out = _all(cur)
-    for rec in out:
-        rec["details"] = json.loads(rec["details"]) if rec["details"] else {}
+    _decode(out, "details", empty=dict)
     return out
 
 
 def metric_summary(store: Store, name: str | None = None) -> list[dict[str, Any]]:
     """Mean of each metric's per-explanation value, by explanation method (for comparisons)."""
     where, args = (" AND m.name = ?", [name]) if name else ("", [])
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         cur = con.execute(
             "SELECT e.method, m.name, avg(m.value) AS mean, count(m.value) AS n"
             " FROM metrics m JOIN explanations e ON e.id = m.explanation_id"

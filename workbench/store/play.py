@@ -1,4 +1,5 @@
-"""Store queries for played games: runs of kind "play", games, episodes, steps, LLM calls.
+"""Store queries for played games: games, episodes, steps and LLM calls (the play runs
+themselves are rows of `runs`, see `workbench.store.runs`).
 
 A finished episode is written in one short transaction together with its steps, its LLM
 calls, its game row and (for the first episode of a run) the run row, so that a run killed
@@ -9,11 +10,12 @@ The unique key (run, game, trial, condition) makes a duplicate episode impossibl
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 
-from workbench.store import Store, _all, _one
+from workbench.store import Store, _all, _decode, _one
 
 
 def insert_llm_calls(
@@ -65,7 +67,7 @@ def save_episode(
     `run` has id, name and params; `game` the columns of `games`; `episode`, `steps` and
     `llm_calls` the columns of their tables (JSON columns as Python values).
     """
-    with store.transaction() as con:
+    with store._transaction() as con:
         con.execute(
             "INSERT INTO runs (id, name, kind, status, params) VALUES (?, ?, 'play', 'running', ?)"
             " ON CONFLICT DO NOTHING",
@@ -138,68 +140,59 @@ def save_episode(
             )
 
 
-def get_play_run(store: Store, name_or_id: str) -> dict[str, Any] | None:
-    """A play run by name or id, with its params decoded."""
-    with store.connect(read_only=True) as con:
-        row = _one(
-            con.execute(
-                "SELECT * FROM runs WHERE kind = 'play' AND (id = ? OR name = ?)"
-                " ORDER BY created_at DESC LIMIT 1",
-                [name_or_id, name_or_id],
-            )
-        )
-    if row and isinstance(row.get("params"), str):
-        row["params"] = json.loads(row["params"])
-    return row
-
-
-def latest_play_run(store: Store) -> dict[str, Any] | None:
-    with store.connect(read_only=True) as con:
-        row = _one(
-            con.execute("SELECT id FROM runs WHERE kind = 'play' ORDER BY created_at DESC LIMIT 1")
-        )
-    return get_play_run(store, row["id"]) if row else None
-
-
 def finished_episode_keys(store: Store, run_id: str) -> set[tuple[str, int, str]]:
     """(game id, trial, condition) of every episode the run has already written."""
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         rows = con.execute(
             "SELECT game_id, trial, condition FROM episodes WHERE run_id = ?", [run_id]
         ).fetchall()
     return {(g, int(t), c) for g, t, c in rows}
 
 
-def finish_play_run(store: Store, run_id: str) -> None:
-    with store.transaction() as con:
-        con.execute(
-            "UPDATE runs SET status = 'finished', finished_at = current_timestamp WHERE id = ?",
-            [run_id],
-        )
-
-
-def list_episodes(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """A run's episodes with their game's level and split, in a stable order."""
-    with store.connect(read_only=True) as con:
+def list_episodes(store: Store, run_ids: str | Sequence[str]) -> list[dict[str, Any]]:
+    """The episodes of one run (or several) with their run's name and their game's level
+    and split, in a stable order: what reports and the dashboard aggregate."""
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+    if not ids:
+        return []
+    marks = ", ".join("?" for _ in ids)
+    with store._connect() as con:
         rows = _all(
             con.execute(
-                "SELECT e.id, e.game_id AS game, g.level, g.split, e.trial, e.condition,"
-                " e.agent, e.tips, e.won, e.lost, e.score, e.max_score, e.moves,"
-                " e.stop_reason, e.invalid_actions, e.prompt_tokens, e.completion_tokens,"
-                " e.seconds, e.created_at"
-                " FROM episodes e LEFT JOIN games g ON g.id = e.game_id"
-                " WHERE e.run_id = ? ORDER BY g.level, e.game_id, e.condition, e.trial",
-                [run_id],
+                "SELECT e.id, e.run_id, r.name AS run, e.game_id AS game, g.level, g.split,"
+                " e.trial, e.condition, e.agent, e.tips, e.won, e.lost, e.score, e.max_score,"
+                " e.moves, e.stop_reason, e.invalid_actions, e.prompt_tokens,"
+                " e.completion_tokens, e.seconds, e.created_at"
+                " FROM episodes e JOIN runs r ON r.id = e.run_id"
+                " LEFT JOIN games g ON g.id = e.game_id"
+                f" WHERE e.run_id IN ({marks})"
+                " ORDER BY r.name, g.level, e.game_id, e.condition, e.trial, e.id",
+                ids,
             )
         )
-    for row in rows:
-        row["tips"] = json.loads(row["tips"]) if row["tips"] else []
+    _decode(rows, "tips", empty=list)
     return rows
+
+
+def get_episode(store: Store, episode_id: str) -> dict[str, Any] | None:
+    """An episode with its run's name and its game's level, split and path."""
+    with store._connect() as con:
+        row = _one(
+            con.execute(
+                "SELECT e.*, r.name AS run_name, g.level, g.split, g.path AS game_path"
+                " FROM episodes e JOIN runs r ON r.id = e.run_id"
+                " LEFT JOIN games g ON g.id = e.game_id WHERE e.id = ?",
+                [episode_id],
+            )
+        )
+    if row is not None:
+        _decode([row], "tips", empty=list)
+    return row
 
 
 def get_steps(store: Store, episode_id: str) -> list[dict[str, Any]]:
     """An episode's steps in order, each with its LLM call's prompt and completion."""
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         rows = _all(
             con.execute(
                 "SELECT s.*, c.prompt, c.completion, c.error AS llm_error"
@@ -208,28 +201,42 @@ def get_steps(store: Store, episode_id: str) -> list[dict[str, Any]]:
                 [episode_id],
             )
         )
-    for row in rows:
-        row["admissible"] = json.loads(row["admissible"])
-        row["facts"] = json.loads(row["facts"])
+    _decode(rows, "admissible", "facts", empty=list)
     return rows
 
 
 def list_llm_calls(store: Store, episode_id: str) -> list[dict[str, Any]]:
-    with store.connect(read_only=True) as con:
+    """An episode's LLM calls in order of its steps."""
+    with store._connect() as con:
         rows = _all(
             con.execute(
                 "SELECT * FROM llm_calls WHERE episode_id = ? ORDER BY step_idx, created_at",
                 [episode_id],
             )
         )
-    for row in rows:
-        row["params"] = json.loads(row["params"]) if row["params"] else {}
+    _decode(rows, "params", empty=dict)
+    return rows
+
+
+def get_llm_calls(store: Store, call_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """LLM calls by id (fetched by primary key), oldest first."""
+    if not call_ids:
+        return []
+    marks = ", ".join("?" for _ in call_ids)
+    with store._connect() as con:
+        rows = _all(
+            con.execute(
+                f"SELECT * FROM llm_calls WHERE id IN ({marks}) ORDER BY created_at, id",
+                list(call_ids),
+            )
+        )
+    _decode(rows, "params", empty=dict)
     return rows
 
 
 def count_rows(store: Store, run_id: str) -> dict[str, int]:
     """How many episodes, steps and LLM calls a run has written (for checks and summaries)."""
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         episodes, steps = con.execute(
             "SELECT count(DISTINCT e.id), count(s.idx) FROM episodes e"
             " LEFT JOIN steps s ON s.episode_id = e.id WHERE e.run_id = ?",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workbench.store import Store, _all, new_id
+from workbench.store import Store, _all, _decode, new_id
 
 LAYER_COLUMNS = (
     "layer",
@@ -22,7 +22,7 @@ LAYER_COLUMNS = (
 def save_probe(store: Store, record: dict[str, Any], run_id: str | None = None) -> str:
     """Store a probe given as `ProbeResult.to_dict()` (all layers in one transaction)."""
     probe_id = record.get("id") or new_id()
-    with store.transaction() as con:
+    with store._transaction() as con:
         con.execute(
             "INSERT INTO probes (id, run_id, task, model, n_examples, labels, split, params,"
             " seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -48,7 +48,7 @@ def save_probe(store: Store, record: dict[str, Any], run_id: str | None = None) 
 
 def get_probe(store: Store, probe_id: str) -> dict[str, Any] | None:
     """A stored probe with its per-layer figures (layers in order), or None."""
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         rows = _all(con.execute("SELECT * FROM probes WHERE id = ?", [probe_id]))
         if not rows:
             return None
@@ -60,14 +60,17 @@ def get_probe(store: Store, probe_id: str) -> dict[str, Any] | None:
             )
         )
     probe = rows[0]
-    probe["labels"] = json.loads(probe["labels"])
-    probe["params"] = json.loads(probe["params"]) if probe["params"] else {}
+    _decode([probe], "labels", "params", empty=dict)
     probe["layers"] = layers
     return probe
 
 
 def list_probes(
-    store: Store, limit: int = 50, task: str | None = None, model: str | None = None
+    store: Store,
+    limit: int | None = 50,
+    task: str | None = None,
+    model: str | None = None,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Newest first, with the best layer by selectivity (without the per-layer rows)."""
     where, args = [], []
@@ -78,15 +81,20 @@ def list_probes(
         where.append("p.model = ?")
         args.append(model)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         return _all(
             con.execute(
                 "SELECT p.id, p.created_at, p.task, p.model, p.n_examples, p.split,"
                 " arg_max(l.layer, l.selectivity) AS best_layer,"
                 " max(l.selectivity) AS best_selectivity,"
                 " max(l.accuracy) AS best_accuracy"
-                f" FROM probes p JOIN probe_layers l ON l.probe_id = p.id {clause}"
-                " GROUP BY ALL ORDER BY p.created_at DESC LIMIT ?",
-                [*args, limit],
+                f" FROM probes p LEFT JOIN probe_layers l ON l.probe_id = p.id {clause}"
+                " GROUP BY ALL ORDER BY p.created_at DESC, p.id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
             )
         )
+
+
+def count_probes(store: Store) -> int:
+    with store._connect() as con:
+        return int(con.execute("SELECT count(*) FROM probes").fetchone()[0])

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workbench.store import Store, _all, _one
+from workbench.store import Store, _all, _decode, _one
+from workbench.store.explanations import insert_explanation
 from workbench.store.play import insert_llm_calls
 
 
@@ -22,7 +23,7 @@ def save_tipset(
     llm_calls: list[dict[str, Any]],
 ) -> None:
     """Write a tip set version, its tips (text, score), its operations and LLM calls."""
-    with store.transaction() as con:
+    with store._transaction() as con:
         insert_llm_calls(con, llm_calls)
         con.execute(
             "INSERT INTO tipsets (id, run_id, kind, scope, condition, game_id, trial, parent_id,"
@@ -71,22 +72,27 @@ def save_tipset(
             )
 
 
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("episodes", "llm_call_ids", "params"):
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
-    return row
+def _decode_tipsets(rows: list[dict[str, Any]]) -> None:
+    _decode(rows, "episodes", "llm_call_ids", empty=list)
+    _decode(rows, "params", empty=dict)
 
 
 def get_tipset(store: Store, tipset_id: str) -> dict[str, Any] | None:
-    """One tip set with its tips (in order) and operations; None if there is no such id."""
-    with store.connect(read_only=True) as con:
-        row = _one(con.execute("SELECT * FROM tipsets WHERE id = ?", [tipset_id]))
+    """One tip set with its run's name, its tips (in order) and the operations that made
+    it; None if there is no such id."""
+    with store._connect() as con:
+        row = _one(
+            con.execute(
+                "SELECT t.*, r.name AS run_name FROM tipsets t"
+                " LEFT JOIN runs r ON r.id = t.run_id WHERE t.id = ?",
+                [tipset_id],
+            )
+        )
         if row is None:
             return None
         row["tips"] = _all(
             con.execute(
-                "SELECT text, score FROM tips WHERE tipset_id = ? ORDER BY idx", [tipset_id]
+                "SELECT idx, text, score FROM tips WHERE tipset_id = ? ORDER BY idx", [tipset_id]
             )
         )
         row["ops"] = _all(
@@ -96,13 +102,56 @@ def get_tipset(store: Store, tipset_id: str) -> dict[str, Any] | None:
                 [tipset_id],
             )
         )
-    return _decode(row)
+    _decode_tipsets([row])
+    return row
+
+
+def tipset_lineage(store: Store, tipset_id: str) -> list[dict[str, Any]]:
+    """The chain of versions a tip set grew from, oldest first, itself last."""
+    with store._connect() as con:
+        return _all(
+            con.execute(
+                "WITH RECURSIVE chain(id, parent_id, version, kind, status, created_at) AS ("
+                "  SELECT id, parent_id, version, kind, status, created_at FROM tipsets"
+                "  WHERE id = ?"
+                "  UNION ALL SELECT t.id, t.parent_id, t.version, t.kind, t.status, t.created_at"
+                "  FROM tipsets t JOIN chain c ON t.id = c.parent_id)"
+                " SELECT * FROM chain ORDER BY version",
+                [tipset_id],
+            )
+        )
 
 
 def list_tipsets(
-    store: Store, run_id: str | None = None, kind: str | None = None, limit: int = 50
+    store: Store,
+    run_id: str | None = None,
+    kind: str | None = None,
+    limit: int | None = 50,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Tip sets newest first, each with its number of tips and run name."""
+    clause, args = _tipset_filter(run_id, kind)
+    with store._connect() as con:
+        rows = _all(
+            con.execute(
+                "SELECT t.*, r.name AS run_name,"
+                " (SELECT count(*) FROM tips WHERE tipset_id = t.id) AS n_tips"
+                f" FROM tipsets t LEFT JOIN runs r ON r.id = t.run_id {clause}"
+                " ORDER BY t.created_at DESC, t.version DESC, t.id LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            )
+        )
+    _decode_tipsets(rows)
+    return rows
+
+
+def count_tipsets(store: Store, run_id: str | None = None, kind: str | None = None) -> int:
+    clause, args = _tipset_filter(run_id, kind)
+    with store._connect() as con:
+        return int(con.execute(f"SELECT count(*) FROM tipsets t {clause}", args).fetchone()[0])
+
+
+def _tipset_filter(run_id: str | None, kind: str | None) -> tuple[str, list[Any]]:
     where, args = [], []
     if run_id is not None:
         where.append("t.run_id = ?")
@@ -110,18 +159,7 @@ def list_tipsets(
     if kind is not None:
         where.append("t.kind = ?")
         args.append(kind)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
-    with store.connect(read_only=True) as con:
-        rows = _all(
-            con.execute(
-                "SELECT t.*, r.name AS run_name,"
-                " (SELECT count(*) FROM tips WHERE tipset_id = t.id) AS n_tips"
-                f" FROM tipsets t LEFT JOIN runs r ON r.id = t.run_id {clause}"
-                " ORDER BY t.created_at DESC, t.version DESC LIMIT ?",
-                [*args, limit],
-            )
-        )
-    return [_decode(r) for r in rows]
+    return (f"WHERE {' AND '.join(where)}" if where else ""), args
 
 
 def find_tipset(
@@ -129,7 +167,7 @@ def find_tipset(
 ) -> dict[str, Any] | None:
     """The tip set a run wrote for (condition, game) after the given trial, if any (a
     resumed run reuses it instead of asking the LLM again)."""
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         row = _one(
             con.execute(
                 "SELECT id FROM tipsets WHERE run_id = ? AND condition = ?"
@@ -144,7 +182,7 @@ def find_tipset(
 def final_tipsets(store: Store, run_id: str, conditions: list[str]) -> list[dict[str, Any]]:
     """The latest ok tip set per (condition, game) of a run: what each game learned."""
     marks = ", ".join("?" for _ in conditions)
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         rows = _all(
             con.execute(
                 "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY condition, game_id"
@@ -157,27 +195,11 @@ def final_tipsets(store: Store, run_id: str, conditions: list[str]) -> list[dict
     return [t for t in (get_tipset(store, r["id"]) for r in rows) if t is not None]
 
 
-def get_episode(store: Store, episode_id: str) -> dict[str, Any] | None:
-    """An episode with its run's name and its game's path (for explaining one step)."""
-    with store.connect(read_only=True) as con:
-        row = _one(
-            con.execute(
-                "SELECT e.*, r.name AS run_name, g.path AS game_path FROM episodes e"
-                " JOIN runs r ON r.id = e.run_id LEFT JOIN games g ON g.id = e.game_id"
-                " WHERE e.id = ?",
-                [episode_id],
-            )
-        )
-    if row is not None:
-        row["tips"] = json.loads(row["tips"]) if row["tips"] else []
-    return row
-
-
 def save_step_explanation(store: Store, row: dict[str, Any], explanation: dict[str, Any]) -> str:
     """Write a step's explanation and its link to the step in one transaction; returns the
     explanation's id."""
-    with store.transaction() as con:
-        exp_id = Store.insert_explanation(con, explanation, row["run_id"])
+    with store._transaction() as con:
+        exp_id = insert_explanation(con, explanation, row["run_id"])
         con.execute(
             "INSERT INTO step_explanations (explanation_id, run_id, episode_id, step_idx, method,"
             " action, total, segments, tips, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -205,15 +227,13 @@ def list_step_explanations(
     if step_idx is not None:
         where += " AND step_idx = ?"
         args.append(step_idx)
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         rows = _all(
             con.execute(
                 f"SELECT * FROM step_explanations WHERE {where} ORDER BY created_at DESC", args
             )
         )
-    for row in rows:
-        for key in ("segments", "tips", "params"):
-            row[key] = json.loads(row[key]) if row[key] else {}
+    _decode(rows, "segments", "tips", "params", empty=dict)
     return rows
 
 
@@ -224,7 +244,7 @@ def save_experiment_results(store: Store, run_id: str, rows: list[dict[str, Any]
         " score, score_low, score_high, steps_to_win"
     )
     names = [c.strip() for c in columns.split(",")]
-    with store.transaction() as con:
+    with store._transaction() as con:
         con.execute("DELETE FROM experiment_results WHERE run_id = ?", [run_id])
         if rows:
             con.executemany(
@@ -235,7 +255,7 @@ def save_experiment_results(store: Store, run_id: str, rows: list[dict[str, Any]
 
 
 def get_experiment_results(store: Store, run_id: str) -> list[dict[str, Any]]:
-    with store.connect(read_only=True) as con:
+    with store._connect() as con:
         return _all(
             con.execute(
                 "SELECT * EXCLUDE (run_id) FROM experiment_results WHERE run_id = ?"
