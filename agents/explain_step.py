@@ -46,7 +46,7 @@ from agents.prompt import PromptTemplate
 from agents.trajectory import EpisodeSpec, Step
 from games import GameInfo, GameState
 from workbench.errors import WorkbenchError
-from workbench.store import Store
+from workbench.store import Store, runs
 from workbench.store import play as play_store
 from workbench.store import tips as tips_store
 
@@ -252,10 +252,10 @@ def recorded_step(
     store: Store, run: str, episode_id: str, step: int, lm: Any
 ) -> tuple[dict[str, Any], _Recorded]:
     """The run record and the step as the agent faced it, its prompt rebuilt and checked."""
-    record = play_store.get_play_run(store, run)
+    record = runs.get_run(store, run, kind="play")
     if record is None:
         raise WorkbenchError(f"no play run named {run!r} in {store.path}")
-    episode = tips_store.get_episode(store, episode_id)
+    episode = play_store.get_episode(store, episode_id)
     if episode is None or episode["run_id"] != record["id"]:
         raise WorkbenchError(f"run {record['name']!r} has no episode {episode_id!r}")
     rows = play_store.get_steps(store, episode_id)
@@ -463,7 +463,7 @@ def _run_model(store: Store, run: str) -> Any:
     """The local model a run played with (a run on an endpoint needs an explicit model)."""
     from workbench.models import load_model
 
-    record = play_store.get_play_run(store, run)
+    record = runs.get_run(store, run, kind="play")
     if record is None:
         raise WorkbenchError(f"no play run named {run!r} in {store.path}")
     llm = (record["params"] or {}).get("llm") or {}
