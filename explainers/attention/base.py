@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from explainers.attribution.objective import Objective, prepare
-from explainers.base import Explainer, Explanation, timed
+from explainers.attribution.objective import Objective
+from explainers.base import Explainer, Explanation, float_param, int_param
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -70,10 +70,6 @@ class AttentionPass:
 
     def layer_index(self, layer: int) -> int:
         """A user's layer number (negative counts from the end) as an index, or an error."""
-        try:
-            layer = int(layer)
-        except (TypeError, ValueError):
-            raise WorkbenchError(f"layer must be an integer, not {layer!r}") from None
         if not -self.n_layers <= layer < self.n_layers:
             raise WorkbenchError(
                 f"layer {layer} is out of range: the model has {self.n_layers} layers "
@@ -82,13 +78,7 @@ class AttentionPass:
         return layer % self.n_layers
 
     def head_index(self, head: int | None) -> int | None:
-        if head is None:
-            return None
-        try:
-            head = int(head)
-        except (TypeError, ValueError):
-            raise WorkbenchError(f"head must be an integer, not {head!r}") from None
-        if not 0 <= head < self.n_heads:
+        if head is not None and not 0 <= head < self.n_heads:
             raise WorkbenchError(
                 f"head {head} is out of range: each layer has {self.n_heads} heads "
                 f"(0..{self.n_heads - 1})"
@@ -113,39 +103,26 @@ class AttentionExplainer(Explainer):
     category = "attention"
     needs_values = False  # attn_norm also needs the value vectors
 
-    @timed
-    def explain(
-        self,
-        model: LoadedModel,
-        text: str,
-        target: str | int | None = None,
-        *,
-        generate: int | None = None,
-        contrast: str | None = None,
-        aggregate: str = "token",
-        **params: Any,
-    ) -> Explanation:
-        if contrast is not None:
-            raise WorkbenchError(f"--contrast applies to attribution methods, not {self.name}")
-        if aggregate not in ("token", "word"):
-            raise WorkbenchError(f"unknown aggregation {aggregate!r}; choose token or word")
-        obj = prepare(model, text, target, generate=generate)
-        attn_pass = run_with_attention(model, obj, values=self.needs_values)
+    def explain_objective(self, obj: Objective, **params: Any) -> Explanation:
+        attn_pass = run_with_attention(obj.lm, obj, values=self.needs_values)
         maps = self.attribute(attn_pass, **params)
-        scores = maps.scores[:, : attn_pass.n_prompt]
-        exp = Explanation(
-            method=self.name,
-            category=self.category,
-            model=model.name,
-            input_text=text,
-            input_tokens=obj.input_tokens,
-            target_tokens=obj.target_tokens,
-            scores=scores,
+        return Explanation.from_objective(
+            self,
+            obj,
+            maps.scores[:, : attn_pass.n_prompt],
             params=maps.params,
-            word_ids=obj.word_ids,
             extras=maps_extras(attn_pass, maps),
         )
-        return exp.aggregate(aggregate)
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "layer" in params:
+            params["layer"] = int_param("layer", params["layer"], minimum=None)
+        if params.get("head") is not None:
+            params["head"] = int_param("head", params["head"], minimum=0)
+        if "residual" in params:
+            params["residual"] = float_param("residual", params["residual"], 0.0, 1.0)
+        return params
 
     def attribute(self, obj: AttentionPass, **params: Any) -> AttentionMaps:
         raise NotImplementedError

@@ -17,13 +17,15 @@ the full n x n map only up to `full_map_tokens` tokens (n^2 / 2 problems for a c
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
 from explainers.attention.rollout import residual_attention
-from explainers.base import register
+from explainers.base import int_param, register
 
 CAPACITY_SCALE = 1_000_000  # scipy's max-flow takes integer capacities: 1e-6 resolution
 
@@ -84,6 +86,13 @@ def attention_flow(
 class AttentionFlow(AttentionExplainer):
     name = "flow"
     summary = "attention flow: max-flow from each output to each input over the layer graph"
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "full_map_tokens" in params:
+            value = params["full_map_tokens"]
+            params["full_map_tokens"] = int_param("full_map_tokens", value, minimum=0)
+        return params
 
     def attribute(
         self, obj: AttentionPass, residual: float = 0.5, full_map_tokens: int = 24

@@ -16,12 +16,14 @@ draws repeatable. All samples go through the model together (batched_row_gradien
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
-from explainers.attribution.objective import Objective
-from explainers.base import register
+from explainers.attribution.objective import BASELINES, Objective
+from explainers.base import choice_param, float_param, int_param, register
 from workbench.errors import WorkbenchError
 
 
@@ -29,6 +31,23 @@ from workbench.errors import WorkbenchError
 class GradientShap(AttributionExplainer):
     name = "gradient_shap"
     summary = "expected gradients over random baselines and path points (stochastic)"
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "n_samples" in params:
+            params["n_samples"] = int_param("n_samples", params["n_samples"])
+        if "stdevs" in params:
+            params["stdevs"] = float_param("stdevs", params["stdevs"], low=0.0)
+        return params
+
+    def check_baseline(self, baseline: Any) -> str:
+        """One baseline name or a comma-separated distribution of them ("zero,eos")."""
+        names = [b.strip() for b in str(baseline).split(",") if b.strip()]
+        if not names:
+            raise WorkbenchError("baseline needs at least one of zero, pad, eos")
+        for name in names:
+            choice_param("baseline", name, BASELINES)
+        return ",".join(names)
 
     def attribute(
         self,
@@ -39,13 +58,7 @@ class GradientShap(AttributionExplainer):
         seed: int = 0,
         batch_size: int | None = None,
     ) -> Attribution:
-        if not isinstance(n_samples, int) or n_samples < 1:
-            raise WorkbenchError(f"n_samples must be a positive integer, not {n_samples!r}")
-        if float(stdevs) < 0:
-            raise WorkbenchError(f"stdevs must be >= 0, not {stdevs!r}")
-        names = [b.strip() for b in str(baseline).split(",") if b.strip()]
-        if not names:
-            raise WorkbenchError("gradient_shap needs at least one baseline (zero, pad, eos)")
+        names = baseline.split(",")
         x = obj.input_embeddings
         refs = torch.stack([obj.baseline_embeddings(b) for b in names])  # [M, P, D]
         gen = torch.Generator().manual_seed(int(seed))

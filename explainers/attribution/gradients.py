@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from explainers.attribution.objective import Objective
+from explainers.base import Progress
 
 # reduce(grad [B, P, D], embeds [B, P, D]) -> [B, P]
 Reduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,6 +41,7 @@ def batched_row_gradients(
     reduce: Reduction,
     batch_size: int | None = None,
     context: torch.Tensor | None = None,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Objective values and reduced gradients for many prompt-embedding variants.
 
@@ -49,6 +51,7 @@ def batched_row_gradients(
         batch_size: variants per forward; default from `tokens_per_batch`.
         context: [K, P, D], passed to `reduce` in place of the embeddings, for methods whose
             per-variant multiplier is not the point itself (GradientSHAP's x - baseline_k).
+        progress: called with (variants done, K) after each batch.
 
     Returns:
         values [K, rows] and reduced gradients [K, rows, P], both float32 on the CPU.
@@ -72,4 +75,6 @@ def batched_row_gradients(
                 per_row.append(reduce(grad.float(), extra))
         values.append(out.detach().float().cpu())
         reduced.append(torch.stack(per_row, dim=1).cpu())
+        if progress is not None:
+            progress(min(start + batch_size, n), n)
     return torch.cat(values), torch.cat(reduced)

@@ -1,4 +1,5 @@
-"""Integrated gradients over a data set: many inputs' interpolation knots in padded batches.
+"""Explanations of a data set: every input of a JSONL file with one method, and for IG with
+fixed steps on a causal LM, many inputs' interpolation knots in padded batches.
 
 `IntegratedGradients.attribute` already puts the knots of one input through the model
 together. On a GPU a short prompt leaves most of the device idle, so here the knots of
@@ -21,11 +22,20 @@ from typing import Any
 import torch
 
 from explainers.attribution.gradients import tokens_per_batch
-from explainers.attribution.ig import PathIntegral
-from explainers.attribution.objective import Objective, prepare
-from explainers.base import Explanation, get_method
+from explainers.attribution.ig import PathIntegral, completeness_status
+from explainers.attribution.objective import Objective
+from explainers.base import (
+    DEFAULT_TOLERANCE,
+    Explainer,
+    Explanation,
+    Progress,
+    get_method,
+    int_param,
+)
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+
+DATASET_STEPS = 32  # fixed steps batch across inputs; "auto" explains one input at a time
 
 
 def explain_dataset(
@@ -33,55 +43,92 @@ def explain_dataset(
     items: Iterable[dict[str, Any]],
     method: str = "ig",
     *,
+    target: str | None = None,
+    generate: int | None = None,
+    contrast: str | None = None,
+    aggregate: str = "token",
+    max_batch_tokens: int | None = None,
+    progress: Progress | None = None,
     on_done: Callable[[Explanation], None] | None = None,
     **params: Any,
 ) -> list[Explanation]:
-    """Explain every item ({"text", optional "target", "generate", "contrast"}).
+    """Explain every item ({"text", optional "target", "generate", "contrast"}), in order.
 
-    With `method="ig"`, fixed `steps` and a causal LM, inputs are batched across the data
-    set; otherwise each input goes through `explain` in turn.
+    `target`, `generate` and `contrast` apply to the items that do not set their own;
+    `aggregate` and the method's `params` to all. Every item and parameter is checked
+    before the first model call; an item's error names its number.
+
+    With `method="ig"` on a causal LM, steps default to DATASET_STEPS and the inputs are
+    batched across the data set (`max_batch_tokens` caps a batch); `steps="auto"`, other
+    methods and classifiers explain one input at a time.
     """
-    items = list(items)
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or not str(item.get("text", "")).strip():
-            raise WorkbenchError(f"data set item {i + 1} has no text")
     explainer = get_method(method)
-    steps = params.get("steps", 32)
-    if method != "ig" or lm.kind != "causal" or steps == "auto":
+    requests = []
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict) or not str(item.get("text") or "").strip():
+            raise WorkbenchError(f"data set item {number} has no text")
+        # An item that says what to explain (target or generate) says it whole.
+        own = item.get("target") is not None or item.get("generate") is not None
+        request = {
+            "text": item["text"],
+            "target": item.get("target") if own else target,
+            "generate": item.get("generate") if own else generate,
+            "contrast": item["contrast"] if item.get("contrast") is not None else contrast,
+        }
+        try:
+            explainer.check_request(**request, aggregate=aggregate)
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"data set item {number}: {exc}") from None
+        requests.append(request)
+    if method == "ig" and lm.kind == "causal":
+        params.setdefault("steps", DATASET_STEPS)
+    params = explainer.check_params(params)
+    if max_batch_tokens is not None:
+        max_batch_tokens = int_param("max_batch_tokens", max_batch_tokens)
+    total = len(requests)
+    done = 0
+
+    def finished(exp: Explanation) -> Explanation:
+        nonlocal done
+        done += 1
+        if on_done is not None:
+            on_done(exp)
+        if progress is not None:
+            progress(done, total)
+        return exp
+
+    if method != "ig" or lm.kind != "causal" or params["steps"] == "auto":
         results = []
-        for item in items:
-            exp = explainer.explain(
-                lm,
-                item["text"],
-                target=item.get("target"),
-                generate=item.get("generate"),
-                contrast=item.get("contrast"),
-                **params,
-            )
-            results.append(exp)
-            if on_done:
-                on_done(exp)
+        for number, request in enumerate(requests, start=1):
+            try:
+                exp = explainer.explain(lm, aggregate=aggregate, **request, **params)
+            except WorkbenchError as exc:
+                raise WorkbenchError(f"data set item {number}: {exc}") from None
+            results.append(finished(exp))
         return results
-    try:
-        steps = int(steps)
-    except (TypeError, ValueError):
-        message = f"--steps must be a positive integer or 'auto', not {steps!r}"
-        raise WorkbenchError(message) from None
-    if steps <= 0:
-        raise WorkbenchError(f"--steps must be a positive integer or 'auto', not {steps}")
+    return _batched_ig(lm, explainer, requests, params, aggregate, max_batch_tokens, finished)
+
+
+def _batched_ig(
+    lm: LoadedModel,
+    explainer: Explainer,
+    requests: list[dict[str, Any]],
+    params: dict[str, Any],
+    aggregate: str,
+    max_batch_tokens: int | None,
+    finished: Callable[[Explanation], Explanation],
+) -> list[Explanation]:
+    steps = params["steps"]
     baseline = params.get("baseline", "pad")
-    objectives = [
-        prepare(
-            lm,
-            it["text"],
-            it.get("target"),
-            generate=it.get("generate"),
-            contrast=it.get("contrast"),
-        )
-        for it in items
-    ]
+    tolerance = params.get("tolerance", DEFAULT_TOLERANCE)
+    objectives = []
+    for number, request in enumerate(requests, start=1):
+        try:
+            objectives.append(explainer.resolve_target(lm, **request))
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"data set item {number}: {exc}") from None
     alphas = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    budget = params.get("max_batch_tokens") or tokens_per_batch(objectives[0])
+    budget = max_batch_tokens or tokens_per_batch(objectives[0])
     results: list[Explanation | None] = [None] * len(objectives)
     # Grouped by target count first: a batch takes one backward per target position, so
     # mixing 1-target and 4-target inputs would run 4 backwards over every sample.
@@ -94,31 +141,24 @@ def explain_dataset(
         for i, (scores, expected, delta) in zip(
             group, _attribute_group([objectives[i] for i in group], alphas, baseline)
         ):
-            obj = objectives[i]
-            exp = Explanation(
-                method="ig",
-                category="attribution",
-                model=lm.name,
-                input_text=obj.text,
-                input_tokens=obj.input_tokens,
-                target_tokens=obj.target_tokens,
-                scores=scores,
-                baseline=baseline,
+            exp = Explanation.from_objective(
+                explainer,
+                objectives[i],
+                scores,
                 params={
                     "steps": steps,
                     "knots": len(alphas),
                     "rule": "trapezoid",
+                    "tolerance": tolerance,
                     "batched_inputs": len(group),
                 },
+                baseline=baseline,
                 expected=expected,
                 delta=delta,
-                word_ids=obj.word_ids,
-                extras={"target_ids": obj.target_ids.tolist()},
             )
+            exp.status, exp.warnings = completeness_status(expected, delta, tolerance, steps)
             exp.seconds = (time.perf_counter() - start) / len(group)
-            results[i] = exp
-            if on_done:
-                on_done(exp)
+            results[i] = finished(exp.aggregate(aggregate))
     return [r for r in results if r is not None]
 
 
@@ -158,8 +198,8 @@ def _knots_in_chunks(obj: Objective, alphas: torch.Tensor, baseline: str, chunk:
     (the same knots, so the same numbers)."""
     chunk = chunk or max(1, len(alphas) // 2)
     try:
-        path = PathIntegral(obj, obj.input_embeddings, obj.baseline_embeddings(baseline), chunk)
-        path.evaluate(alphas)
+        path = PathIntegral(obj, obj.input_embeddings, obj.baseline_embeddings(baseline))
+        path.evaluate(alphas, chunk)
         return path.result()
     except torch.cuda.OutOfMemoryError:
         pass
@@ -196,6 +236,8 @@ def _padded_ig(objs: list[Objective], alphas: torch.Tensor, baseline: str):
     # Positions whose next-token distribution scores a target token, per sample.
     positions = torch.zeros(n * k, n_targets, dtype=torch.long, device=device)
     targets = torch.zeros(n * k, n_targets, dtype=torch.long, device=device)
+    contrasts = torch.zeros(n * k, n_targets, dtype=torch.long, device=device)
+    contrasted = torch.zeros(n * k, 1, dtype=torch.bool, device=device)
     valid = torch.zeros(n * k, n_targets, dtype=torch.bool, device=device)
     for i, obj in enumerate(objs):
         p, t = obj.prompt_ids.numel(), obj.target_ids.numel()
@@ -204,14 +246,18 @@ def _padded_ig(objs: list[Objective], alphas: torch.Tensor, baseline: str):
         targets[rows, :t] = obj.target_ids.to(device)
         valid[rows, :t] = True
         if obj.contrast_ids is not None:
-            raise WorkbenchError("--contrast is not supported in data set mode")
+            contrasts[rows, :t] = obj.contrast_ids.to(device)
+            contrasted[rows] = True
 
     with torch.enable_grad():
         hidden = lm.model.base_model(inputs_embeds=embeds.to(dtype), attention_mask=mask)
         hidden = hidden.last_hidden_state
         picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         logits = lm.model.get_output_embeddings()(picked).float()
-        values = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        logp = torch.log_softmax(logits, -1)
+        values = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        # With a contrast, row t is log p(t_t) - log p(c_t) at the same position.
+        values = values - contrasted * logp.gather(-1, contrasts.unsqueeze(-1)).squeeze(-1)
         values = values * valid
         h = torch.zeros(n * k, n_targets, length, device=device)
         for t in range(n_targets):
@@ -227,7 +273,7 @@ def _padded_ig(objs: list[Objective], alphas: torch.Tensor, baseline: str):
         p, t = obj.prompt_ids.numel(), obj.target_ids.numel()
         rows = slice(i * k, (i + 1) * k)
         # The one-input path's bookkeeping (trapezoid weights, non-finite knots) applies as is.
-        path = PathIntegral(obj, obj.input_embeddings, obj.input_embeddings, None)
+        path = PathIntegral(obj, obj.input_embeddings, obj.input_embeddings)
         path.alphas = alphas
         path.f = values[rows, :t].detach().float().cpu()
         path.h = h[rows, :t, :p].cpu()

@@ -12,17 +12,24 @@ Stochastic: `seed` fixes the coalitions. See surrogate.py for the batching.
 
 from __future__ import annotations
 
+from typing import Any
+
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
-from explainers.attribution.perturbation import check_removal
 from explainers.attribution.surrogate import surrogate_scores
-from explainers.base import register
+from explainers.base import int_param, register
 
 
 @register
 class KernelShapExplainer(AttributionExplainer):
     name = "kernel_shap"
     summary = "Shapley values estimated by a kernel-weighted linear fit (captum KernelShap)"
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "n_samples" in params:
+            params["n_samples"] = int_param("n_samples", params["n_samples"], minimum=2)
+        return params
 
     def attribute(
         self,
@@ -35,7 +42,6 @@ class KernelShapExplainer(AttributionExplainer):
     ) -> Attribution:
         from captum.attr import KernelShap
 
-        check_removal(removal)
         scores, calls = surrogate_scores(
             obj, KernelShap, n_samples, removal, baseline, seed, batch_size
         )

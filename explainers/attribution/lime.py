@@ -13,17 +13,26 @@ samples, `n_samples` trades time for stability. See surrogate.py for the batchin
 
 from __future__ import annotations
 
+from typing import Any
+
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
-from explainers.attribution.perturbation import check_removal
 from explainers.attribution.surrogate import surrogate_scores
-from explainers.base import register
+from explainers.base import float_param, int_param, register
 
 
 @register
 class LimeExplainer(AttributionExplainer):
     name = "lime"
     summary = "local linear surrogate fitted on random token removals (captum Lime)"
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "n_samples" in params:
+            params["n_samples"] = int_param("n_samples", params["n_samples"], minimum=2)
+        if "alpha" in params:
+            params["alpha"] = float_param("alpha", params["alpha"], low=0.0)
+        return params
 
     def attribute(
         self,
@@ -37,8 +46,6 @@ class LimeExplainer(AttributionExplainer):
     ) -> Attribution:
         from captum._utils.models.linear_model import SkLearnRidge
         from captum.attr import Lime
-
-        check_removal(removal)
 
         def factory(forward):
             return Lime(forward, interpretable_model=SkLearnRidge(alpha=float(alpha)))

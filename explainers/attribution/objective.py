@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, ClassVar
 
 import torch
 
@@ -33,7 +34,24 @@ class Objective:
     label: int | None = None  # classifier target
     contrast_ids: torch.Tensor | None = None  # [T]
 
+    aggregation: ClassVar[str] = "token"  # an objective's units are the model's tokens
+
     # -- tokens ------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self.lm.name
+
+    def record_extras(self) -> dict[str, Any]:
+        """What a stored explanation keeps to rebuild this objective (metrics re-run it)."""
+        extras: dict[str, Any] = {}
+        if self.lm.kind != "classifier":
+            # Decoded tokens may not re-tokenize to these ids (word-level vocabularies).
+            extras["target_ids"] = self.target_ids.tolist()
+        if self.contrast_ids is not None:
+            extras["contrast_tokens"] = self.contrast_tokens
+            extras["contrast_ids"] = self.contrast_ids.tolist()
+        return extras
 
     @property
     def n_rows(self) -> int:
@@ -84,10 +102,10 @@ class Objective:
             tok = self.lm.tokenizer
             token_id = tok.pad_token_id if baseline == "pad" else tok.eos_token_id
             if token_id is None:
-                raise WorkbenchError(f"this tokenizer has no {baseline} token; use --baseline zero")
+                raise WorkbenchError(f"this tokenizer has no {baseline} token; use baseline zero")
             ref = self.embed(torch.tensor([token_id])).expand_as(x).clone()
         else:
-            raise WorkbenchError(f"unknown baseline {baseline!r}; choose {', '.join(BASELINES)}")
+            raise WorkbenchError(f"baseline must be {' or '.join(BASELINES)}, not {baseline!r}")
         mask = self.special_mask.to(x.device)
         ref[mask] = x[mask]
         return ref
@@ -194,12 +212,12 @@ def prepare(
     empty = torch.zeros(0, dtype=torch.long)
     if lm.kind == "classifier":
         if generate is not None or contrast is not None:
-            raise WorkbenchError("--generate and --contrast apply to causal LMs, not classifiers")
+            raise WorkbenchError("generate and contrast apply to causal LMs, not classifiers")
         obj = Objective(lm, text, prompt_ids, empty, label=0)
         obj.label = _resolve_label(lm, target, obj)
         return obj
     if target is not None and generate is not None:
-        raise WorkbenchError("give either --target or --generate, not both")
+        raise WorkbenchError("give either target or generate, not both")
     if target is not None:
         target_ids = _tokenize_continuation(lm, str(target), "target")
     else:
@@ -209,7 +227,7 @@ def prepare(
         contrast_ids = _tokenize_continuation(lm, contrast, "contrast")
         if contrast_ids.numel() != target_ids.numel():
             raise WorkbenchError(
-                f"--contrast must tokenize to as many tokens as the target "
+                f"contrast must tokenize to as many tokens as the target "
                 f"({contrast_ids.numel()} vs {target_ids.numel()})"
             )
     return Objective(lm, text, prompt_ids, target_ids, contrast_ids=contrast_ids)
@@ -239,7 +257,7 @@ def prepare_ids(
 
 def _prompt_ids(lm: LoadedModel, text: str) -> torch.Tensor:
     if not text or not text.strip():
-        raise WorkbenchError("the input text is empty")
+        raise WorkbenchError("text is empty")
     ids = lm.tokenizer(text, add_special_tokens=True)["input_ids"]
     if not ids:
         raise WorkbenchError("the input text tokenizes to nothing")
@@ -248,7 +266,7 @@ def _prompt_ids(lm: LoadedModel, text: str) -> torch.Tensor:
 
 def greedy_continuation(lm: LoadedModel, prompt_ids: torch.Tensor, n: int) -> torch.Tensor:
     if n < 1:
-        raise WorkbenchError("--generate must be at least 1")
+        raise WorkbenchError("generate must be >= 1")
     tok = lm.tokenizer
     ids = prompt_ids.unsqueeze(0).to(lm.device)
     with torch.no_grad():

@@ -14,21 +14,21 @@ window). All variants go through the model in batched forwards (perturbation.py)
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import check_removal, evaluate_kept
-from explainers.base import register
-from workbench.errors import WorkbenchError
+from explainers.base import choice_param, register
 
 UNITS = ("token", "word")
 
 
 def unit_masks(obj: Objective, unit: str) -> torch.Tensor:
     """[U, P] bool: which prompt positions each removable unit covers (specials excluded)."""
-    if unit not in UNITS:
-        raise WorkbenchError(f"unknown unit {unit!r}; choose {' or '.join(UNITS)}")
+    choice_param("unit", unit, UNITS)
     removable = ~obj.special_mask
     groups = torch.arange(len(removable)) if unit == "token" else torch.tensor(obj.word_ids)
     units = sorted({int(g) for g, r in zip(groups, removable) if r})
@@ -64,6 +64,12 @@ def leave_one_out(
 class Occlusion(AttributionExplainer):
     name = "occlusion"
     summary = "leave-one-out: drop of the target when a token or word is removed"
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "unit" in params:
+            params["unit"] = choice_param("unit", params["unit"], UNITS)
+        return params
 
     def attribute(
         self,

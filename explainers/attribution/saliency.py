@@ -13,13 +13,14 @@ token, not in which direction the token pushed it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
 from explainers.attribution.objective import Objective
-from explainers.base import register
-from workbench.errors import WorkbenchError
+from explainers.base import choice_param, register
 
 NORMS = ("l2", "l1")
 
@@ -29,11 +30,15 @@ class Saliency(AttributionExplainer):
     name = "saliency"
     summary = "gradient norm per token (unsigned sensitivity)"
 
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "norm" in params:
+            params["norm"] = choice_param("norm", params["norm"], NORMS)
+        return params
+
     def attribute(
         self, obj: Objective, norm: str = "l2", batch_size: int | None = None
     ) -> Attribution:
-        if norm not in NORMS:
-            raise WorkbenchError(f"unknown norm {norm!r}; choose {' or '.join(NORMS)}")
         order = 2 if norm == "l2" else 1
 
         def reduce(grad: torch.Tensor, _: torch.Tensor) -> torch.Tensor:

@@ -16,12 +16,14 @@ pad/EOS token (`removal="replace"`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
-from explainers.attribution.perturbation import check_removal, evaluate_id_lists
-from explainers.base import register
+from explainers.attribution.perturbation import evaluate_id_lists
+from explainers.base import int_param, register
 from workbench.errors import WorkbenchError
 
 REMOVED = -1  # not a token id: marks a deleted position inside shap's masked arrays
@@ -31,6 +33,12 @@ REMOVED = -1  # not a token id: marks a deleted position inside shap's masked ar
 class ShapPartition(AttributionExplainer):
     name = "shap"
     summary = "Owen values over a token hierarchy (shap's Partition explainer, Text masker)"
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "max_evals" in params:
+            params["max_evals"] = int_param("max_evals", params["max_evals"], minimum=2)
+        return params
 
     def attribute(
         self,
@@ -42,9 +50,6 @@ class ShapPartition(AttributionExplainer):
     ) -> Attribution:
         import shap
 
-        check_removal(removal)
-        if not isinstance(max_evals, int) or max_evals < 2:
-            raise WorkbenchError(f"max_evals must be an integer >= 2, not {max_evals!r}")
         tokenizer = obj.lm.tokenizer
         # shap batches masked inputs as one array, so they must keep the prompt's length:
         # deleted tokens travel as the marker REMOVED and are dropped before the model.

@@ -27,11 +27,10 @@ import numpy as np
 import torch
 
 from explainers.attention.base import scored_rows
-from explainers.attribution.objective import Objective, prepare
-from explainers.base import Explainer, Explanation, register, timed
+from explainers.attribution.objective import Objective
+from explainers.base import Explainer, Explanation, int_param, register
 from explainers.probing.residual import check_layers, decoder_parts, residual_stream
 from workbench.errors import WorkbenchError
-from workbench.models import LoadedModel
 
 
 @register
@@ -39,42 +38,34 @@ class LogitLens(Explainer):
     name = "logit_lens"
     category = "probing"
     summary = "each layer's residual through the final norm and unembedding: top-k and target rank"
+    model_kinds = ("causal",)  # it reads the unembedding
 
-    @timed
-    def explain(
-        self,
-        model: LoadedModel,
-        text: str,
-        target: str | int | None = None,
-        *,
-        generate: int | None = None,
-        contrast: str | None = None,
-        aggregate: str = "token",
-        **params: Any,
-    ) -> Explanation:
-        if contrast is not None:
-            raise WorkbenchError(f"--contrast applies to attribution methods, not {self.name}")
-        if model.kind != "causal":
-            raise WorkbenchError("the logit lens needs a causal LM (it reads the unembedding)")
-        obj = prepare(model, text, target, generate=generate)
-        tokens = obj.input_tokens + obj.target_tokens[:-1]
+    def explain_objective(self, obj: Objective, **params: Any) -> Explanation:
         lens = self.attribute(obj, **params)
-        rows = scored_rows(model, obj)
         n_prompt = int(obj.prompt_ids.numel())
         final_prob = np.asarray(lens["target_prob"])[:, -1, :n_prompt]  # [T, P]
-        exp = Explanation(
-            method=self.name,
-            category=self.category,
-            model=model.name,
-            input_text=text,
-            input_tokens=obj.input_tokens,
-            target_tokens=obj.target_tokens,
-            scores=final_prob,
+        return Explanation.from_objective(
+            self,
+            obj,
+            final_prob,
             params={"top_k": lens.pop("top_k")},
-            word_ids=obj.word_ids,
-            extras={"tokens": tokens, "rows": rows, **lens},
+            extras={
+                "tokens": obj.input_tokens + obj.target_tokens[:-1],
+                "rows": scored_rows(obj.lm, obj),
+                **lens,
+            },
         )
-        return exp.aggregate(aggregate)
+
+    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        params = super().check_params(params)
+        if "top_k" in params:
+            params["top_k"] = int_param("top_k", params["top_k"])
+        if params.get("layers") is not None:
+            layers = params["layers"]
+            if isinstance(layers, (int, str)):
+                layers = [layers]
+            params["layers"] = [int_param("layers", layer, minimum=None) for layer in layers]
+        return params
 
     def attribute(
         self, obj: Objective, top_k: int = 5, layers: list[int] | None = None
@@ -82,9 +73,6 @@ class LogitLens(Explainer):
         """The lens over prompt + target prefix at `layers` (all by default)."""
         lm, target_ids = obj.lm, obj.target_ids
         ids = torch.cat([obj.prompt_ids, target_ids[:-1]])
-        top_k = int(top_k)
-        if top_k < 1:
-            raise WorkbenchError(f"top_k must be at least 1, not {top_k}")
         parts = decoder_parts(lm)
         if parts.unembed is None:
             raise WorkbenchError(f"{lm.name} has no unembedding for the logit lens")

@@ -134,9 +134,11 @@ def test_gradient_methods_recover_the_deciding_token(trained_copy_model, method,
 def test_bad_parameters_are_one_line_errors(tiny_causal):
     from workbench.errors import WorkbenchError
 
-    with pytest.raises(WorkbenchError, match="unknown norm 'l3'"):
+    with pytest.raises(WorkbenchError, match="norm must be l2 or l1, not 'l3'"):
         explain(tiny_causal, TEXT, target="door", method="saliency", norm="l3")
-    with pytest.raises(WorkbenchError, match="n_samples must be a positive integer"):
+    with pytest.raises(WorkbenchError, match="n_samples must be >= 1, not 0"):
         explain(tiny_causal, TEXT, target="door", method="gradient_shap", n_samples=0)
-    with pytest.raises(WorkbenchError, match="unknown baseline"):
+    with pytest.raises(WorkbenchError, match="baseline must be one of zero, pad, eos, not 'ones'"):
         explain(tiny_causal, TEXT, target="door", method="deeplift", baseline="ones")
+    with pytest.raises(WorkbenchError, match="baseline must be one of zero, pad, eos, not 'x'"):
+        explain(tiny_causal, TEXT, target="door", method="gradient_shap", baseline="zero,x")

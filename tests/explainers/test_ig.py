@@ -58,7 +58,7 @@ def test_auto_steps_reaches_tolerance(tiny_causal):
 
 
 def test_steps_must_be_positive(tiny_causal):
-    with pytest.raises(WorkbenchError, match="positive integer"):
+    with pytest.raises(WorkbenchError, match=r"steps must be 'auto' or an integer >= 1, not 0"):
         explain(tiny_causal, TEXT, target="door", method="ig", steps=0)
 
 

@@ -49,11 +49,11 @@ def test_out_of_memory_splits_batches_then_knots(tiny_causal, monkeypatch):
     real = gradients.batched_row_gradients
     sizes = []
 
-    def small_chunks_only(obj, embeds, reduce, batch_size=None, context=None):
+    def small_chunks_only(obj, embeds, reduce, batch_size=None, **kwargs):
         sizes.append(batch_size)
         if batch_size and batch_size > 2:
             no_memory()
-        return real(obj, embeds, reduce, batch_size, context)
+        return real(obj, embeds, reduce, batch_size, **kwargs)
 
     monkeypatch.setattr(ig_batch, "_padded_ig", no_memory)
     monkeypatch.setattr("explainers.attribution.ig.batched_row_gradients", small_chunks_only)

@@ -42,7 +42,7 @@ def test_word_occlusion_shares_a_word_drop_among_its_tokens(tiny_causal):
     words = explain(tiny_causal, TEXT, target="milk", method="occlusion", unit="word")
     # The tiny vocabulary is whole-word, so a word is a token: both units agree.
     np.testing.assert_allclose(words.scores, tokens.scores, atol=1e-6)
-    with pytest.raises(WorkbenchError, match="unknown unit 'phrase'"):
+    with pytest.raises(WorkbenchError, match="unit must be token or word, not 'phrase'"):
         explain(tiny_causal, TEXT, target="milk", method="occlusion", unit="phrase")
 
 
@@ -115,9 +115,9 @@ def test_occlusion_ranks_the_object_word_first_including_the_query_marker(traine
 
 
 def test_bad_parameters(tiny_causal):
-    with pytest.raises(WorkbenchError, match="unknown removal 'drop'"):
+    with pytest.raises(WorkbenchError, match="removal must be delete or replace, not 'drop'"):
         explain(tiny_causal, TEXT, target="milk", method="lime", removal="drop")
-    with pytest.raises(WorkbenchError, match="n_samples must be an integer >= 2"):
+    with pytest.raises(WorkbenchError, match="n_samples must be >= 2, not 1"):
         explain(tiny_causal, TEXT, target="milk", method="kernel_shap", n_samples=1)
-    with pytest.raises(WorkbenchError, match="max_evals"):
+    with pytest.raises(WorkbenchError, match="max_evals must be >= 2, not 0"):
         explain(tiny_causal, TEXT, target="milk", method="shap", max_evals=0)
