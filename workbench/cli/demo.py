@@ -1,8 +1,8 @@
 """`workbench demo`: a short tour of the whole workbench on defaults.
 
-Like `workbench/cli.py`, this module sits on top of every package (it calls explainers,
-games and agents); nothing below imports it. On a 2-core CPU it finishes in a few minutes:
-the games are small (level 1), episodes short, and the explanation uses few IG steps.
+It calls explainers, games and agents, so it lives with the CLI at the top of the layers.
+On a 2-core CPU it finishes in a few minutes: the games are small (level 1), episodes
+short, and the step explanation uses few IG steps.
 """
 
 from __future__ import annotations
@@ -11,11 +11,31 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from workbench.store import Store, new_id
+from workbench.cli.options import DbOption
+from workbench.cli.render import report_table, show_step_explanation
 
 FRIDGE = "The milk is in the fridge. To get the milk, open the"
+
+
+def demo(db: Path | None = DbOption) -> None:
+    """Run a short tour of the workbench on defaults and record it in the store.
+
+    Example: workbench demo --db demo.duckdb
+    """
+    from workbench.settings import db_path
+
+    ids = run_demo(db)
+    Console().print(
+        f"\nDone. Open the dashboard on what the demo recorded:\n"
+        f"  workbench dashboard --db {db_path(db)}\n"
+        f"(run {ids['run']}, episode {ids['episode']}; or in the terminal:"
+        f" workbench explanations show {ids['step_explanation']}"
+        + (f" --db {db}" if db else "")
+        + ")",
+        markup=False,
+        highlight=False,
+    )
 
 
 def run_demo(
@@ -28,17 +48,20 @@ def run_demo(
     ig_steps: int = 8,
 ) -> dict[str, str]:
     """The tour: explain a next word, play games, write tips, play again with them, report,
-    and explain one of the agent's decisions. Everything is recorded in the store.
+    and explain one of the agent's decisions. Everything is recorded in the store; the
+    games go to the cache (`WORKBENCH_CACHE`), not the current folder.
 
     Returns the ids of what it recorded, for the closing message and for tests.
     """
     import games
     from agents import PromptTemplate, report
     from agents.explain_step import explain_step
-    from agents.tips import play_tips
+    from agents.tips import TipWriter, play_tips
     from explainers import explain
     from workbench.llm.local import LocalLLM
     from workbench.models import load_model
+    from workbench.settings import cache_dir
+    from workbench.store import Store, new_id
     from workbench.store import play as play_store
 
     console = console or Console()
@@ -54,17 +77,18 @@ def run_demo(
     console.print(f"saved explanation {exp_id} in {store.path}")
 
     console.rule(f"3. Make {games_count} level-1 cooking games (TextWorld)")
-    folder = store.path.parent / "workbench-demo-games"
+    folder = cache_dir() / "demo-games"
     made = games.make(level=1, count=games_count, seed=0, split="train", out=folder)
     found = made.added + made.existing
     console.print(f"{len(found)} games in {folder}")
 
     run_name = f"demo-self-{new_id()}"
     console.rule(f"4. Play them {trials} times; after each trial the LLM writes tips (self)")
+    llm = LocalLLM(lm)
     result = play_tips(
         found,
         ["self"],
-        llm=LocalLLM(lm),
+        llm=llm,
         store=store,
         trials=trials,
         max_steps=max_steps,
@@ -72,7 +96,7 @@ def run_demo(
         run_name=run_name,
         workers=0,
         write_after_last=False,
-        tip_max_tokens=80,
+        writer=TipWriter(llm, max_tokens=80),
         template=PromptTemplate(history_steps=2),
     )
     for tipset in result.tipsets:
@@ -84,30 +108,15 @@ def run_demo(
             console.print(f"  - {tip}", markup=False, highlight=False)
 
     console.rule("5. Report: success and normalised score per condition, 95% CIs over games")
-    rep = report(store, run_name)
-    table = Table("level", "condition", "games", "episodes", "success", "score", "moves to win")
-    for r in rep.rows:
-        table.add_row(
-            str(r.level),
-            r.condition,
-            str(r.games),
-            str(r.episodes),
-            r.success.text(),
-            r.score.text(),
-            "" if r.steps_to_win is None else f"{r.steps_to_win:.1f}",
-        )
-    console.print(table)
+    console.print(report_table(report(store, run_name).rows))
 
     console.rule("6. Explain a decision: how much of it came from the tips?")
     episodes = play_store.list_episodes(store, result.run_id)
     tipped = [e for e in episodes if e["tips"]] or episodes
     chosen = tipped[0]
     step = explain_step(store, run_name, chosen["id"], 0, method="ig", lm=lm, steps=ig_steps)
-    from workbench.cli import show_step_explanation
-
     show_step_explanation(step, console)
-    seconds = time.perf_counter() - started
-    console.print(f"\nThe tour took {seconds:.0f} s.")
+    console.print(f"\nThe tour took {time.perf_counter() - started:.0f} s.")
     return {
         "explanation": exp_id,
         "run": run_name,

@@ -1,0 +1,94 @@
+"""The `workbench` command line: thin commands over library functions.
+
+One module per command group; `render` holds the shared terminal output and `options` the
+shared options. Heavy libraries (torch, transformers, shap, streamlit) are imported inside
+the commands, so `workbench --help` answers at once.
+
+Every user error is a `WorkbenchError` and comes out as one line on stderr with exit code 1;
+a usage error (a bad option value) is one line with exit code 2; Ctrl-C is one line with
+exit code 130. Set WORKBENCH_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from workbench.cli import (
+    dashboard,
+    demo,
+    evaluate,
+    experiment,
+    explain,
+    explain_step,
+    explanations,
+    export,
+    games,
+    play,
+    probe,
+    runs,
+    tips,
+)
+from workbench.cli.interrupt import Interrupted, sigint_raises_interrupted
+from workbench.cli.render import err_console
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    help="Explainability and introspective-agent workbench for transformer language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("demo")(demo.demo)
+app.command("explain")(explain.explain)
+app.add_typer(explanations.app, name="explanations")
+app.command("evaluate")(evaluate.evaluate)
+app.command("compare")(evaluate.compare)
+app.command("probe")(probe.probe)
+app.add_typer(games.app, name="games")
+app.command("play")(play.play)
+app.command("report")(runs.report)
+app.add_typer(runs.runs_app, name="runs")
+app.add_typer(runs.episodes_app, name="episodes")
+app.add_typer(tips.app, name="tips")
+app.add_typer(experiment.app, name="experiment")
+app.command("explain-step")(explain_step.explain_step)
+app.command("export")(export.export)
+app.command("dashboard")(dashboard.dashboard)
+
+
+def _error(text: str) -> None:
+    err_console.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _usage_message(exc: Exception) -> str:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    return " ".join(message.split()) + (f" (see `{ctx.command_path} --help`)" if ctx else "")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console-script entry point: every failure is one line on stderr and a non-zero exit."""
+    code = 0
+    with sigint_raises_interrupted():
+        try:
+            code = app(args=args, prog_name="workbench", standalone_mode=False) or 0
+        except WorkbenchError as exc:
+            _error(str(exc))
+            code = 1
+        except Interrupted as exc:
+            err_console.print(exc.message, markup=False, highlight=False, soft_wrap=True)
+            code = 130
+        except typer.TyperException as exc:  # a usage error: a bad option or value
+            code = getattr(exc, "exit_code", 2)
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help already
+                _error(_usage_message(exc))
+        except Exception as exc:  # an unexpected failure is still one line unless debugging
+            if os.environ.get("WORKBENCH_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            _error(f"unexpected {type(exc).__name__}: {first} (set WORKBENCH_DEBUG=1 for details)")
+            code = 1
+    sys.exit(code)

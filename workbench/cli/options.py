@@ -1,0 +1,132 @@
+"""Options, formats and argument parsing shared by several commands.
+
+Each option is defined once here so that its name, default, help text and validation
+(`min=`, an Enum) are the same in every command that takes it.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from workbench.errors import WorkbenchError
+
+
+class ExplanationFormat(str, Enum):
+    """How one explanation is shown: a heatmap in the terminal, an HTML page or JSON."""
+
+    terminal = "terminal"
+    html = "html"
+    json = "json"
+
+
+class TableFormat(str, Enum):
+    """How a tabular result is shown: a table in the terminal, or one JSON document."""
+
+    table = "table"
+    json = "json"
+
+
+class Aggregate(str, Enum):
+    token = "token"
+    word = "word"
+
+
+class Removal(str, Enum):
+    """How faithfulness metrics remove tokens."""
+
+    delete = "delete"
+    replace = "replace"
+
+
+DbOption = typer.Option(
+    None, "--db", help="DuckDB file (default: $WORKBENCH_DB or ./workbench.duckdb)."
+)
+ModelOption = typer.Option(
+    None,
+    "--model",
+    "-m",
+    help="Hub id, local directory or .gguf file (default: SmolLM2-135M-Instruct).",
+)
+DeviceOption = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+DtypeOption = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
+LlmOption = typer.Option("local", "--llm", help="local, or openai:MODEL (OPENAI_BASE_URL).")
+SelectOption = typer.Option("choose", "--select", help="choose (rank commands) or generate.")
+TableFormatOption = typer.Option(TableFormat.table, "--format", help="table or json.")
+ExplanationFormatOption = typer.Option(
+    ExplanationFormat.terminal, "--format", help="terminal, html or json."
+)
+TargetOption = typer.Option(
+    None, "--target", help="Continuation (causal LM) or label (classifier) to attribute."
+)
+RationaleOption = typer.Option(
+    None, "--rationale", help="Human rationale: one 0/1 per token, e.g. 0,1,1,0, or a file."
+)
+RemovalOption = typer.Option(Removal.delete, "--removal", help="How metrics remove tokens.")
+AggregateOption = typer.Option(Aggregate.token, "--aggregate", help="token or word.")
+MaxTipsOption = typer.Option(5, "--max-tips", min=1, help="Tips per tip set at most.")
+ParamOption = typer.Option([], "--param", "-p", help="Method parameter KEY=VALUE (repeatable).")
+ParamsForMethodsOption = typer.Option(
+    [], "--param", "-p", help="Method parameter KEY=VALUE or METHOD.KEY=VALUE (repeatable)."
+)
+
+
+def writable_file(path: Path | None, option: str = "--out") -> Path | None:
+    """`path` if its folder exists; checked before anything slow runs."""
+    if path is not None and not path.parent.exists():
+        raise WorkbenchError(f"cannot write {str(path)!r} ({option}): folder does not exist")
+    if path is not None and path.is_dir():
+        raise WorkbenchError(f"cannot write {str(path)!r} ({option}): it is a folder")
+    return path
+
+
+def method_params(explainer, common: dict[str, object], pairs: list[str]) -> dict[str, object]:
+    """Common options the method accepts, plus `--param KEY=VALUE` pairs (JSON values)."""
+    accepted = explainer.parameter_names()
+    params: dict[str, object] = {k: v for k, v in common.items() if k in accepted}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkbenchError(f"--param takes KEY=VALUE, not {pair!r}")
+        if key not in accepted:
+            known = ", ".join(sorted(accepted)) or "none"
+            raise WorkbenchError(
+                f"{explainer.name} has no parameter {key!r}; its parameters: {known}"
+            )
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def method_params_for(methods: list[str], pairs: list[str]) -> dict[str, dict[str, object]]:
+    """`--param KEY=VALUE` for every method that has KEY; `--param METHOD.KEY=VALUE` for one."""
+    from explainers import get_method
+
+    by_method: dict[str, list[str]] = {m: [] for m in methods}
+    for pair in pairs:
+        key = pair.partition("=")[0]
+        name, dot, _ = key.partition(".")
+        if dot and name in by_method:
+            by_method[name].append(pair[len(name) + 1 :])
+            continue
+        if dot:
+            raise WorkbenchError(f"--param {pair!r}: {name!r} is not one of the methods {methods}")
+        takers = [m for m in methods if m != "random" and key in get_method(m).parameter_names()]
+        if not takers:
+            raise WorkbenchError(f"--param {pair!r}: none of {methods} has a parameter {key!r}")
+        for m in takers:
+            by_method[m].append(pair)
+    return {m: method_params(get_method(m), {}, p) for m, p in by_method.items() if m != "random"}
+
+
+def open_store(db: Path | None, read_only: bool = False):
+    """The store at `--db`. Reading commands pass read_only=True: they must neither create
+    nor migrate a database, and must work on a read-only file."""
+    from workbench.store import Store
+
+    return Store(db, read_only=read_only)

@@ -1,0 +1,221 @@
+"""`workbench play`: agents play game sets; every episode, step and LLM call is stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from workbench.cli.interrupt import Interrupted
+from workbench.cli.options import (
+    DbOption,
+    DeviceOption,
+    DtypeOption,
+    LlmOption,
+    MaxTipsOption,
+    ModelOption,
+    SelectOption,
+    open_store,
+)
+from workbench.cli.render import progress, status
+from workbench.errors import WorkbenchError
+
+
+def play(
+    games_paths: list[Path] = typer.Option(
+        ..., "--games", "-g", help="Game-set folder or game file (repeatable)."
+    ),
+    agent: str = typer.Option("llm", "--agent", help="llm, random or expert."),
+    llm: str = LlmOption,
+    select: str = SelectOption,
+    score_mode: str = typer.Option(
+        "sum", "--score-mode", help="choose: sum, mean or calibrated log-probabilities."
+    ),
+    trials: int = typer.Option(1, "--trials", help="Episodes per game and condition."),
+    parallel: int = typer.Option(8, "--parallel", help="Games stepping (and prompted) together."),
+    max_steps: int = typer.Option(50, "--max-steps", help="Commands per episode at most."),
+    seed: int = typer.Option(0, "--seed", help="Seeds random choices (and sampling)."),
+    run_name: str | None = typer.Option(
+        None, "--run-name", help="Name the run; an unfinished run of this name is resumed."
+    ),
+    conditions: list[str] = typer.Option(
+        [], "--condition", help="NAME or NAME=TIPS_FILE (one tip a line); repeatable."
+    ),
+    prompt: Path | None = typer.Option(
+        None, "--prompt", help="Acting-prompt template file (see agents.prompt)."
+    ),
+    history: int = typer.Option(5, "--history", help="Past steps shown in the prompt."),
+    example: Path | None = typer.Option(
+        None, "--example", help="A game file whose walkthrough is the prompt's worked example."
+    ),
+    temperature: float = typer.Option(0.0, "--temperature", help="generate: 0 is greedy."),
+    concurrency: int = typer.Option(16, "--concurrency", help="openai: requests in flight."),
+    timeout: float = typer.Option(60.0, "--timeout", help="openai: seconds per request."),
+    retries: int = typer.Option(4, "--retries", help="openai: retries per call (backoff)."),
+    workers: str = typer.Option("auto", "--workers", help="Game processes: auto or a number."),
+    tips: str | None = typer.Option(
+        None, "--tips", help="none, self, expert, reflexion or general (Introspective Tips)."
+    ),
+    tipset: str | None = typer.Option(
+        None, "--tipset", help="Tip set id: the general set, or the tips learning starts from."
+    ),
+    max_tips: int = MaxTipsOption,
+    tip_prompts: Path | None = typer.Option(
+        None, "--tip-prompts", help="Folder of self/expert/reflexion/merge.txt tip prompts."
+    ),
+    model: str | None = ModelOption,
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    db: Path | None = DbOption,
+) -> None:
+    """Play games with an agent and record every episode, step and LLM call.
+
+    With --tips, trial t+1 of a game plays with the tips the LLM wrote after trial t
+    (self, expert, reflexion), or every trial with a general set (--tips general --tipset ID).
+
+    Example: workbench play --games game-sets/l3 --agent llm --trials 3 --parallel 8
+    --run-name l3-llm
+    """
+    import agents
+    import games as game_sets
+    from workbench.llm import LLMUnavailableError, make_llm
+    from workbench.store import new_id
+
+    if agent not in agents.AGENTS:
+        raise WorkbenchError(f"unknown agent {agent!r}; choose one of {', '.join(agents.AGENTS)}")
+    if workers != "auto" and not workers.isdigit():
+        raise WorkbenchError(f"--workers takes auto or a number, not {workers!r}")
+    tip_options = _tip_options(tips, tipset, max_tips, tip_prompts, agent, conditions, db)
+    found = [g for p in games_paths for g in game_sets.list_games(p)]
+    conds = [_parse_condition(c) for c in conditions] or None
+    template = (
+        agents.PromptTemplate.from_file(prompt, history)
+        if prompt
+        else agents.PromptTemplate(history_steps=history)
+    )
+    store = open_store(db)
+    run_name = run_name or f"play-{new_id()}"
+    options: dict[str, object] = {}
+    language_model = None
+    if agent == "llm":
+        if select not in agents.SELECTIONS:
+            raise WorkbenchError(f"unknown --select {select!r}; choose one of choose, generate")
+        backend_options = (
+            {"concurrency": concurrency, "timeout": timeout, "max_retries": retries}
+            if llm.startswith("openai")
+            else {}
+        )
+        language_model = make_llm(llm, model=model, device=device, dtype=dtype, **backend_options)
+        shown = game_sets.list_games(example)[0] if example else None
+        options = {
+            "select": select,
+            "score_mode": score_mode,
+            "template": template,
+            "temperature": temperature,
+            "example": agents.worked_example(shown) if shown else "",
+        }
+    counts = {"saved": 0, "won": 0, "total": None}
+    with progress(run_name) as advance:
+
+        def started(to_play: int, already: int) -> None:
+            counts.update(saved=already, total=to_play + already)
+            advance(0, total=to_play)
+            if already:
+                status(f"resuming {run_name}: {already} episode(s) already done")
+
+        def finished(episode) -> None:
+            counts["saved"] += 1
+            counts["won"] += episode.won
+            advance(description=f"{run_name} (won {counts['won']})")
+
+        common = {
+            "llm": language_model,
+            "trials": trials,
+            "parallel": parallel,
+            "max_steps": max_steps,
+            "seed": seed,
+            "store": store,
+            "run_name": run_name,
+            "workers": workers if workers == "auto" else int(workers),
+            "on_episode": finished,
+            **options,
+        }
+        try:
+            if tip_options is not None:
+                from agents.tips import TipWriter, play_tips
+
+                writer = TipWriter(language_model, **tip_options["writer"])
+                result = play_tips(
+                    found, [tips], tipset=tip_options["tipset"], writer=writer, **common
+                )
+            else:
+                result = agents.play(found, agent, conditions=conds, on_start=started, **common)
+        except LLMUnavailableError as exc:
+            raise WorkbenchError(
+                f"{exc}; finished episodes are saved, resume with --run-name {run_name}"
+            ) from exc
+        except Interrupted as exc:
+            of = "" if counts["total"] is None else f" of {counts['total']}"
+            raise Interrupted(
+                f"interrupted: {counts['saved']}{of} episodes saved; run the same command to resume"
+            ) from exc
+    won = sum(e.won for e in result.episodes)
+    status(
+        f"run {result.run_name}: played {len(result.episodes)} episode(s), won {won}"
+        f" ({result.skipped} done before); {result.steps_per_second:.1f} steps/s."
+        f" See: workbench report --run {result.run_name}" + (f" --db {db}" if db else "")
+    )
+
+
+def _parse_condition(text: str):
+    """`NAME` or `NAME=TIPS_FILE` (one tip a line) as an agents.Condition."""
+    from agents import Condition
+
+    name, sep, file = text.partition("=")
+    if not name:
+        raise WorkbenchError(f"--condition takes NAME or NAME=TIPS_FILE, not {text!r}")
+    if not sep:
+        return Condition(name)
+    tips_file = Path(file)
+    if not tips_file.is_file():
+        raise WorkbenchError(f"tips file {file!r} of condition {name!r} does not exist")
+    tips = tuple(t.strip() for t in tips_file.read_text(encoding="utf-8").splitlines() if t.strip())
+    return Condition(name, tips)
+
+
+def _tip_options(
+    tips: str | None,
+    tipset: str | None,
+    max_tips: int,
+    tip_prompts: Path | None,
+    agent: str,
+    conditions: list[str],
+    db: Path | None,
+) -> dict[str, object] | None:
+    """`play --tips ...` checked before any model loads; None when playing without tips."""
+    from agents.tips import TIP_MODES
+
+    if tips is None:
+        if tipset is not None or tip_prompts is not None:
+            raise WorkbenchError("--tipset and --tip-prompts go with --tips MODE")
+        return None
+    if tips not in TIP_MODES:
+        raise WorkbenchError(f"unknown --tips {tips!r}; choose one of {', '.join(TIP_MODES)}")
+    if conditions:
+        raise WorkbenchError("--tips names the condition itself; leave out --condition")
+    if agent != "llm":
+        raise WorkbenchError(f"--tips needs the llm agent (the {agent} agent reads no tips)")
+    if tips == "general" and tipset is None:
+        raise WorkbenchError(
+            "--tips general plays with a general tip set: give --tipset ID (see `workbench "
+            "tips list`; build one with `workbench tips merge` or `workbench experiment`)"
+        )
+    from agents.tips import DEFAULT_TIP_PROMPTS, TipPrompts, TipSet
+
+    return {
+        "tipset": TipSet.load(open_store(db, read_only=True), tipset) if tipset else None,
+        "writer": {
+            "max_tips": max_tips,
+            "prompts": TipPrompts.from_dir(tip_prompts) if tip_prompts else DEFAULT_TIP_PROMPTS,
+        },
+    }

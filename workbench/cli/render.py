@@ -1,0 +1,173 @@
+"""Terminal output shared by the commands: the consoles, tables, progress and file writes.
+
+Human-readable output goes to stdout through `Console()`; status lines, warnings and
+progress go to stderr (`err_console`), so stdout stays one clean document with --format json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from workbench.errors import WorkbenchError
+
+err_console = Console(stderr=True)
+
+
+def status(text: str) -> None:
+    """One plain status line on stderr."""
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def write_json(payload: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a failure leaves no half-written file."""
+    if not path.parent.exists():
+        raise WorkbenchError(f"cannot write {str(path)!r}: folder does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields `advance(n=1, description=None, total=None)`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(n: int = 1, description: str | None = None, total: int | None = None) -> None:
+            fields: dict[str, Any] = {}
+            if description is not None:
+                fields["description"] = description
+            if total is not None:
+                fields["total"] = total
+            bar.update(task, advance=n, **fields)
+
+        yield advance
+
+
+def emit_explanation(exp, fmt, out: Path | None) -> None:
+    """An explanation as a heatmap on the terminal, or HTML/JSON on stdout or in `--out`."""
+    if fmt.value == "json":
+        text = exp.to_json()
+    elif fmt.value == "html":
+        text = exp.to_html()
+    else:
+        text = None
+    if out is not None:
+        if text is None:
+            raise WorkbenchError("--out needs --format html or json")
+        write_atomically(out, text)
+        status(f"wrote {out}")
+    elif text is not None:
+        sys.stdout.write(text + "\n")
+    else:
+        exp.show(console=Console())
+
+
+def metric_table(evaluations, title: str) -> Table:
+    """One row per metric, one column per method (fits a terminal with many metrics)."""
+    from explainers.metrics import HIGHER_IS_BETTER
+
+    names = list(dict.fromkeys(k for e in evaluations for k in e.metrics))
+    table = Table("metric", "better", *[e.method for e in evaluations], title=title)
+    for name in names:
+        cells = [e.metrics.get(name) for e in evaluations]
+        better = "higher" if HIGHER_IS_BETTER.get(name, True) else "lower"
+        table.add_row(name, better, *["-" if v is None or v != v else f"{v:.4f}" for v in cells])
+    return table
+
+
+def report_table(rows, title: str | None = None) -> Table:
+    """Play results per level and condition, with 95% intervals over games."""
+    table = Table(
+        "level",
+        "condition",
+        "games",
+        "episodes",
+        "success [95% CI]",
+        "score [95% CI]",
+        "moves to win",
+        title=title,
+    )
+    for r in rows:
+        table.add_row(
+            str(r.level or "?"),
+            r.condition,
+            str(r.games),
+            str(r.episodes),
+            r.success.text(),
+            r.score.text(),
+            "" if r.steps_to_win is None else f"{r.steps_to_win:.1f}",
+        )
+    return table
+
+
+def episodes_table(episodes: list[dict[str, Any]], title: str | None = None) -> Table:
+    """A run's episodes with their ids (which `explain-step --episode` takes)."""
+    table = Table(
+        "episode", "game", "level", "condition", "trial", "won", "score", "moves", title=title
+    )
+    table.columns[0].no_wrap = True
+    table.columns[1].no_wrap = True
+    for e in episodes:
+        table.add_row(
+            e["id"],
+            e["game"],
+            str(e["level"] or "?"),
+            e["condition"],
+            str(e["trial"]),
+            "yes" if e["won"] else "no",
+            f"{e['score']}/{e['max_score']}",
+            str(e["moves"]),
+        )
+    return table
+
+
+def show_step_explanation(result, out: Console) -> None:
+    """An explained step: attribution per prompt segment, and what removing each tip does."""
+    out.print(
+        f"step {result.step} of episode {result.episode_id}: action {result.action!r},"
+        f" total attribution {result.total:.3f} ({result.method})",
+        markup=False,
+        highlight=False,
+    )
+    segments = Table("segment", "attribution", "share of |total|")
+    scale = sum(abs(v) for v in result.segments.values()) or 1.0
+    for name, value in result.segments.items():
+        segments.add_row(name, f"{value:+.3f}", f"{100 * abs(value) / scale:.0f}%")
+    out.print(segments)
+    if result.tips:
+        tips = Table("tip", "attribution", "without it the agent", title="tip ablation")
+        for t in result.tips:
+            then = f"changes to {t['new_action']!r}" if t["action_changed"] else "does the same"
+            tips.add_row(t["tip"], f"{t['mass']:+.3f}", then)
+        out.print(tips)

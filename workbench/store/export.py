@@ -1,0 +1,113 @@
+"""Tables out of the store as Parquet or JSON Lines, for pandas, polars or DuckDB elsewhere.
+
+    >>> export_table(Store("workbench.duckdb"), "episodes", "episodes.parquet")  # doctest: +SKIP
+
+Each table is written as DuckDB holds it (JSON columns stay JSON text), in a stable order,
+optionally only the rows of one run. The file appears whole or not at all: DuckDB writes a
+temporary file in the target folder, which is renamed over the target.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from workbench.errors import StoreError, WorkbenchError
+from workbench.store import Store
+
+FORMATS = ("parquet", "jsonl")
+
+# table -> (query, the same query restricted to one run: the run id is its one parameter)
+_STEPS = "SELECT s.* FROM steps s JOIN episodes e ON e.id = s.episode_id"
+_EXPLANATIONS_OF_RUN = (
+    "(x.run_id = $run OR x.id IN"
+    " (SELECT explanation_id FROM step_explanations WHERE run_id = $run))"
+)
+_PROBES = (
+    "SELECT p.*, l.layer, l.accuracy, l.control_accuracy, l.selectivity, l.majority,"
+    " l.n_train, l.n_test FROM probes p LEFT JOIN probe_layers l ON l.probe_id = p.id"
+)
+_TIPS = (
+    "SELECT t.tipset_id, s.run_id, s.kind, s.scope, s.condition, s.game_id, s.trial,"
+    " s.version, s.status, t.idx, t.text, t.score"
+    " FROM tips t JOIN tipsets s ON s.id = t.tipset_id"
+)
+QUERIES: dict[str, tuple[str, str, str]] = {
+    # name: (select, where for one run, order)
+    "runs": ("SELECT * FROM runs", "id = $run", "created_at, id"),
+    "episodes": (
+        "SELECT * FROM episodes",
+        "run_id = $run",
+        "run_id, game_id, condition, trial",
+    ),
+    "steps": (_STEPS, "e.run_id = $run", "s.episode_id, s.idx"),
+    "llm_calls": ("SELECT * FROM llm_calls", "run_id = $run", "created_at, id"),
+    "explanations": ("SELECT * FROM explanations x", _EXPLANATIONS_OF_RUN, "created_at, id"),
+    "metrics": (
+        "SELECT m.* FROM metrics m JOIN explanations x ON x.id = m.explanation_id",
+        _EXPLANATIONS_OF_RUN,
+        "m.explanation_id, m.name, m.row_index, m.id",
+    ),
+    "probes": (_PROBES, "p.run_id = $run", "p.created_at, p.id, l.layer"),
+    "tips": (_TIPS, "s.run_id = $run", "s.created_at, t.tipset_id, t.idx"),
+}
+TABLES = tuple(QUERIES)
+
+
+def export_query(table: str, run_id: str | None = None) -> str:
+    """The SELECT that `export_table` writes (also what a round-trip test compares with)."""
+    if table not in QUERIES:
+        raise WorkbenchError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    select, where_run, order = QUERIES[table]
+    where = f" WHERE {where_run}" if run_id is not None else ""
+    return f"{select}{where} ORDER BY {order}"
+
+
+def export_table(
+    store: Store,
+    table: str,
+    out: str | os.PathLike,
+    fmt: str = "parquet",
+    run: str | None = None,
+) -> int:
+    """Write `table` (only run `run`'s rows, by name or id, if given) to `out` as `fmt`
+    ("parquet" or "jsonl"); returns the number of rows written."""
+    if fmt not in FORMATS:
+        raise WorkbenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise WorkbenchError(f"cannot write {str(out)!r}: folder does not exist")
+    if out.is_dir():
+        raise WorkbenchError(f"cannot write {str(out)!r}: it is a folder")
+    with store._connect() as con:
+        run_id = None
+        if run is not None:
+            row = con.execute("SELECT id FROM runs WHERE id = ? OR name = ?", [run, run]).fetchone()
+            if row is None:
+                raise StoreError(f"no run named {run!r} in {store.path}")
+            run_id = row[0]
+        query = export_query(table, run_id)
+        params = {"run": run_id} if run_id is not None else {}
+        count = con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            copy_format = "PARQUET" if fmt == "parquet" else "JSON"
+            con.execute(f"COPY ({query}) TO '{_quoted(tmp)}' (FORMAT {copy_format})", params)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return int(count)
+
+
+def _quoted(path: str) -> str:
+    return path.replace("'", "''")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
