@@ -2,9 +2,10 @@
 
     streamlit run streamlit_app/app.py --server.address 127.0.0.1 -- --db workbench.duckdb
 
-Each page lives in `streamlit_app/views/` and reads the store through
-`workbench.store.dashboard` only. Pages take deep links as query parameters, for example
-`/episode?episode=ID` or `/explanations?explanation=ID`.
+Each page lives in `streamlit_app/views/` and reads the store through the functions of
+`workbench.store` (cached by `streamlit_app.common.query`); play statistics come from
+`agents.report`, as `workbench report` computes them. Pages take deep links as query
+parameters, for example `/episode?episode=ID` or `/explanations?explanation=ID`.
 """
 
 from __future__ import annotations

@@ -68,16 +68,21 @@ def test_bad_database_and_port_are_one_line_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def served(filled):
-    """`workbench dashboard` on the filled database; stopped (and reaped) afterwards."""
+def served(filled, tmp_path_factory):
+    """`workbench dashboard` on the filled database, with Streamlit's script health check
+    on; yields (url, its output file). Stopped (and reaped) afterwards."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", "dashboard", "--db", str(filled.path)]
-        + ["--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    log = tmp_path_factory.mktemp("dashboard") / "output.txt"
+    env = {**os.environ, "STREAMLIT_SERVER_SCRIPT_HEALTH_CHECK_ENABLED": "true"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "dashboard", "--db", str(filled.path)]
+            + ["--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     try:
@@ -89,11 +94,11 @@ def served(filled):
             except OSError:
                 pass
             if proc.poll() is not None:
-                pytest.fail(f"dashboard exited early: {proc.stdout.read()}")
+                pytest.fail(f"dashboard exited early: {log.read_text()}")
             if time.monotonic() > deadline:
                 pytest.fail("dashboard did not answer within 90 s")
             time.sleep(0.5)
-        yield url
+        yield url, log
     finally:
         proc.terminate()
         try:
@@ -103,12 +108,34 @@ def served(filled):
             proc.wait()
 
 
-def test_dashboard_serves_on_localhost(served):
-    with urllib.request.urlopen(f"{served}/episode", timeout=10) as reply:
-        assert reply.status == 200 and b"<html" in reply.read().lower()
+def listening_addresses(port: int) -> set[str]:
+    """The local IPv4/IPv6 addresses (hex, as /proc/net/tcp* writes them) listening on a
+    port."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_dashboard_serves_the_app_on_localhost_only(served, filled):
+    url, log = served
+    port = int(url.rsplit(":", 1)[1])
+    # The app's script runs to the end on the filled database (HTTP 503 with the error
+    # otherwise), as Streamlit's script health check reports it.
+    with urllib.request.urlopen(f"{url}/_stcore/script-health-check", timeout=60) as reply:
+        assert reply.status == 200 and reply.read() == b"ok"
+    # It said where it serves which database, and listens on the loopback address only.
+    assert f"dashboard on {url} for {filled.path.resolve()}" in log.read_text()
+    if Path("/proc/net/tcp").exists():
+        assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, not 0.0.0.0 or ::
 
 
 def test_browser_shows_an_episode_step_by_step(served, filled, tmp_path):
+    url, _ = served
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
@@ -123,7 +150,7 @@ def test_browser_shows_an_episode_step_by_step(served, filled, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(f"{served}/episode?episode={episode['id']}", timeout=60_000)
+            page.goto(f"{url}/episode?episode={episode['id']}", timeout=60_000)
             page.get_by_text("step 0 ·").first.wait_for(timeout=60_000)
             page.get_by_text("step 0 ·").first.click()  # open the first step
             page.get_by_text("admissible commands", exact=True).first.wait_for(
@@ -140,7 +167,7 @@ def test_browser_shows_an_episode_step_by_step(served, filled, tmp_path):
                 shutil.copy(shot, Path(os.environ["DASHBOARD_SCREENSHOT"]))
 
             # HTML in game and LLM text arrives as text: visible, never executed.
-            page.goto(f"{served}/episode?episode={filled.script_episode}", timeout=60_000)
+            page.goto(f"{url}/episode?episode={filled.script_episode}", timeout=60_000)
             page.get_by_text("step 0 ·").first.click()
             observation = page.get_by_test_id("stText").filter(has_text=SCRIPT).first
             observation.wait_for(timeout=30_000)
