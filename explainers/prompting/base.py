@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from explainers.base import Explainer, Explanation, timed
+from explainers.base import Explainer, Explanation, Progress, Units, timed
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM, LLMUnavailableError
 
@@ -278,6 +278,7 @@ class PromptingExplainer(Explainer):
 
     category = "prompting"
     takes_target = False  # icl_demos measures a given answer; the others find the model's own
+    takes_generate = False
 
     @timed
     def explain(
@@ -290,6 +291,7 @@ class PromptingExplainer(Explainer):
         contrast: str | None = None,
         aggregate: str = "token",
         llm: LLM | str | None = None,
+        progress: Progress | None = None,
         **params: Any,
     ) -> Explanation:
         if generate is not None or contrast is not None:
@@ -329,16 +331,5 @@ def word_explanation(
     tokens = [
         text[words[i - 1].end : w.start] + w.text if i else w.text for i, w in enumerate(words)
     ]
-    return Explanation(
-        method=method.name,
-        category=method.category,
-        model=llm.model,
-        input_text=text,
-        input_tokens=tokens,
-        target_tokens=[answer],
-        scores=np.asarray([scores], dtype=np.float64),
-        params=params,
-        word_ids=list(range(len(words))),
-        aggregation="word",
-        extras=extras,
-    )
+    units = Units(llm.model, text, tokens, [answer])
+    return Explanation.from_objective(method, units, [scores], params=params, extras=extras)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from explainers.base import Explanation, register
+from explainers.base import Explanation, Units, register
 from explainers.prompting.base import (
     PromptingExplainer,
     ask,
@@ -176,18 +176,8 @@ class ChainOfThought(PromptingExplainer):
             "max_tokens": int(max_tokens),
             "answer_tokens": int(answer_tokens),
         }
-        return Explanation(
-            method=self.name,
-            category=self.category,
-            model=llm.model,
-            input_text=text,
-            input_tokens=tokens,
-            target_tokens=[final],
-            scores=np.asarray([scores]),
-            params=params,
-            word_ids=list(range(len(units))),
-            aggregation="word",
-            extras=extras,
+        return Explanation.from_objective(
+            self, Units(llm.model, text, tokens, [final]), [scores], params=params, extras=extras
         )
 
 

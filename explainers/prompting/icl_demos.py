@@ -47,9 +47,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from explainers.base import Explanation, register
+from explainers.base import Explanation, Units, register
 from explainers.prompting.base import (
     ATTRIBUTIONS,
     PromptingExplainer,
@@ -247,16 +245,6 @@ class InContextDemos(PromptingExplainer):
             "output_prefix": output_prefix,
             "target": target,
         }
-        return Explanation(
-            method=self.name,
-            category=self.category,
-            model=llm.model,
-            input_text=text,
-            input_tokens=tokens,
-            target_tokens=[answer],
-            scores=np.asarray([scores]),
-            params=params,
-            word_ids=list(range(len(blocks))),
-            aggregation="word",
-            extras=extras,
+        return Explanation.from_objective(
+            self, Units(llm.model, text, tokens, [answer]), [scores], params=params, extras=extras
         )
