@@ -95,3 +95,15 @@ def explanation_methods(store: Store) -> list[str]:
     with store._connect() as con:
         rows = con.execute("SELECT DISTINCT method FROM explanations ORDER BY method").fetchall()
     return [r[0] for r in rows]
+
+
+def run_explanations(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The records of one run's explanations (each with its id), oldest first: what a
+    resumed data-set run has already done (data-set mode keeps each line's index in
+    `extras["item"]`)."""
+    with store._connect() as con:
+        rows = con.execute(
+            "SELECT id, payload FROM explanations WHERE run_id = ? ORDER BY created_at, id",
+            [run_id],
+        ).fetchall()
+    return [{**json.loads(payload), "id": exp_id} for exp_id, payload in rows]
