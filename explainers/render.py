@@ -38,6 +38,20 @@ def completeness_line(exp: Explanation, row: int, tolerance: float) -> str | Non
     )
 
 
+def warning_lines(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> list[str]:
+    """What every rendering says about an explanation that is not to be taken as it is: the
+    method's own warnings (with its status), or else rows that miss completeness."""
+    if exp.warnings:
+        return [f"warning ({exp.status}): {w}" for w in exp.warnings]
+    incomplete = exp.incomplete_rows(tolerance)
+    if not incomplete:
+        return []
+    return [
+        f"warning: {len(incomplete)} of {len(exp.target_tokens)} rows miss completeness "
+        f"by more than {tolerance:.0%}"
+    ]
+
+
 def render_terminal(
     exp: Explanation, console: Console | None = None, tolerance: float = DEFAULT_TOLERANCE
 ) -> None:
@@ -67,25 +81,8 @@ def render_terminal(
         check = completeness_line(exp, row, tolerance)
         if check:
             console.print(Text("  " + check, style="red" if "WARNING" in check else "green"))
-    for jump in exp.extras.get("jumps", []):
-        console.print(
-            Text(
-                f"note: target {jump['row'] + 1}'s log-probability jumps by {jump['change']:+.2f} "
-                f"within alpha {jump['alpha']:.3g}+{jump['width']:.1g}; no path integral can "
-                "attribute a jump: try another --baseline",
-                style="yellow",
-            )
-        )
-    incomplete = exp.incomplete_rows(tolerance)
-    if incomplete:
-        hint = "" if exp.params.get("steps") == "auto" else "; try --steps auto or more steps"
-        console.print(
-            Text(
-                f"warning: {len(incomplete)} of {len(exp.target_tokens)} rows miss completeness "
-                f"by more than {tolerance:.0%}{hint}",
-                style="bold red",
-            )
-        )
+    for line in warning_lines(exp, tolerance):
+        console.print(Text(line, style="bold red"))
     if exp.category == "attention":
         from explainers.attention.render import render_attention_terminal
 
@@ -138,6 +135,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 <p class="meta">model {esc(exp.model)} &middot; category {esc(exp.category)} &middot;
 baseline {esc(str(exp.baseline))} &middot; {params} &middot; {exp.seconds:.2f} s</p>
 <p class="meta">red: pushes towards the target; blue: away. Hover a token for its score.</p>
+{"".join(f'<p class="check bad">{esc(w)}</p>' for w in warning_lines(exp, tolerance))}
 {"".join(rows_html)}
 {_category_html(exp)}
 </body></html>

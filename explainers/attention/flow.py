@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import maximum_flow
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
 from explainers.attention.rollout import residual_attention
-from explainers.base import int_param, register
+from explainers.base import Progress, int_param, register
 
 CAPACITY_SCALE = 1_000_000  # scipy's max-flow takes integer capacities: 1e-6 resolution
 
@@ -86,6 +86,7 @@ def attention_flow(
 class AttentionFlow(AttentionExplainer):
     name = "flow"
     summary = "attention flow: max-flow from each output to each input over the layer graph"
+    reports_progress = True
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params = super().check_params(params)
@@ -95,15 +96,25 @@ class AttentionFlow(AttentionExplainer):
         return params
 
     def attribute(
-        self, obj: AttentionPass, residual: float = 0.5, full_map_tokens: int = 24
+        self,
+        obj: AttentionPass,
+        residual: float = 0.5,
+        full_map_tokens: int = 24,
+        progress: Progress | None = None,
     ) -> AttentionMaps:
         graph = LayerGraph(residual_attention(obj.attentions.numpy().astype(np.float64), residual))
         n = graph.n
-        if n <= int(full_map_tokens):
-            final = np.stack([graph.row(i) for i in range(n)])
+        rows = list(range(n)) if n <= int(full_map_tokens) else obj.rows
+        solved = []
+        for i in rows:
+            solved.append(graph.row(i))
+            if progress is not None:
+                progress(len(solved), len(rows))
+        if len(rows) == n:
+            final = np.stack(solved)
             scores = final[obj.rows]
         else:
             final = None
-            scores = np.stack([graph.row(i) for i in obj.rows])
+            scores = np.stack(solved)
         params = {"residual": residual, "full_map_tokens": full_map_tokens}
         return AttentionMaps(final, scores, None, None, params)

@@ -23,7 +23,7 @@ import torch
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
 from explainers.attribution.objective import BASELINES, Objective
-from explainers.base import choice_param, float_param, int_param, register
+from explainers.base import Progress, choice_param, float_param, int_param, register
 from workbench.errors import WorkbenchError
 
 
@@ -31,6 +31,7 @@ from workbench.errors import WorkbenchError
 class GradientShap(AttributionExplainer):
     name = "gradient_shap"
     summary = "expected gradients over random baselines and path points (stochastic)"
+    reports_progress = True
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params = super().check_params(params)
@@ -57,6 +58,7 @@ class GradientShap(AttributionExplainer):
         stdevs: float = 0.0,
         seed: int = 0,
         batch_size: int | None = None,
+        progress: Progress | None = None,
     ) -> Attribution:
         names = baseline.split(",")
         x = obj.input_embeddings
@@ -71,7 +73,12 @@ class GradientShap(AttributionExplainer):
         points = b + alphas * (noisy - b)
         diff = noisy - b
         _, grads = batched_row_gradients(
-            obj, points, lambda grad, d: (grad * d).sum(-1), batch_size, context=diff
+            obj,
+            points,
+            lambda grad, d: (grad * d).sum(-1),
+            batch_size,
+            context=diff,
+            progress=progress,
         )
         scores = grads.mean(0)  # [rows, P]
         with torch.no_grad():

@@ -17,13 +17,14 @@ from typing import Any
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
 from explainers.attribution.surrogate import surrogate_scores
-from explainers.base import int_param, register
+from explainers.base import Progress, int_param, register
 
 
 @register
 class KernelShapExplainer(AttributionExplainer):
     name = "kernel_shap"
     summary = "Shapley values estimated by a kernel-weighted linear fit (captum KernelShap)"
+    reports_progress = True
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params = super().check_params(params)
@@ -39,11 +40,12 @@ class KernelShapExplainer(AttributionExplainer):
         baseline: str = "pad",
         seed: int = 0,
         batch_size: int | None = None,
+        progress: Progress | None = None,
     ) -> Attribution:
         from captum.attr import KernelShap
 
         scores, calls = surrogate_scores(
-            obj, KernelShap, n_samples, removal, baseline, seed, batch_size
+            obj, KernelShap, n_samples, removal, baseline, seed, batch_size, progress
         )
         params = {"n_samples": n_samples, "removal": removal, "seed": seed}
         used = baseline if removal == "replace" else None

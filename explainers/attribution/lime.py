@@ -18,13 +18,14 @@ from typing import Any
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
 from explainers.attribution.surrogate import surrogate_scores
-from explainers.base import float_param, int_param, register
+from explainers.base import Progress, float_param, int_param, register
 
 
 @register
 class LimeExplainer(AttributionExplainer):
     name = "lime"
     summary = "local linear surrogate fitted on random token removals (captum Lime)"
+    reports_progress = True
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params = super().check_params(params)
@@ -43,6 +44,7 @@ class LimeExplainer(AttributionExplainer):
         alpha: float = 1.0,
         seed: int = 0,
         batch_size: int | None = None,
+        progress: Progress | None = None,
     ) -> Attribution:
         from captum._utils.models.linear_model import SkLearnRidge
         from captum.attr import Lime
@@ -51,7 +53,7 @@ class LimeExplainer(AttributionExplainer):
             return Lime(forward, interpretable_model=SkLearnRidge(alpha=float(alpha)))
 
         scores, calls = surrogate_scores(
-            obj, factory, n_samples, removal, baseline, seed, batch_size
+            obj, factory, n_samples, removal, baseline, seed, batch_size, progress
         )
         params = {"n_samples": n_samples, "removal": removal, "alpha": alpha, "seed": seed}
         used = baseline if removal == "replace" else None

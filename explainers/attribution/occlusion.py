@@ -21,7 +21,7 @@ import torch
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import check_removal, evaluate_kept
-from explainers.base import choice_param, register
+from explainers.base import Progress, choice_param, register
 
 UNITS = ("token", "word")
 
@@ -45,6 +45,7 @@ def leave_one_out(
     removal: str = "delete",
     baseline: str = "pad",
     batch_size: int | None = None,
+    progress: Progress | None = None,
 ) -> torch.Tensor:
     """[rows, P] drop of each row's objective when the unit holding each token is removed."""
     check_removal(removal)
@@ -53,7 +54,7 @@ def leave_one_out(
     if len(masks) == 0:
         return scores
     full = obj.row_values().float().cpu()
-    values, _ = evaluate_kept(obj, ~masks, removal, baseline, batch_size)  # [U, rows]
+    values, _ = evaluate_kept(obj, ~masks, removal, baseline, batch_size, progress)  # [U, rows]
     drop = full.unsqueeze(0) - values  # [U, rows]
     for u, mask in enumerate(masks):
         scores[:, mask] = (drop[u] / mask.sum()).unsqueeze(1)
@@ -64,6 +65,7 @@ def leave_one_out(
 class Occlusion(AttributionExplainer):
     name = "occlusion"
     summary = "leave-one-out: drop of the target when a token or word is removed"
+    reports_progress = True
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params = super().check_params(params)
@@ -78,8 +80,9 @@ class Occlusion(AttributionExplainer):
         removal: str = "delete",
         baseline: str = "pad",
         batch_size: int | None = None,
+        progress: Progress | None = None,
     ) -> Attribution:
-        scores = leave_one_out(obj, unit, removal, baseline, batch_size)
+        scores = leave_one_out(obj, unit, removal, baseline, batch_size, progress)
         params = {"unit": unit, "removal": removal}
         used_baseline = baseline if removal == "replace" else None
         return Attribution(scores.numpy().astype("float64"), params, used_baseline)

@@ -22,6 +22,7 @@ import torch
 
 from explainers.attribution.gradients import CPU_TOKENS_PER_BATCH
 from explainers.attribution.objective import Objective
+from explainers.base import Progress
 from workbench.errors import WorkbenchError
 
 REMOVALS = ("delete", "replace")
@@ -38,12 +39,16 @@ def removable_positions(obj: Objective) -> torch.Tensor:
 
 
 def evaluate_id_lists(
-    obj: Objective, id_lists: Sequence[Sequence[int]], batch_size: int | None = None
+    obj: Objective,
+    id_lists: Sequence[Sequence[int]],
+    batch_size: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Objective values and predicted tokens for many prompts given as token ids.
 
     Prompts of equal length go through the model together; an empty prompt (everything
     removed) becomes a single stand-in token, since a model needs at least one position.
+    `progress(prompts done, N)` follows each forward.
 
     Returns:
         values [N, rows] (float32) and predictions [N, rows]: the arg-max token (causal LM)
@@ -57,6 +62,7 @@ def evaluate_id_lists(
     values = torch.zeros(len(prompts), obj.n_rows)
     predictions = torch.zeros(len(prompts), obj.n_rows, dtype=torch.long)
     extra = max(obj.target_ids.numel() - 1, 0)
+    done = 0
     for length, members in groups.items():
         size = batch_size or max(1, CPU_TOKENS_PER_BATCH // (length + extra))
         for start in range(0, len(members), size):
@@ -66,6 +72,9 @@ def evaluate_id_lists(
                 logp = obj.row_log_probs(obj.embed(ids))
                 values[chunk] = obj.values_from_log_probs(logp).float().cpu()
                 predictions[chunk] = logp.argmax(-1).cpu()
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(prompts))
     return values, predictions
 
 
@@ -91,6 +100,8 @@ def evaluate_kept(
     removal: str = "delete",
     baseline: str = "pad",
     batch_size: int | None = None,
+    progress: Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Values [N, rows] and predictions [N, rows] with only the kept tokens of each mask."""
-    return evaluate_id_lists(obj, perturbed_ids(obj, keep, removal, baseline), batch_size)
+    prompts = perturbed_ids(obj, keep, removal, baseline)
+    return evaluate_id_lists(obj, prompts, batch_size, progress)

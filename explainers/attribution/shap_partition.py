@@ -23,7 +23,7 @@ import numpy as np
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import evaluate_id_lists
-from explainers.base import int_param, register
+from explainers.base import Progress, int_param, register
 from workbench.errors import WorkbenchError
 
 REMOVED = -1  # not a token id: marks a deleted position inside shap's masked arrays
@@ -33,6 +33,7 @@ REMOVED = -1  # not a token id: marks a deleted position inside shap's masked ar
 class ShapPartition(AttributionExplainer):
     name = "shap"
     summary = "Owen values over a token hierarchy (shap's Partition explainer, Text masker)"
+    reports_progress = True
 
     def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
         params = super().check_params(params)
@@ -47,6 +48,7 @@ class ShapPartition(AttributionExplainer):
         removal: str = "delete",
         baseline: str = "pad",
         batch_size: int | None = None,
+        progress: Progress | None = None,
     ) -> Attribution:
         import shap
 
@@ -70,10 +72,14 @@ class ShapPartition(AttributionExplainer):
             calls += len(masked)
             prompts = [[int(i) for i in ids if i != REMOVED] for ids in masked]
             values, _ = evaluate_id_lists(obj, prompts, batch_size)
+            if progress is not None:
+                progress(min(calls, max_evals), max(calls, max_evals))
             return values.double().numpy()
 
         explainer = shap.PartitionExplainer(score, masker, output_names=obj.target_tokens)
         result = explainer([obj.text], max_evals=max_evals, silent=True)
+        if progress is not None:
+            progress(calls, calls)
         values = np.asarray(result.values[0], dtype=np.float64)  # [P, rows]
         scores = values.reshape(len(obj.prompt_ids), obj.n_rows).T.copy()
         scores[:, obj.special_mask.numpy()] = 0.0

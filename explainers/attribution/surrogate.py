@@ -17,7 +17,7 @@ import torch
 
 from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import evaluate_kept, removable_positions
-from workbench.errors import WorkbenchError
+from explainers.base import Progress
 
 # Builds the captum attribution object (Lime, KernelShap) around a forward function.
 CaptumFactory = Callable[[Callable[[torch.Tensor], torch.Tensor]], object]
@@ -26,10 +26,25 @@ CaptumFactory = Callable[[Callable[[torch.Tensor], torch.Tensor]], object]
 class CachedBinaryForward:
     """z [B, F] in {0, 1} -> objective values [B, rows], each distinct z evaluated once."""
 
-    def __init__(self, obj: Objective, removal: str, baseline: str, batch_size: int | None):
+    def __init__(
+        self,
+        obj: Objective,
+        removal: str,
+        baseline: str,
+        batch_size: int | None,
+        progress: Progress | None = None,
+        expected_samples: int = 0,
+    ):
         self.obj, self.removal, self.baseline, self.batch_size = obj, removal, baseline, batch_size
         self.positions = removable_positions(obj)
         self.cache: dict[bytes, torch.Tensor] = {}
+        self.progress, self.expected_samples = progress, expected_samples
+
+    def _report(self, done: int, _: int) -> None:
+        # Distinct samples evaluated so far, against the samples asked for (repeats are free).
+        if self.progress is not None:
+            total = max(self.expected_samples, len(self.cache) + done)
+            self.progress(min(len(self.cache) + done, total), total)
 
     @property
     def n_features(self) -> int:
@@ -43,7 +58,9 @@ class CachedBinaryForward:
             for i, key in enumerate(missing):
                 flags = torch.from_numpy(np.frombuffer(key, dtype=np.bool_).copy())
                 keep[i, self.positions] = flags
-            values, _ = evaluate_kept(self.obj, keep, self.removal, self.baseline, self.batch_size)
+            values, _ = evaluate_kept(
+                self.obj, keep, self.removal, self.baseline, self.batch_size, self._report
+            )
             for key, value in zip(missing, values):
                 self.cache[key] = value
         return torch.stack([self.cache[k] for k in keys])
@@ -57,11 +74,10 @@ def surrogate_scores(
     baseline: str,
     seed: int,
     batch_size: int | None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, int]:
     """[rows, P] surrogate coefficients per prompt token, and the number of model calls."""
-    if not isinstance(n_samples, int) or n_samples < 2:
-        raise WorkbenchError(f"n_samples must be an integer >= 2, not {n_samples!r}")
-    forward = CachedBinaryForward(obj, removal, baseline, batch_size)
+    forward = CachedBinaryForward(obj, removal, baseline, batch_size, progress, n_samples)
     scores = np.zeros((obj.n_rows, len(obj.prompt_ids)))
     if forward.n_features == 0:
         return scores, 0
@@ -75,4 +91,6 @@ def surrogate_scores(
                 inputs, baselines=baselines, n_samples=n_samples, perturbations_per_eval=256
             )
         scores[row, forward.positions.numpy()] = coef[0].detach().double().numpy()
+    if progress is not None:
+        progress(len(forward.cache), len(forward.cache))
     return scores, len(forward.cache)
