@@ -21,11 +21,12 @@ both cases, which also notices a dead peer at once rather than at NCCL's timeout
 from __future__ import annotations
 
 import atexit
+import bisect
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -40,6 +41,9 @@ R = TypeVar("R")
 # Tests only: "RANK:CHUNK" makes that rank SIGKILL itself after computing that chunk (0-based),
 # before its results reach rank 0: a deterministic stand-in for a crashed GPU or node.
 FAULT_ENV = "WORKBENCH_FAULT_KILL"
+# Items per rank per chunk: smaller chunks lose less to a crash, larger ones batch better.
+CHUNK_ENV = "WORKBENCH_CHUNK_SIZE"
+DEFAULT_CHUNK = 64
 # Seconds a collective may wait for a slow rank (a long chunk on another GPU) before failing.
 TIMEOUT_ENV = "WORKBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 3600.0
@@ -151,14 +155,17 @@ def shard_bounds(
     else:
         if len(weights) != n:
             raise ValueError(f"{len(weights)} weights for {n} items")
-        total = float(sum(weights))
-        cuts, running, r = [0], 0.0, 1
-        for i, w in enumerate(weights):
-            running += float(w)
-            while r < size and running >= total * r / size:
-                cuts.append(i + 1)
-                r += 1
-        cuts += [n] * (size + 1 - len(cuts))
+        prefix = [0.0]
+        for w in weights:
+            prefix.append(prefix[-1] + float(w))
+        cuts = [0]
+        for r in range(1, size):
+            goal = prefix[-1] * r / size
+            c = bisect.bisect_left(prefix, goal, lo=cuts[-1])
+            if c > cuts[-1] and (c > n or goal - prefix[c - 1] < prefix[c] - goal):
+                c -= 1  # the cut just before lands nearer the goal
+            cuts.append(min(c, n))
+        cuts.append(n)
     return [(cuts[r], cuts[r + 1]) for r in range(size)]
 
 
@@ -183,6 +190,16 @@ def gather(part: list[T]) -> list[T] | None:
         group=_objects,
     )
     return [x for p in parts for x in p] if here.main else None
+
+
+def all_gather(part: list[T]) -> list[T]:
+    """Every rank's `shard` result, concatenated in rank (= input) order, on every rank."""
+    here = init()
+    if here.size == 1:
+        return part
+    parts: list[Any] = [None] * here.size
+    _collective(torch.distributed.all_gather_object, parts, part, group=_objects)
+    return [x for p in parts for x in p]
 
 
 def broadcast(obj: T) -> T:
@@ -264,6 +281,41 @@ def run_chunks(
         if on_chunk is not None:
             on_chunk(len(chunk))
     return results
+
+
+def run_resumable(
+    items: Sequence[T],
+    compute: Callable[[list[T]], list[R]],
+    *,
+    stored: Callable[[], Iterable[int]] | None = None,
+    save: Callable[[list[int], list[R]], Any] | None = None,
+    weights: Sequence[float] | None = None,
+    chunk_size: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> tuple[list[int], list[R]]:
+    """`run_chunks` over the items not stored yet: a re-run of a stopped job resumes.
+
+    `stored()` (asked on rank 0 alone, the process that may open the store) lists the
+    indices of items whose results are stored already; `save(indices, results)` stores one
+    chunk. Returns the indices computed by this call and their results on rank 0, and
+    ([], []) on the others. `chunk_size` defaults to $WORKBENCH_CHUNK_SIZE or 64.
+    """
+    here = init()
+    done = set(broadcast(sorted(stored()) if here.main and stored is not None else []))
+    pending = [i for i in range(len(items)) if i not in done]
+    pairs = run_chunks(
+        pending,
+        lambda indices: list(zip(indices, compute([items[i] for i in indices]))),
+        save=None if save is None else (lambda chunk: save(*_unzip(chunk))),
+        chunk_size=chunk_size or int(os.environ.get(CHUNK_ENV, DEFAULT_CHUNK)),
+        weights=None if weights is None else [weights[i] for i in pending],
+        on_chunk=on_chunk,
+    )
+    return _unzip(pairs)
+
+
+def _unzip(pairs: list[tuple[int, R]]) -> tuple[list[int], list[R]]:
+    return [i for i, _ in pairs], [r for _, r in pairs]
 
 
 def _gather_parts(part: tuple[str | None, list[R]]) -> list[tuple[str | None, list[R]]]:

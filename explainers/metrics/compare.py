@@ -24,6 +24,7 @@ from explainers.metrics.evaluate import (
     random_explanation,
 )
 from explainers.metrics.plausibility import parse_rationale
+from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -157,8 +158,9 @@ def evaluate_dataset(
 
     `on_result(item_index, evaluation)` sees each evaluation as it is made (to store it).
     """
-    collected: dict[str, list[Evaluation]] = {}
-    for i, item in enumerate(items):
+    mine: list[list[Evaluation]] = []
+    # Under torchrun each rank evaluates its block of the items; all ranks get every result.
+    for i, item in distributed.shard(list(enumerate(items))):
         try:
             results = compare_methods(
                 lm,
@@ -174,10 +176,14 @@ def evaluate_dataset(
             )
         except WorkbenchError as exc:
             raise WorkbenchError(f"dataset line {i + 1}: {exc}") from None
+        mine.append(results)
+        if on_result is not None:
+            for result in results:
+                on_result(i, result)
+    collected: dict[str, list[Evaluation]] = {}
+    for results in distributed.all_gather(mine):
         for result in results:
             collected.setdefault(result.method, []).append(result)
-            if on_result is not None:
-                on_result(i, result)
     summaries = []
     for method, results in collected.items():
         names = list(dict.fromkeys(k for r in results for k in r.metrics))

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from explainers.probing.residual import check_layers, decoder_parts, residual_stream
+from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -222,6 +223,16 @@ def extract_features(
     return features, read
 
 
+def _extract_sharded(
+    lm: LoadedModel, examples: list[ProbeExample], layers: list[int], batch_size: int
+) -> tuple[np.ndarray, list[str]]:
+    """`extract_features` split over torchrun ranks (each its block); every rank gets all."""
+    blocks = distributed.all_gather(
+        [extract_features(lm, distributed.shard(examples), layers, batch_size)]
+    )
+    return np.concatenate([f for f, _ in blocks]), [t for _, read in blocks for t in read]
+
+
 MIN_SHARED_PREFIX = 32  # tokens; shorter common prefixes are not worth a cache
 
 
@@ -380,7 +391,7 @@ def run_probe(
     parts = decoder_parts(lm)
     layer_list = check_layers(layers, parts.n_layers)
     examples = dataset.examples
-    features, read = extract_features(lm, examples, layer_list, batch_size)
+    features, read = _extract_sharded(lm, examples, layer_list, batch_size)
     labels = [e.label for e in examples]
     types = [e.control_type or tok for e, tok in zip(examples, read)]
     control = control_labels(types, labels, seed)
