@@ -19,12 +19,21 @@ from __future__ import annotations
 import inspect
 import re
 import string
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from explainers.base import Explainer, Explanation, Progress, Units, timed
+from explainers.base import (
+    Explainer,
+    Explanation,
+    Progress,
+    Units,
+    choice_param,
+    int_param,
+    timed,
+)
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM, LLMUnavailableError
 
@@ -33,6 +42,7 @@ if TYPE_CHECKING:
     from workbench.models import LoadedModel
 
 ATTRIBUTIONS = ("occlusion", "ig", "none")  # how the local answer is attributed to tokens
+REMOVALS = ("delete", "mask")  # how an edit takes words out of the input
 
 
 @dataclass
@@ -70,8 +80,7 @@ def split_words(text: str) -> list[Word]:
 
 def edit_words(text: str, words: list[Word], positions: set[int], removal: str) -> str:
     """The text with the words at `positions` deleted (`removal="delete"`) or masked."""
-    if removal not in ("delete", "mask"):
-        raise WorkbenchError(f"unknown removal {removal!r}; choose delete or mask")
+    choice_param("removal", removal, REMOVALS)
     out = text
     for i in sorted(positions, reverse=True):
         w = words[i]
@@ -268,17 +277,25 @@ def _token_spans(lm: LoadedModel, text: str, tokens: list[str]) -> list[tuple[in
 # -- the explainer base class -------------------------------------------------------------
 
 
+ParamCheck = Callable[[str, Any], Any]  # (name, value) -> the value normalised, or raises
+
+
 class PromptingExplainer(Explainer):
     """A prompt-based method: subclasses implement `run(llm, text, **params)`.
 
     `explain(model, text, llm=...)` asks `llm` (an `LLM` or a spec like "openai:gpt-4o-mini")
-    or, without one, the local `model`. The common options of `workbench explain` that have
-    no meaning here (`--generate`, `--contrast`) are refused with one line.
+    or, without one, the local `model`. It follows the base template: the request and the
+    parameters are checked first, with no model (`check_request`, `check_params`: what the
+    CLI runs before anything loads), so `--generate`, `--contrast` and a `--target` the
+    method cannot use are refused with one line. `param_checks` says how each parameter's
+    value is checked.
     """
 
     category = "prompting"
     takes_target = False  # icl_demos measures a given answer; the others find the model's own
     takes_generate = False
+    model_kinds = ("causal",)
+    param_checks: ClassVar[dict[str, ParamCheck]] = {"max_tokens": int_param}
 
     @timed
     def explain(
@@ -294,20 +311,21 @@ class PromptingExplainer(Explainer):
         progress: Progress | None = None,
         **params: Any,
     ) -> Explanation:
-        if generate is not None or contrast is not None:
-            raise WorkbenchError(f"--generate and --contrast apply to attribution, not {self.name}")
-        if target is not None and not self.takes_target:
-            raise WorkbenchError(f"{self.name} explains the model's own answer; drop --target")
-        if aggregate not in ("token", "word"):
-            raise WorkbenchError(f"unknown aggregation {aggregate!r}; choose token or word")
-        if not text or not text.strip():
-            raise WorkbenchError("the input text is empty")
+        self.check_request(text, target, generate=generate, contrast=contrast, aggregate=aggregate)
+        params = self.check_params(params)
         backend = resolve_llm(model, llm)
         if self.takes_target:
             params["target"] = target
         exp = self.run(backend, text, **params)
         exp.params = {**exp.params, "llm": backend.describe()}
         return exp
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        checked = super().check_params(params)
+        for name, check in self.param_checks.items():
+            if name in checked:
+                checked[name] = check(name, checked[name])
+        return checked
 
     def run(self, llm: LLM, text: str, **params: Any) -> Explanation:
         raise NotImplementedError

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from explainers.base import Explanation, Units, register
+from explainers.base import Explanation, Units, choice_param, int_param, register
 from explainers.prompting.base import (
     PromptingExplainer,
     ask,
@@ -103,6 +104,12 @@ def parse_points(points: Any) -> list[float]:
 class ChainOfThought(PromptingExplainer):
     name = "cot"
     summary = "chain-of-thought answer; share of early answers (truncated reasoning) = final"
+    param_checks = {
+        "points": lambda name, value: parse_points(value),
+        "unit": partial(choice_param, choices=UNITS),
+        "max_tokens": int_param,
+        "answer_tokens": int_param,
+    }
 
     def run(
         self,

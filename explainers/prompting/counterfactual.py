@@ -35,15 +35,17 @@ and `extras["agreement_note"]` says why.
 from __future__ import annotations
 
 import random
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from explainers.base import Explanation, register
+from explainers.base import Explanation, choice_param, int_param, register
 from explainers.metrics import kendall_tau
 from explainers.metrics.faithfulness import top_k_mask
 from explainers.prompting.base import (
     ATTRIBUTIONS,
+    REMOVALS,
     PromptingExplainer,
     Word,
     ask,
@@ -101,6 +103,13 @@ def positions_of(words: list[Word], keys: list[str]) -> set[int]:
 class CounterfactualTest(PromptingExplainer):
     name = "counterfactual_test"
     summary = "answer change rate when the self-named important vs unimportant words are removed"
+    param_checks = {
+        "max_words": int_param,
+        "max_tokens": int_param,
+        "removal": partial(choice_param, choices=REMOVALS),
+        "seed": partial(int_param, minimum=None),
+        "attribution": partial(choice_param, choices=ATTRIBUTIONS),
+    }
 
     def run(
         self,
@@ -112,10 +121,6 @@ class CounterfactualTest(PromptingExplainer):
         seed: int = 0,
         attribution: str = "occlusion",
     ) -> Explanation:
-        if attribution not in ATTRIBUTIONS:
-            raise WorkbenchError(
-                f"unknown attribution {attribution!r}; choose {', '.join(ATTRIBUTIONS)}"
-            )
         found = self_explanation(llm, text, int(max_words), int(max_tokens))
         if not found.important:
             raise WorkbenchError(
@@ -167,9 +172,10 @@ class CounterfactualTest(PromptingExplainer):
             "seed": int(seed),
             "attribution": attribution,
         }
-        return word_explanation(
-            self, llm, text, found.words, reference, found.marks, params, extras
-        )
+        exp = word_explanation(self, llm, text, found.words, reference, found.marks, params, extras)
+        if found.warning:
+            exp.warn(found.warning, found.status)
+        return exp
 
     def _agreement(
         self, llm: LLM, text: str, found: SelfExplanation, reply: str, attribution: str

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from explainers.base import Explanation, Units, register
+from explainers.base import Explanation, Units, choice_param, int_param, register
 from explainers.prompting.base import (
     ATTRIBUTIONS,
     PromptingExplainer,
@@ -145,6 +146,10 @@ class InContextDemos(PromptingExplainer):
     name = "icl_demos"
     summary = "each demonstration's effect on log p(answer): leave-one-out, label flip, tokens"
     takes_target = True
+    param_checks = {
+        "max_tokens": int_param,
+        "attribution": partial(choice_param, choices=ATTRIBUTIONS),
+    }
 
     def run(
         self,
@@ -156,10 +161,6 @@ class InContextDemos(PromptingExplainer):
         input_prefix: str = "Input:",
         output_prefix: str = "Output:",
     ) -> Explanation:
-        if attribution not in ATTRIBUTIONS:
-            raise WorkbenchError(
-                f"unknown attribution {attribution!r}; choose {', '.join(ATTRIBUTIONS)}"
-            )
         blocks = parse_few_shot(text, input_prefix, output_prefix)
         demos = [i for i, b in enumerate(blocks) if b.kind == "demo"]
         labels = list(dict.fromkeys(blocks[i].output for i in demos))

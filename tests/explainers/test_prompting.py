@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from explainers import explain
+from explainers.base import validate_params
 from explainers.prompting.cot import split_reasoning, unit_spans
 from explainers.prompting.icl_demos import parse_few_shot
 from explainers.prompting.self_explain import parse_self_explanation
+from tests.run_cli import run_inprocess
 from tests.workbench.openai_server import ScriptedOpenAIServer
-from tests.workbench.test_cli import run_inprocess
 from workbench.errors import WorkbenchError
 from workbench.llm import LLMUnavailableError
 from workbench.llm.local import LocalLLM
 from workbench.llm.openai_backend import OpenAILLM
 from workbench.store import Store
+from workbench.store.explanations import list_explanations
 
 STORY = "The milk is in the fridge and the apple is on the table. Where is the milk?"
 
@@ -129,6 +133,23 @@ def test_self_explanation_is_read_from_formatted_and_from_loose_replies():
     assert loose.unmatched == ["bread"]
 
 
+FRIDGE = "Is a fridge used to keep milk cold? Answer yes or no."
+
+
+def test_a_reply_without_the_format_names_the_input_words_it_repeats():
+    found = parse_self_explanation(FRIDGE, "p", "The fridge is used to keep milk cold.")
+    # Stop words ("is", "to", "keep") are not named; "Answer" of the input is not echoed.
+    assert [found.words[i].text for i in found.important] == ["fridge", "used", "milk", "cold?"]
+    assert found.words_source == "repeated" and found.status == "format_not_followed"
+    assert "did not follow the requested format" in found.warning
+    echoed = parse_self_explanation(FRIDGE, "p", "Answer: yes, fridges keep it cold")
+    assert [echoed.words[i].text for i in echoed.important] == ["cold?", "yes"]
+    formatted = parse_self_explanation(FRIDGE, "p", "Answer: yes\nImportant words: fridge")
+    assert formatted.status == "ok" and formatted.warning is None
+    silent = parse_self_explanation(FRIDGE, "p", "Answer: yes\nImportant words: none")
+    assert silent.status == "no_words_named" and "every score is 0" in silent.warning
+
+
 def test_reasoning_and_answer_are_split_even_without_an_answer_line():
     assert split_reasoning("First A. Then B.\n**Final Answer:** 42") == ("First A. Then B.", "42")
     assert split_reasoning("It is cold. So it is") == ("It is cold. So it is", None)
@@ -161,6 +182,30 @@ def test_self_explain_marks_exactly_the_named_words():
     assert exp.target_tokens == ["the fridge"] and exp.category == "prompting"
     assert exp.extras["why"] == "it says so." and "Important words" in exp.extras["prompt"]
     assert "".join(exp.input_tokens) == STORY
+
+
+def test_self_explain_says_when_the_reply_names_no_word(capsys):
+    with ScriptedOpenAIServer(reply=lambda prompt: "Answer: I cannot tell.") as server:
+        exp = explain(None, STORY, method="self_explain", llm=scripted(server))
+    assert not exp.scores.any() and exp.status == "no_words_named"
+    assert exp.to_record()["status"] == "no_words_named"
+    exp.show(console=Console(file=sys.stdout, width=200))
+    assert "names no word of the input" in capsys.readouterr().out
+
+
+def test_counterfactual_takes_the_words_a_reply_without_the_format_repeats():
+    def loose(prompt: str) -> str:  # never keeps to the format, like the default model
+        if "Important words" in prompt:
+            return "The fridge is used to keep milk cold."
+        return "Yes." if "fridge" in prompt else "I don't know."
+
+    with ScriptedOpenAIServer(reply=loose) as server:
+        exp = explain(None, FRIDGE, method="counterfactual_test", llm=scripted(server))
+    assert exp.status == "format_not_followed" and exp.warnings
+    assert exp.extras["important_words"] == ["fridge", "used", "milk", "cold?"]
+    assert exp.extras["words_source"] == "repeated"
+    # Only the edits that remove "fridge" change the answer: it alone, and all four at once.
+    assert exp.extras["change_rate"]["important"] == 2 / 5
 
 
 def test_counterfactual_change_rates_are_exact_for_a_faithful_explanation():
@@ -372,7 +417,47 @@ def test_cli_json_through_an_endpoint_is_saved(capsys, monkeypatch, tmp_path):
     assert data["method"] == "counterfactual_test" and data["model"] == "scripted"
     assert data["extras"]["change_rate"] == {"important": 1.0, "unimportant": 0.0}
     assert data["params"]["llm"]["backend"] == "openai"
-    assert [r["id"] for r in Store(db).list_explanations()] == [data["id"]]
+    assert [r["id"] for r in list_explanations(Store(db))] == [data["id"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("self_explain", {"target": "yes"}, "self_explain explains the model's own answer"),
+        ("self_explain", {"max_words": "0"}, "max_words must be >= 1"),
+        ("counterfactual_test", {"removal": "cut"}, "removal must be delete or mask"),
+        ("counterfactual_test", {"attribution": "lime"}, "attribution must be one of"),
+        ("cot", {"points": "0,2"}, "points must be fractions between 0 and 1"),
+        ("cot", {"generate": 3}, "cot takes no generate"),
+        ("icl_demos", {"steps": 8}, "icl_demos takes no parameter 'steps'"),
+    ],
+)
+def test_requests_a_method_cannot_use_fail_without_a_model(method, params, message):
+    with pytest.raises(WorkbenchError, match=message):
+        validate_params(method, {"text": STORY, **params})
+    assert validate_params("counterfactual_test", {"seed": "7", "max_words": "2"}) == {
+        "seed": 7,
+        "max_words": 2,
+    }
+
+
+def test_cli_refuses_a_target_before_loading_the_model(capsys, tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    code, out, err = run_inprocess(
+        capsys,
+        "explain",
+        "--method",
+        "self_explain",
+        "--text",
+        STORY,
+        "--target",
+        "x",
+        "--model",
+        missing,
+        "--db",
+        str(tmp_path / "wb.duckdb"),
+    )
+    assert code == 1 and "drop target" in err and "no-such-model" not in err
 
 
 def test_cli_bad_inputs_are_one_line_errors(capsys, monkeypatch, tmp_path):
@@ -383,13 +468,13 @@ def test_cli_bad_inputs_are_one_line_errors(capsys, monkeypatch, tmp_path):
             "found no demonstration": ["--method", "icl_demos", "--text", "Input: hi\nOutput:"],
             "needs log-probabilities": ["--method", "icl_demos", "--text", FEW_SHOT],
             "--llm applies to prompting methods": ["--method", "ig", "--text", "hi"],
-            "drop --target": ["--method", "cot", "--text", "hi", "--target", "x"],
+            "drop target": ["--method", "cot", "--text", "hi", "--target", "x"],
         }
         for message, args in cases.items():
             code, out, err = run_inprocess(
                 capsys, "explain", "--llm", "openai:scripted", "--db", db, *args
             )
-            assert code == 1 and message in err and err.count("\n") == 1, (message, err)
+            assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{s.getsockname()[1]}/v1")
