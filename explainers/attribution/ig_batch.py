@@ -252,8 +252,13 @@ def _padded_ig(objs: list[Objective], alphas: torch.Tensor, baseline: str):
     with torch.enable_grad():
         hidden = lm.model.base_model(inputs_embeds=embeds.to(dtype), attention_mask=mask)
         hidden = hidden.last_hidden_state
+        # A model split over GPUs (--device-map) ends on another GPU than it starts on.
+        positions = positions.to(hidden.device)
         picked = hidden.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
         logits = lm.model.get_output_embeddings()(picked).float()
+        targets, contrasts, contrasted, valid = (
+            x.to(logits.device) for x in (targets, contrasts, contrasted, valid)
+        )
         logp = torch.log_softmax(logits, -1)
         values = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         # With a contrast, row t is log p(t_t) - log p(c_t) at the same position.

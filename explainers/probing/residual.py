@@ -94,7 +94,8 @@ def residual_stream(
         def hook(module, args, kwargs, output):
             hidden = output[0] if isinstance(output, tuple) else output
             if index in wanted:
-                captured[index] = hidden.detach()
+                # On the input's device, also for a model split over GPUs (--device-map).
+                captured[index] = hidden.detach().to(lm.device)
             if index == deepest:
                 raise _Done
 
