@@ -14,7 +14,6 @@ and `experiment` and the dashboard all aggregate through this module.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -187,14 +186,12 @@ def _grouped(
         figures = {
             "games": len(by_game),
             "episodes": len(flat),
-            "success": Estimate.rate(
-                [statistics.fmean(float(e["won"]) for e in eps) for eps in by_game]
-            ),
+            "success": Estimate.rate([sum(e["won"] for e in eps) / len(eps) for eps in by_game]),
             "score": Estimate.score(
-                [statistics.fmean(normalized_score(e) for e in eps) for eps in by_game]
+                [sum(normalized_score(e) for e in eps) / len(eps) for eps in by_game]
             ),
-            "steps_to_win": statistics.fmean(won_moves) if won_moves else None,
-            "moves": statistics.fmean(e["moves"] for e in flat),
+            "steps_to_win": sum(won_moves) / len(won_moves) if won_moves else None,
+            "moves": sum(e["moves"] for e in flat) / len(flat),
             "invalid_actions": sum(e.get("invalid_actions", 0) for e in flat),
         }
         out.append((key, figures))

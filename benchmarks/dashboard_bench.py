@@ -1,9 +1,11 @@
 """Dashboard queries on a large store: 1,000,000 recorded steps (goal: < 300 ms per query).
 
-The database is filled with bulk SQL (seconds, not the hours real play would take): 4 play
-runs x 2 conditions x 5 trials over 500 games, 50 steps per episode, each step with an LLM
-call holding a ~1.3 kB prompt. Then every query the overview and episode pages run is
-timed, each opening its own read-only connection as the dashboard does.
+The database is filled by `workbench.store.synthetic` (bulk SQL: seconds, not the hours
+real play would take): 4 play runs x 2 conditions x 5 trials over 500 games, 50 steps per
+episode, each step with an LLM call holding a ~1.3 kB prompt. Then every query the
+overview, episode and comparison pages run is timed, each opening its own read-only
+connection as the dashboard does; play statistics include their aggregation by
+`agents.report`, as the pages compute them.
 
     python benchmarks/dashboard_bench.py --steps 1000000 --repeats 5
 """
@@ -16,72 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from workbench.store import Store, dashboard
+from agents.report import aggregate, compare
+from workbench.store import Store, dashboard, synthetic
+from workbench.store import play as play_store
 
-STEPS_PER_EPISODE = 50
-RUNS, CONDITIONS, TRIALS = 4, 2, 5
 
-
-def fill(store: Store, steps: int) -> dict[str, int]:
-    episodes = steps // STEPS_PER_EPISODE
-    games = max(1, episodes // (RUNS * CONDITIONS * TRIALS))
-    with store.transaction() as con:
-        con.execute(
-            "INSERT INTO runs (id, name, kind, status, params)"
-            " SELECT 'run' || i, 'bench-' || i, 'play', 'finished', '{}' FROM range(?) t(i)",
-            [RUNS],
-        )
-        con.execute(
-            "INSERT INTO games (id, path, level, split, seed, max_score, walkthrough_steps)"
-            " SELECT 'game' || i, '/games/' || i || '.z8', 1 + i % 10, 'train', i,"
-            " 3 + i % 9, 5 FROM range(?) t(i)",
-            [games],
-        )
-        # Episode e: run, condition, trial and game follow from e, so every combination
-        # occurs; outcomes are pseudo-random but fixed.
-        con.execute(
-            "INSERT INTO episodes (id, run_id, game_id, trial, condition, agent, tips, won,"
-            " lost, score, max_score, moves, stop_reason, invalid_actions, prompt_tokens,"
-            " completion_tokens, seconds)"
-            " SELECT 'ep' || e, 'run' || (e % ?), 'game' || (e // ? % ?), e // ? // ? % ?,"
-            " 'c' || (e // ? % ?), 'llm', '[\"Read the cookbook first.\"]',"
-            " hash(e) % 3 = 0, false, (hash(e) % 4)::INTEGER, 3 + (e // ? % ?) % 9, ?,"
-            " 'max_steps', (hash(e) % 5)::INTEGER, 60000, 200, 12.5"
-            " FROM range(?) t(e)",
-            [
-                RUNS,
-                RUNS * CONDITIONS * TRIALS,
-                games,
-                RUNS,
-                CONDITIONS,
-                TRIALS,
-                RUNS,
-                CONDITIONS,
-                RUNS * CONDITIONS * TRIALS,
-                games,
-                STEPS_PER_EPISODE,
-                episodes,
-            ],
-        )
-        con.execute(
-            "INSERT INTO llm_calls (id, run_id, episode_id, step_idx, purpose, backend, model,"
-            " prompt, completion, prompt_tokens, completion_tokens, latency_s, params)"
-            " SELECT 'call' || i, 'run' || (i // ? % ?), 'ep' || (i // ?), (i % ?)::INTEGER,"
-            " 'act', 'local', 'bench', repeat(md5(i::VARCHAR), 40), 'take milk', 1200, 4,"
-            " 0.3, '{}' FROM range(?) t(i)",
-            [STEPS_PER_EPISODE, RUNS, STEPS_PER_EPISODE, STEPS_PER_EPISODE, steps],
-        )
-        con.execute(
-            "INSERT INTO steps (episode_id, idx, observation, admissible, facts, action,"
-            " raw_output, valid, reward, score, feedback, done, llm_call_id)"
-            " SELECT 'ep' || (i // ?), (i % ?)::INTEGER,"
-            " 'You are in the kitchen. ' || md5(i::VARCHAR) || ' There is a fridge here.',"
-            " '[\"open fridge\", \"take milk\", \"look\"]', '[]', 'take milk', 'take milk',"
-            " hash(i) % 7 <> 0, 0, 0, 'You take the milk.', false, 'call' || i"
-            " FROM range(?) t(i)",
-            [STEPS_PER_EPISODE, STEPS_PER_EPISODE, steps],
-        )
-    return {"steps": steps, "episodes": episodes, "games": games}
+def paired(store: Store, a: str, b: str):
+    episodes = play_store.episode_outcomes(store, [a, b])
+    return compare(
+        [e for e in episodes if e["run_id"] == a],
+        [e for e in episodes if e["run_id"] == b],
+        pair_by=("game", "condition", "trial"),
+    )
 
 
 def timed(fn, repeats: int) -> float:
@@ -104,7 +52,7 @@ def main() -> None:
         path = args.db or Path(tmp) / "bench.duckdb"
         store = Store(path)
         start = time.perf_counter()
-        sizes = fill(store, args.steps)
+        sizes = synthetic.fill_play_runs(store, args.steps)
         print(
             f"filled {sizes['steps']:,} steps, {sizes['episodes']:,} episodes, "
             f"{sizes['games']:,} games in {time.perf_counter() - start:.1f} s "
@@ -117,11 +65,11 @@ def main() -> None:
             "overview: counts": lambda: dashboard.counts(store),
             "overview: runs_page": lambda: dashboard.runs_page(store, limit=25),
             "overview: play_runs": lambda: dashboard.play_runs(store),
-            "overview: success_by_level (3 runs)": lambda: dashboard.success_by_level(
-                store, runs[:3]
+            "overview: by level and condition (3 runs)": lambda: aggregate(
+                play_store.episode_outcomes(store, runs[:3]), ("run", "level", "condition")
             ),
-            "overview: success_by_trial (3 runs)": lambda: dashboard.success_by_trial(
-                store, runs[:3]
+            "overview: over trials (3 runs)": lambda: aggregate(
+                play_store.episode_outcomes(store, runs[:3]), ("run", "condition", "trial")
             ),
             "episode: episodes_page (page 40)": lambda: dashboard.episodes_page(
                 store, runs[0], limit=25, offset=1000
@@ -130,7 +78,10 @@ def main() -> None:
             "episode: episode_view (25 steps)": lambda: dashboard.episode_view(
                 store, episode, limit=25, offset=25
             ),
-            "compare: compare_runs (2 runs)": lambda: dashboard.compare_runs(store, runs[:2]),
+            "compare: per game (2 runs)": lambda: aggregate(
+                play_store.episode_outcomes(store, runs[:2]), ("level", "game", "run")
+            ),
+            "compare: paired test (2 runs)": lambda: paired(store, runs[0], runs[1]),
         }
         print(f"\n| query | median of {args.repeats} (ms) |\n| --- | --- |")
         worst = 0.0

@@ -90,13 +90,13 @@ def query(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def play_summary(db: Store, run_ids: tuple[str, ...], by: tuple[str, ...]) -> list[dict]:
     """Success rate and normalised score of the runs' episodes per group of `by`, as
     `workbench report` computes them (`agents.report.aggregate`)."""
-    return aggregate(play_store.list_episodes(db, run_ids), by)
+    return aggregate(play_store.episode_outcomes(db, run_ids), by)
 
 
 def run_comparison(db: Store, a: str, b: str) -> dict[str, Any]:
     """Run `b` against run `a` on the game trials both played under the same condition:
     McNemar's test for success, a paired t-test for the score."""
-    episodes = play_store.list_episodes(db, (a, b))
+    episodes = play_store.episode_outcomes(db, (a, b))
     return compare(
         [e for e in episodes if e["run_id"] == a],
         [e for e in episodes if e["run_id"] == b],

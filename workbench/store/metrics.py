@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.store import Store, _all, _decode, new_id
+from workbench.store import Store, _all, _decode, _insert, new_id
 
 
 def save_metrics(store: Store, explanation_id: str, records: list[dict[str, Any]]) -> int:
@@ -50,9 +50,10 @@ def save_metrics(store: Store, explanation_id: str, records: list[dict[str, Any]
                 [explanation_id, *names],
             )
         if rows:
-            con.executemany(
-                "INSERT INTO metrics (id, explanation_id, name, value, row_index, details)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+            _insert(
+                con,
+                "metrics",
+                ("id", "explanation_id", "name", "value", "row_index", "details"),
                 rows,
             )
     return len(rows)

@@ -15,7 +15,39 @@ from typing import Any
 
 import duckdb
 
-from workbench.store import Store, _all, _decode, _one
+from workbench.store import Store, _all, _decode, _insert, _one
+
+LLM_CALL_COLUMNS = (
+    "id",
+    "run_id",
+    "episode_id",
+    "step_idx",
+    "purpose",
+    "backend",
+    "model",
+    "prompt",
+    "completion",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "error",
+    "params",
+)
+STEP_COLUMNS = (
+    "episode_id",
+    "idx",
+    "observation",
+    "admissible",
+    "facts",
+    "action",
+    "raw_output",
+    "valid",
+    "reward",
+    "score",
+    "feedback",
+    "done",
+    "llm_call_id",
+)
 
 
 def insert_llm_calls(
@@ -28,10 +60,10 @@ def insert_llm_calls(
     run_id / episode_id keys are used where these are not given."""
     if not llm_calls:
         return
-    con.executemany(
-        "INSERT INTO llm_calls (id, run_id, episode_id, step_idx, purpose, backend, model,"
-        " prompt, completion, prompt_tokens, completion_tokens, latency_s, error, params)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    _insert(
+        con,
+        "llm_calls",
+        LLM_CALL_COLUMNS,
         [
             [
                 c["id"],
@@ -115,10 +147,10 @@ def save_episode(
         )
         insert_llm_calls(con, llm_calls, run["id"], episode["id"])
         if steps:
-            con.executemany(
-                "INSERT INTO steps (episode_id, idx, observation, admissible, facts, action,"
-                " raw_output, valid, reward, score, feedback, done, llm_call_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _insert(
+                con,
+                "steps",
+                STEP_COLUMNS,
                 [
                     [
                         episode["id"],
@@ -172,6 +204,26 @@ def list_episodes(store: Store, run_ids: str | Sequence[str]) -> list[dict[str, 
         )
     _decode(rows, "tips", empty=list)
     return rows
+
+
+def episode_outcomes(store: Store, run_ids: str | Sequence[str]) -> list[dict[str, Any]]:
+    """What play statistics need of each episode of the runs (run, game, level, condition,
+    trial, outcome, score, moves), without the rest: cheap on runs of many episodes."""
+    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
+    if not ids:
+        return []
+    marks = ", ".join("?" for _ in ids)
+    with store._connect() as con:
+        return _all(
+            con.execute(
+                "SELECT e.run_id, r.name AS run, e.game_id AS game, g.level, e.condition,"
+                " e.trial, e.won, e.score, e.max_score, e.moves, e.invalid_actions"
+                " FROM episodes e JOIN runs r ON r.id = e.run_id"
+                " LEFT JOIN games g ON g.id = e.game_id"
+                f" WHERE e.run_id IN ({marks})",
+                ids,
+            )
+        )
 
 
 def get_episode(store: Store, episode_id: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workbench.store import Store, _all, _decode, new_id
+from workbench.store import Store, _all, _decode, _insert, new_id
 
 LAYER_COLUMNS = (
     "layer",
@@ -38,9 +38,10 @@ def save_probe(store: Store, record: dict[str, Any], run_id: str | None = None) 
                 record.get("seconds"),
             ],
         )
-        con.executemany(
-            f"INSERT INTO probe_layers (probe_id, {', '.join(LAYER_COLUMNS)})"
-            f" VALUES (?, {', '.join('?' for _ in LAYER_COLUMNS)})",
+        _insert(
+            con,
+            "probe_layers",
+            ("probe_id", *LAYER_COLUMNS),
             [[probe_id, *(layer[c] for c in LAYER_COLUMNS)] for layer in record["layers"]],
         )
     return probe_id

@@ -10,9 +10,36 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workbench.store import Store, _all, _decode, _one
+from workbench.store import Store, _all, _decode, _insert, _one
 from workbench.store.explanations import insert_explanation
 from workbench.store.play import insert_llm_calls
+
+TIP_OP_COLUMNS = (
+    "tipset_id",
+    "idx",
+    "op",
+    "target",
+    "text",
+    "old_text",
+    "applied",
+    "note",
+    "llm_call_id",
+)
+EXPERIMENT_COLUMNS = (
+    "phase",
+    "level",
+    "condition",
+    "trial",
+    "games",
+    "episodes",
+    "success",
+    "success_low",
+    "success_high",
+    "score",
+    "score_low",
+    "score_high",
+    "steps_to_win",
+)
 
 
 def save_tipset(
@@ -47,14 +74,17 @@ def save_tipset(
             ],
         )
         if tips:
-            con.executemany(
-                "INSERT INTO tips (tipset_id, idx, text, score) VALUES (?, ?, ?, ?)",
+            _insert(
+                con,
+                "tips",
+                ("tipset_id", "idx", "text", "score"),
                 [[tipset["id"], i, t["text"], t["score"]] for i, t in enumerate(tips)],
             )
         if ops:
-            con.executemany(
-                "INSERT INTO tip_ops (tipset_id, idx, op, target, text, old_text, applied, note,"
-                " llm_call_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _insert(
+                con,
+                "tip_ops",
+                TIP_OP_COLUMNS,
                 [
                     [
                         tipset["id"],
@@ -239,18 +269,14 @@ def list_step_explanations(
 
 def save_experiment_results(store: Store, run_id: str, rows: list[dict[str, Any]]) -> None:
     """Replace an experiment's result rows (a resumed experiment recomputes them all)."""
-    columns = (
-        "phase, level, condition, trial, games, episodes, success, success_low, success_high,"
-        " score, score_low, score_high, steps_to_win"
-    )
-    names = [c.strip() for c in columns.split(",")]
     with store._transaction() as con:
         con.execute("DELETE FROM experiment_results WHERE run_id = ?", [run_id])
         if rows:
-            con.executemany(
-                f"INSERT INTO experiment_results (run_id, {columns})"
-                f" VALUES (?, {', '.join('?' for _ in names)})",
-                [[run_id, *[r[n] for n in names]] for r in rows],
+            _insert(
+                con,
+                "experiment_results",
+                ("run_id", *EXPERIMENT_COLUMNS),
+                [[run_id, *[r[n] for n in EXPERIMENT_COLUMNS]] for r in rows],
             )
 
 
