@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from explainers.base import register
+from explainers.base import choice_param, register
 from explainers.causal.engine import Hooks, Progress, forward_logits
 from explainers.causal.patching import (
+    DIRECTIONS,
     CausalExplainer,
     PatchingSetup,
     Sweep,
@@ -73,6 +74,9 @@ def attribution_patching(
     """Estimated restoration for every (layer, prompt position), or (layer, head)."""
     hooks = setup.hooks
     hooks.check(component)
+    if setup.corrupt_to_clean is not None:
+        raise WorkbenchError("attribution patching needs clean and corrupted inputs of one length")
+    direction = choice_param("direction", direction, DIRECTIONS)
     layer_list = check_layers(hooks, component, layers)
     names = [hooks.name(component, layer) for layer in layer_list]
     clean_acts, clean_grads, clean_value = _activations_and_gradients(setup, setup.clean, names)
@@ -99,7 +103,7 @@ def attribution_patching(
         hook_names=names,
         clean_value=clean_value,
         corrupt_value=corrupt_value,
-        warnings=effect_warnings(clean_value, corrupt_value),
+        warnings=effect_warnings(clean_value, corrupt_value, setup.lm.dtype),
     )
 
 

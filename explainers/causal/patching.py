@@ -50,15 +50,18 @@ from workbench.models import LoadedModel
 DIRECTIONS = ("denoise", "noise")
 MIN_EFFECT = 1e-6  # |clean - corrupted| below this: there is nothing to restore
 SMALL_EFFECT = 0.1  # below this (nats), restoration is a ratio of small numbers
+LOW_PRECISION_EFFECT = 2.0  # below this, bf16/fp16 rounding shows in the restoration
 
 
 @dataclass
 class PatchingSetup:
-    """A clean and a corrupted run of the same length, and what they are scored by.
+    """A clean and a corrupted run, and what they are scored by.
 
     `clean` and `corrupt` are input embeddings [n, D]: the prompt followed, for a causal LM,
     by the target's tokens but the last (teacher forcing). Only the first `n_prompt`
-    positions are prompt positions (the heatmap's columns).
+    positions of the clean run are prompt positions (the heatmap's columns).
+    `corrupt_to_clean` pairs positions when the two differ in length (each corrupted
+    position's clean position, -1 for none); None means equal lengths, position by position.
     """
 
     lm: LoadedModel
@@ -69,10 +72,38 @@ class PatchingSetup:
     n_prompt: int
     input_tokens: list[str]
     corrupt_tokens: list[str]
+    corrupt_to_clean: list[int] | None = None
 
     def value(self, embeds: torch.Tensor) -> float:
         logits = _forward_logits(self.lm, embeds.unsqueeze(0), self.readout.rows)
         return float(self.readout.values(logits)[0])
+
+    def clean_to_corrupt(self) -> list[int]:
+        """Each clean position's corrupted position (-1 for none)."""
+        if self.corrupt_to_clean is None:
+            return list(range(self.clean.shape[0]))
+        out = [-1] * self.clean.shape[0]
+        for q, p in enumerate(self.corrupt_to_clean):
+            if p >= 0:
+                out[p] = q
+        return out
+
+
+def align(clean_ids: Sequence[int], corrupt_ids: Sequence[int]) -> list[int] | None:
+    """Pair the positions of two token sequences: None if equally long (position by
+    position); else the common prefix pairs from the start and the common suffix from the
+    end, and the edited tokens between have no partner (-1)."""
+    n_c, n_k = len(clean_ids), len(corrupt_ids)
+    if n_c == n_k:
+        return None
+    limit = min(n_c, n_k)
+    prefix = 0
+    while prefix < limit and clean_ids[prefix] == corrupt_ids[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < limit - prefix and clean_ids[n_c - 1 - suffix] == corrupt_ids[n_k - 1 - suffix]:
+        suffix += 1
+    return [q if q < prefix else (q + n_c - n_k if q >= n_k - suffix else -1) for q in range(n_k)]
 
 
 def setup_from_ids(
@@ -80,9 +111,12 @@ def setup_from_ids(
     clean_ids: Sequence[int],
     corrupt_ids: Sequence[int],
     readout: Readout,
+    *,
+    allow_lengths: bool = False,
 ) -> PatchingSetup:
-    """Set up patching of two prompts given as token ids (they must be equally long)."""
-    if len(clean_ids) != len(corrupt_ids):
+    """Set up patching of two prompts given as token ids. They must be equally long unless
+    `allow_lengths`, which pairs the positions around the edit (`align`)."""
+    if len(clean_ids) != len(corrupt_ids) and not allow_lengths:
         raise WorkbenchError(
             f"the clean and corrupted inputs tokenize to different lengths ({len(clean_ids)} "
             f"vs {len(corrupt_ids)} tokens); patching pairs positions, so make them equal"
@@ -105,6 +139,7 @@ def setup_from_ids(
         n_prompt=len(clean_ids),
         input_tokens=[decode([i]) for i in clean_ids],
         corrupt_tokens=[decode([i]) for i in corrupt_ids],
+        corrupt_to_clean=align([*clean_ids, *tail], [*corrupt_ids, *tail]),
     )
 
 
@@ -187,13 +222,22 @@ def normalise(values: np.ndarray, clean: float, corrupt: float) -> np.ndarray:
     return (values - corrupt) / effect
 
 
-def effect_warnings(clean: float, corrupt: float) -> list[str]:
-    if abs(clean - corrupt) < SMALL_EFFECT:
-        return [
-            f"the corruption changes the metric by only {clean - corrupt:+.4f}; restoration "
-            "is a ratio of small numbers"
-        ]
-    return []
+def effect_warnings(clean: float, corrupt: float, dtype: torch.dtype) -> list[str]:
+    """Warnings about a clean-corrupted difference too small to divide by."""
+    effect = clean - corrupt
+    out = []
+    if abs(effect) < SMALL_EFFECT:
+        out.append(
+            f"the corruption changes the metric by only {effect:+.4f}; restoration is a ratio "
+            "of small numbers"
+        )
+    if dtype != torch.float32 and abs(effect) < LOW_PRECISION_EFFECT:
+        out.append(
+            f"the model runs in {str(dtype).removeprefix('torch.')}, whose rounding moves "
+            f"patched values by up to ~0.1; against a difference of {effect:+.3f} that is "
+            "visible in the scores (use --dtype float32)"
+        )
+    return out
 
 
 def patch_rows(
@@ -241,13 +285,29 @@ def exact_patching(
         if not 0 <= p < setup.n_prompt:
             raise WorkbenchError(f"position {p} is outside the prompt (0 .. {setup.n_prompt - 1})")
     clean_value, corrupt_value = setup.value(setup.clean), setup.value(setup.corrupt)
-    base, source = (
-        (setup.corrupt, setup.clean) if direction == "denoise" else (setup.clean, setup.corrupt)
-    )
     names = [hooks.name(component, layer) for layer in layer_list]
+    if direction == "denoise":
+        base, source, base_of = setup.corrupt, setup.clean, setup.clean_to_corrupt()
+        source_of = setup.corrupt_to_clean
+    else:
+        base, source, base_of = setup.clean, setup.corrupt, list(range(setup.clean.shape[0]))
+        source_of = None if setup.corrupt_to_clean is None else setup.clean_to_corrupt()
+    if setup.corrupt_to_clean is not None:
+        if component == "head":
+            raise WorkbenchError("head patching needs clean and corrupted inputs of one length")
+        unpaired = [p for p in pos_list if base_of[p] < 0]
+        if unpaired and positions is not None:
+            raise WorkbenchError(
+                f"position {unpaired[0]} was edited into a different number of tokens; it has "
+                "no partner in the corrupted input to patch"
+            )
+        pos_list = [p for p in pos_list if base_of[p] >= 0]
     acts, _ = capture(setup.lm, hooks, source, names, setup.readout.rows)
+    if source_of is not None:
+        index = torch.tensor([max(i, 0) for i in source_of], device=base.device)
+        acts = {name: a[index] for name, a in acts.items()}
     patcher = Patcher(setup.lm, hooks, setup.readout, base, acts, engine, batch_size)
-    rows = patch_rows(hooks, component, layer_list, pos_list)
+    rows = patch_rows(hooks, component, layer_list, [base_of[p] for p in pos_list])
     values = patcher.values(rows, progress).reshape(len(layer_list), -1)
     return Sweep(
         scores=normalise(values, clean_value, corrupt_value),
@@ -257,7 +317,7 @@ def exact_patching(
         hook_names=names,
         clean_value=clean_value,
         corrupt_value=corrupt_value,
-        warnings=effect_warnings(clean_value, corrupt_value),
+        warnings=effect_warnings(clean_value, corrupt_value, setup.lm.dtype),
     )
 
 

@@ -130,7 +130,7 @@ def causal_trace(
         hook_names=[names[layer] for layer in layer_list],
         clean_value=clean_value,
         corrupt_value=corrupt_value,
-        warnings=effect_warnings(clean_value, corrupt_value),
+        warnings=effect_warnings(clean_value, corrupt_value, setup.lm.dtype),
     )
 
 

@@ -1,0 +1,240 @@
+"""Is a game fact *used* by the agent? Activation patching on one recorded step.
+
+A probe can find "the fridge is open" in the agent's hidden state; only an intervention
+says whether the action depends on it. For a step of a played episode:
+
+1. The step's prompt is rebuilt exactly from the store (`agents.explain_step.recorded_step`).
+2. `patch="OLD=>NEW"` edits the step's observation (every occurrence of OLD), e.g.
+   `the fridge is open=>the fridge is closed`, and the agent chooses again on the edited
+   prompt with its own selection method: does the chosen command change?
+3. The residual stream of the clean prompt is patched into the corrupted run, layer by
+   layer (0 = embeddings .. L), at the edited positions and the last one (`positions=
+   "changed"`), at the last position only ("last"), or at every position ("all"). A cell is
+   the normalised restoration of the recorded action's log-probability (or, when the edit
+   changes the choice to a command of as many tokens, of the logit difference between the
+   two commands): where it reaches 1, that state carries the information that decided the
+   action. Typically the edited tokens carry it in the early layers and the last position
+   in the late ones; the layer where the last position takes over is where the
+   information has moved.
+
+The result is a `PatchingExplanation`, stored linked to the step like explain-step's.
+
+    >>> from agents.step_patching import patch_step
+    >>> result = patch_step(store, "l1", "3f2a9c1b7d10", 2,                  # doctest: +SKIP
+    ...                     patch="the fridge is open=>the fridge is closed")
+    >>> result.action_changed, result.explanation.best()                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from agents.explain_step import _run_model, recorded_step
+from explainers.causal.engine import Progress, Readout
+from explainers.causal.patching import exact_patching, setup_from_ids, to_explanation
+from explainers.causal.result import PatchingExplanation
+from workbench.errors import WorkbenchError
+from workbench.store import Store
+from workbench.store import tips as tips_store
+
+POSITION_MODES = ("changed", "last", "all")
+METHOD = "activation_patching"
+
+
+@dataclass
+class StepPatching:
+    """What editing the observation did to one recorded decision, and where it sits."""
+
+    explanation_id: str
+    run: str
+    episode_id: str
+    step: int
+    patch: str
+    action: str  # the recorded action (the patching target)
+    clean_action: str  # chosen again on the rebuilt prompt
+    corrupt_action: str  # chosen on the edited prompt
+    explanation: PatchingExplanation
+
+    @property
+    def action_changed(self) -> bool:
+        return self.corrupt_action != self.clean_action
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "explanation_id": self.explanation_id,
+            "run": self.run,
+            "episode_id": self.episode_id,
+            "step": self.step,
+            "patch": self.patch,
+            "action": self.action,
+            "clean_action": self.clean_action,
+            "corrupt_action": self.corrupt_action,
+            "action_changed": self.action_changed,
+            "explanation": self.explanation.to_record(),
+        }
+
+
+def parse_patch(text: str) -> tuple[str, str]:
+    """`"OLD=>NEW"` -> (OLD, NEW); NEW may be empty (OLD is deleted)."""
+    old, sep, new = str(text).partition("=>")
+    if not sep:
+        raise WorkbenchError(f"patch must look like OLD=>NEW, not {text!r}")
+    if not old:
+        raise WorkbenchError("patch OLD=>NEW has an empty OLD")
+    if old == new:
+        raise WorkbenchError(f"patch {text!r} changes nothing (OLD equals NEW)")
+    return old, new
+
+
+def patch_step(
+    store: Store,
+    run: str,
+    episode_id: str,
+    step: int,
+    patch: str,
+    *,
+    lm: Any = None,
+    positions: str = "changed",
+    layers: list[int] | None = None,
+    batch_size: int | None = None,
+    progress: Progress | None = None,
+) -> StepPatching:
+    """Edit a recorded step's observation, re-choose, and patch layer by layer.
+
+    Args:
+        store / run / episode_id / step: the recorded step (0-based).
+        patch: "OLD=>NEW"; OLD must occur in the step's observation.
+        lm: the model (default: the local model the run played with).
+        positions: "changed" (the edited tokens and the last), "last" or "all".
+        layers: residual layers to patch (0 = embeddings .. L; all by default).
+        batch_size: patched runs per forward (default: from a token budget).
+    """
+    old, new = parse_patch(patch)
+    if positions not in POSITION_MODES:
+        raise WorkbenchError(
+            f"positions must be one of {', '.join(POSITION_MODES)}, not {positions!r}"
+        )
+    if lm is None:
+        lm = _run_model(store, run)
+    if lm.kind != "causal":
+        raise WorkbenchError(f"step patching needs a causal LM; {lm.name} is a classifier")
+    record, recorded = recorded_step(store, run, episode_id, step, lm)
+    agent, turn = recorded.agent, recorded.turn
+    observation = turn.state.observation
+    if old not in observation:
+        shown = observation if len(observation) <= 80 else observation[:77] + "..."
+        raise WorkbenchError(
+            f"{old!r} does not occur in the observation of step {step}: {shown!r}"
+        )
+    edited = dataclasses.replace(
+        turn, state=dataclasses.replace(turn.state, observation=observation.replace(old, new))
+    )
+    clean_action, corrupt_action = (d.action for d in agent.act([turn, edited]))
+
+    tok = lm.tokenizer
+    texts = [agent.llm.format_prompt(agent.prompt(t)) for t in (turn, edited)]
+    # The agent's own tokenization: the formatted prompt, then the command right after it.
+    clean_ids, corrupt_ids = (tok(t, add_special_tokens=False)["input_ids"] for t in texts)
+    target = tok(recorded.action, add_special_tokens=False)["input_ids"]
+    if not target:
+        raise WorkbenchError(f"the recorded action {recorded.action!r} tokenizes to nothing")
+    contrast = None
+    if corrupt_action != recorded.action:
+        other = tok(corrupt_action, add_special_tokens=False)["input_ids"]
+        contrast = torch.tensor(other) if len(other) == len(target) else None
+    readout = Readout(torch.tensor(target), contrast)
+    setup = setup_from_ids(lm, clean_ids, corrupt_ids, readout, allow_lengths=True)
+    columns = _positions(positions, clean_ids, corrupt_ids, setup.clean_to_corrupt())
+    sweep = exact_patching(
+        setup,
+        "resid",
+        "denoise",
+        layers,
+        columns,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    obj = _Prompt(texts[0], [tok.decode([i]) for i in target])
+    exp = to_explanation(
+        METHOD,
+        obj,
+        setup,
+        sweep,
+        "resid",
+        "denoise",
+        {"estimate": "exact", "positions": positions, "patch": patch},
+        texts[1],
+        {
+            "step": {"run": record["name"], "episode_id": episode_id, "step": step},
+            "patch": patch,
+            "clean_action": clean_action,
+            "corrupt_action": corrupt_action,
+            "action_changed": corrupt_action != clean_action,
+        },
+    )
+    exp_id = tips_store.save_step_explanation(
+        store,
+        {
+            "run_id": record["id"],
+            "episode_id": episode_id,
+            "step_idx": step,
+            "method": METHOD,
+            "action": recorded.action,
+            "total": sweep.clean_value - sweep.corrupt_value,
+            "segments": {},
+            "tips": [],
+            "params": {
+                "patch": patch,
+                "positions": positions,
+                "metric": readout.metric,
+                "clean_action": clean_action,
+                "corrupt_action": corrupt_action,
+                "action_changed": corrupt_action != clean_action,
+                "reproduced": clean_action == recorded.action,
+            },
+        },
+        exp.to_record(),
+    )
+    exp.id = exp_id
+    return StepPatching(
+        explanation_id=exp_id,
+        run=record["name"],
+        episode_id=episode_id,
+        step=step,
+        patch=patch,
+        action=recorded.action,
+        clean_action=clean_action,
+        corrupt_action=corrupt_action,
+        explanation=exp,
+    )
+
+
+@dataclass
+class _Prompt:
+    """What `to_explanation` reads of a request: the clean text and the target's tokens."""
+
+    text: str
+    target_tokens: list[str]
+
+
+def _positions(
+    mode: str, clean_ids: list[int], corrupt_ids: list[int], clean_to_corrupt: list[int]
+) -> list[int] | None:
+    """The clean prompt positions to patch (None: all of them)."""
+    last = len(clean_ids) - 1
+    if mode == "all":
+        return None
+    if mode == "last":
+        return [last]
+    if len(clean_ids) == len(corrupt_ids):
+        edited = [i for i, (a, b) in enumerate(zip(clean_ids, corrupt_ids)) if a != b]
+    else:
+        # The edited tokens have no partner; the first token after them does.
+        unpaired = [p for p in range(len(clean_ids)) if clean_to_corrupt[p] < 0]
+        after = (unpaired[-1] + 1) if unpaired else last
+        edited = [min(after, last)]
+    return sorted({*edited, last})
