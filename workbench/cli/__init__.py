@@ -26,6 +26,7 @@ from workbench.cli import (
     explanations,
     export,
     games,
+    patch,
     play,
     probe,
     runs,
@@ -47,6 +48,7 @@ app.add_typer(explanations.app, name="explanations")
 app.command("evaluate")(evaluate.evaluate)
 app.command("compare")(evaluate.compare)
 app.command("probe")(probe.probe)
+app.command("patch")(patch.patch)
 app.add_typer(games.app, name="games")
 app.command("play")(play.play)
 app.command("report")(runs.report)
