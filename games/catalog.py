@@ -1,10 +1,11 @@
 """Game sets: folders of compiled tw-cooking games with a `manifest.json`.
 
 A game's id is the SHA-256 (first 16 hex digits) of its compiled `.z8` file, and the file
-is named after it, so the same game made twice is stored once and any copy of a game set
-refers to the same games. Several `make` calls may add to one folder: the manifest is
-rewritten atomically under a file lock, and a game appears in it only once its files are
-complete, so an interrupted `make` leaves the folder consistent.
+is named after it. Generation is reproducible (`games.generation`), so the same seed gives
+the same file and id in any process on any day, a game made twice is stored once, and any
+copy of a game set refers to the same games. Several `make` calls may add to one folder:
+the manifest is rewritten atomically under a file lock, and a game appears in it only once
+its files are complete, so an interrupted `make` leaves the folder consistent.
 
     >>> from games import make, list_games
     >>> make(level=1, count=2, seed=7, split="train", out="game-sets/l1")   # doctest: +SKIP
@@ -15,18 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from games.generation import file_id, game_seed, generate
 from games.levels import check_split, get_level, level_of_settings
 from workbench.errors import WorkbenchError
 
@@ -58,18 +56,8 @@ class MakeResult:
     existing: list[GameInfo]  # asked for again: same seed, same game, kept once
 
 
-def game_seed(seed: int, level: int, split: str, index: int) -> int:
-    """The seed of the index-th game of a `make` call: distinct across levels and splits."""
-    digest = hashlib.sha256(f"{seed}:{level}:{split}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % 2**31
-
-
-def file_id(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def make(
-    level: int,
+    level: int | Sequence[int],
     count: int,
     seed: int,
     split: str,
@@ -77,28 +65,34 @@ def make(
     jobs: int = 1,
     on_game: Callable[[GameInfo], None] | None = None,
 ) -> MakeResult:
-    """Make `count` tw-cooking games of a level into the folder `out` (created if needed).
+    """Make `count` tw-cooking games of a level (or of each of several levels) into the
+    folder `out` (created if needed).
+
+    The same (level, count, seed, split) makes the same games, with the same ids, in any
+    process on any day (see `games.generation`); games the folder already holds for those
+    seeds are not made again.
 
     Args:
-        level: 1-10, see `games.levels`.
-        count: how many games; the same (level, count, seed, split) makes the same games.
+        level: 1-10, see `games.levels`; several levels share one generating process.
+        count: how many games (of each level).
         seed: base seed; each game's own seed is derived from it, the level, split and index.
         split: train, valid or test (tw-cooking's split of foods and preparations).
         out: the game-set folder; games already there are kept and the manifest extended.
         jobs: games compiled in parallel processes.
         on_game: called after each game is in the manifest (for a progress bar).
     """
-    lvl = get_level(level)
+    levels = [get_level(n).number for n in ([level] if isinstance(level, int) else level)]
     check_split(split)
+    if not levels:
+        raise WorkbenchError("level must name at least one level")
     if count < 1:
         raise WorkbenchError(f"count must be at least 1, not {count}")
     if jobs < 1:
         raise WorkbenchError(f"jobs must be at least 1, not {jobs}")
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise WorkbenchError(f"--out {str(folder)!r} is a file, not a folder")
+        raise WorkbenchError(f"out {str(folder)!r} is a file, not a folder")
     folder.mkdir(parents=True, exist_ok=True)
-    seeds = [game_seed(seed, lvl.number, split, i) for i in range(count)]
     result = MakeResult(folder, [], [])
 
     def record(entry: dict[str, Any]) -> None:
@@ -115,53 +109,33 @@ def make(
         if on_game is not None:
             on_game(info)
 
-    tasks = [(lvl.number, split, s, str(folder)) for s in seeds]
-    if jobs == 1:
-        for task in tasks:
-            record(_compile_one(*task))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for entry in pool.map(_compile_one, *zip(*tasks)):
-                record(entry)
+    made = _made_before(folder, split)
+    tasks = []
+    for n in levels:
+        for i in range(count):
+            task = (n, split, game_seed(seed, n, split, i))
+            if task in made:
+                record(made[task])
+            else:
+                tasks.append(task)
+    for entry in generate(tasks, folder, jobs):
+        record(entry)
     return result
 
 
-def _compile_one(level: int, split: str, seed: int, folder: str) -> dict[str, Any]:
-    """Generate and compile one game in a scratch folder, then move it in under its id."""
-    import textworld
-    from textworld.challenges.tw_cooking import cooking
-    from textworld.generator import compile_game
-
-    lvl = get_level(level)
-    scratch = Path(tempfile.mkdtemp(dir=folder, prefix=".making-"))
-    try:
-        options = textworld.GameOptions()
-        options.seeds = seed
-        options.path = str(scratch / "game.z8")
-        options.force_recompile = True
-        with _quiet_stdout():
-            game = cooking.make(lvl.tw_cooking_settings(split), options)
-            compile_game(game, options)
-        z8 = scratch / "game.z8"
-        gid = file_id(z8)
-        target = Path(folder) / f"{gid}.z8"
-        # The .json is written first: a .z8 without its .json is never left as "complete".
-        os.replace(scratch / "game.json", target.with_suffix(".json"))
-        os.replace(z8, target)
-        return {
-            "id": gid,
-            "file": target.name,
-            "level": level,
-            "split": split,
-            "seed": seed,
-            "max_score": int(game.max_score),
-            "walkthrough_steps": len(game.metadata.get("walkthrough") or []),
-            "ingredients": [i[0] for i in game.metadata.get("ingredients", [])],
-            "tw_uuid": game.metadata.get("uuid"),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def _made_before(folder: Path, split: str) -> dict[tuple[int, str, int], dict[str, Any]]:
+    """The folder's complete games of a split, by (level, split, game seed)."""
+    with _manifest_lock(folder):
+        entries = _read_manifest(folder)
+    return {
+        (e["level"], split, e["seed"]): e
+        for e in entries
+        if e.get("split") == split
+        and e.get("level") is not None
+        and e.get("seed") is not None
+        and (folder / e["file"]).is_file()
+        and (folder / e["file"]).with_suffix(".json").is_file()
+    }
 
 
 def list_games(path: str | os.PathLike) -> list[GameInfo]:
@@ -277,10 +251,3 @@ def _manifest_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """TextWorld's compiler prints progress to stdout, which may carry JSON output."""
-    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-        yield

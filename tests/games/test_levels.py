@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 import games
+from games.generation import file_id
 from games.levels import get_level
 from workbench.errors import WorkbenchError
 
@@ -57,23 +63,60 @@ def test_bad_count_and_split_write_nothing(tmp_path):
     assert not (tmp_path / "g").exists()
 
 
-def test_make_is_reproducible_and_adds_to_a_folder(level1_games, tmp_path):
+def _make_in_a_process(hash_seed: str, out: Path) -> subprocess.Popen:
+    code = (
+        "import json, sys, games; "
+        "made = games.make(level=1, count=1, seed=11, split='train', out=sys.argv[1]); "
+        "print(json.dumps([g.id for g in made.added + made.existing]))"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": hash_seed},
+    )
+
+
+@pytest.mark.slow
+def test_same_seed_same_game_in_any_process(level1_games, tmp_path):
+    # TextWorld's generation depends on the hash seed and Inform stamps the date into the
+    # file: two processes with different hash seeds (and this one, with its own) must still
+    # make the same file, hence the same id.
+    children = {h: _make_in_a_process(h, tmp_path / f"hash{h}") for h in ("1", "2")}
+    ids = {}
+    for h, child in children.items():
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err
+        ids[h] = json.loads(out)
+    assert ids["1"] == ids["2"] == [level1_games[0].id]
+    made = [(tmp_path / f"hash{h}" / f"{ids[h][0]}.z8").read_bytes() for h in ("1", "2")]
+    assert made[0] == made[1] == level1_games[0].path.read_bytes()
+    assert made[0][0x12:0x18] == b"000000"  # the serial, not the compile date
+    # A second make into the same folder adds nothing.
+    again = games.make(level=1, count=1, seed=11, split="train", out=tmp_path / "hash1")
+    assert again.added == [] and [g.id for g in again.existing] == ids["1"]
+
+
+def test_make_adds_to_a_folder(level1_games, tmp_path):
     folder = tmp_path / "set"
-    again = games.make(level=1, count=1, seed=11, split="train", out=folder)
-    # Same seed, same game: the same file hash, hence the same id as the session's copy.
-    assert [g.id for g in again.added] == [level1_games[0].id]
+    shutil.copytree(level1_games[0].path.parent, folder)  # the session's two level-1 games
     repeat = games.make(level=1, count=1, seed=11, split="train", out=folder)
-    assert repeat.added == [] and len(repeat.existing) == 1
+    assert repeat.added == [] and [g.id for g in repeat.existing] == [level1_games[0].id]
     more = games.make(level=2, count=1, seed=5, split="test", out=folder)
     listed = games.list_games(folder)
-    assert len(listed) == 2 and listed[-1].id == more.added[0].id
-    assert [(g.level, g.split, g.max_score) for g in listed] == [(1, "train", 3), (2, "test", 4)]
-    tw_settings = json.loads(listed[1].path.with_suffix(".json").read_text())["metadata"]
+    assert len(listed) == 3 and listed[-1].id == more.added[0].id
+    assert [(g.level, g.split, g.max_score) for g in listed] == [
+        (1, "train", 3),
+        (1, "train", 3),
+        (2, "test", 4),
+    ]
+    tw_settings = json.loads(listed[2].path.with_suffix(".json").read_text())["metadata"]
     assert tw_settings["settings"]["split"] == "test" and tw_settings["settings"]["cook"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [g["id"] for g in manifest["games"]] == [g.id for g in listed]
     for g in listed:  # the id is the hash of the file it names
-        assert g.id == games.catalog.file_id(g.path) and g.path.name == f"{g.id}.z8"
+        assert g.id == file_id(g.path) and g.path.name == f"{g.id}.z8"
     assert not list(folder.glob(".making-*"))
 
 
