@@ -8,18 +8,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from explainers.base import Explainer, Explanation, get_method, known_methods, register
-from workbench.models import LoadedModel
+from explainers.base import (
+    Explainer,
+    Explanation,
+    Progress,
+    get_method,
+    known_methods,
+    register,
+    validate_params,
+)
 
-__all__ = ["Explainer", "Explanation", "explain", "get_method", "known_methods", "register"]
+if TYPE_CHECKING:
+    from workbench.models import LoadedModel
+
+__all__ = [
+    "Explainer",
+    "Explanation",
+    "Progress",
+    "explain",
+    "get_method",
+    "known_methods",
+    "register",
+    "validate_params",
+]
 
 
 def explain(model: LoadedModel, text: str, method: str = "ig", **kwargs: Any) -> Explanation:
     """Explain `model` on `text` with the registered method `method` (e.g. "ig").
 
-    Keyword arguments go to the method: `target`, `generate`, `contrast`, `aggregate`, and
-    the method's own parameters (for ig: `steps`, `baseline`, `tolerance`).
+    Keyword arguments go to the method: `target`, `generate`, `contrast`, `aggregate`,
+    `progress`, and the method's own parameters (for ig: `steps`, `baseline`, `tolerance`,
+    `max_knots`). `validate_params(method, kwargs)` runs the same checks without a model.
     """
     return get_method(method).explain(model, text, **kwargs)

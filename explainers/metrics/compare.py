@@ -9,15 +9,15 @@ choose a method). A random attribution is evaluated alongside as the floor to be
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from explainers.base import get_method
-from explainers.metrics.evaluate import (
+from explainers.base import Progress, get_method
+from explainers.metrics.evaluation import (
     Evaluation,
     evaluate,
     explanation_objective,
@@ -36,7 +36,7 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
     names = methods.split(",") if isinstance(methods, str) else list(methods)
     names = [n.strip() for n in names if n.strip()]
     if not names:
-        raise WorkbenchError("--methods is empty; give names like ig,occlusion,lime")
+        raise WorkbenchError("methods is empty; give names like ig,occlusion,lime")
     for name in names:
         if name != RANDOM:
             method = get_method(name)  # unknown names list the known ones
@@ -57,36 +57,42 @@ def compare_methods(
     params: dict[str, dict[str, Any]] | None = None,
     aggregate: str = "token",
     removal: str = "delete",
+    convention: str = "eraser",
     with_random: bool = True,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> list[Evaluation]:
     """Explain `text` with each method and evaluate each explanation the same way.
 
     `params` maps a method name to its own parameters. With `with_random`, a uniformly
     random attribution of the same input is evaluated last, as the floor to beat.
+    `progress(methods done, methods)` follows each method.
     """
     from explainers import explain
 
     params = params or {}
+    named = [name for name in methods if name != RANDOM]
+    total = len(named) + int(with_random or RANDOM in methods)
+    judge = {"removal": removal, "convention": convention}
     results: list[Evaluation] = []
     first = None
-    for name in methods:
-        if name == RANDOM:
-            continue
+    for name in named:
         exp = explain(
             lm, text, method=name, target=target, aggregate=aggregate, **params.get(name, {})
         )
         first = first or exp
-        result = evaluate(exp, lm, rationale, removal=removal)
+        result = evaluate(exp, lm, rationale, **judge)
         result.params["explain_seconds"] = exp.seconds
         results.append(result)
+        if progress is not None:
+            progress(len(results), total)
     if first is None:
         first = explain(lm, text, method="occlusion", target=target, aggregate=aggregate)
     if with_random or RANDOM in methods:
         obj = explanation_objective(first, lm)
-        results.append(
-            evaluate(random_explanation(first, seed), lm, rationale, removal=removal, obj=obj)
-        )
+        results.append(evaluate(random_explanation(first, seed), lm, rationale, obj=obj, **judge))
+        if progress is not None:
+            progress(len(results), total)
     return results
 
 
@@ -151,16 +157,20 @@ def evaluate_dataset(
     params: dict[str, dict[str, Any]] | None = None,
     aggregate: str = "token",
     removal: str = "delete",
+    convention: str = "eraser",
     with_random: bool = True,
-    on_result=None,
+    on_result: Callable[[int, Evaluation], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[MethodSummary]:
     """Evaluate every method on every item; one summary (means over inputs) per method.
 
-    `on_result(item_index, evaluation)` sees each evaluation as it is made (to store it).
+    `on_result(item_index, evaluation)` sees each evaluation as it is made (to store it);
+    `progress(items done, items)` follows each item (of this rank's share under torchrun).
     """
     mine: list[list[Evaluation]] = []
     # Under torchrun each rank evaluates its block of the items; all ranks get every result.
-    for i, item in distributed.shard(list(enumerate(items))):
+    share = distributed.shard(list(enumerate(items)))
+    for done, (i, item) in enumerate(share, start=1):
         try:
             results = compare_methods(
                 lm,
@@ -171,6 +181,7 @@ def evaluate_dataset(
                 params=params,
                 aggregate=aggregate,
                 removal=removal,
+                convention=convention,
                 with_random=with_random,
                 seed=i,
             )
@@ -180,6 +191,8 @@ def evaluate_dataset(
         if on_result is not None:
             for result in results:
                 on_result(i, result)
+        if progress is not None:
+            progress(done, len(share))
     collected: dict[str, list[Evaluation]] = {}
     for results in distributed.all_gather(mine):
         for result in results:

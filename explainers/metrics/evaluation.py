@@ -27,7 +27,7 @@ import torch
 
 from explainers.attribution.objective import Objective, prepare, prepare_ids
 from explainers.attribution.perturbation import check_removal, evaluate_kept
-from explainers.base import Explanation
+from explainers.base import Explanation, Progress
 from explainers.metrics import faithfulness as fm
 from explainers.metrics import plausibility as pm
 from workbench.errors import WorkbenchError
@@ -35,27 +35,6 @@ from workbench.models import LoadedModel
 
 if TYPE_CHECKING:
     from workbench.store import Store
-
-FAITHFULNESS = (
-    "comprehensiveness",
-    "sufficiency",
-    "deletion_auc",
-    "insertion_auc",
-    "decision_flip",
-    "kendall_tau_loo",
-)
-PLAUSIBILITY = ("token_f1", "token_iou", "auprc")
-HIGHER_IS_BETTER = {
-    "comprehensiveness": True,
-    "sufficiency": False,
-    "deletion_auc": False,
-    "insertion_auc": True,
-    "decision_flip": True,
-    "kendall_tau_loo": True,
-    "token_f1": True,
-    "token_iou": True,
-    "auprc": True,
-}
 
 
 @dataclass
@@ -112,10 +91,18 @@ class Evaluation:
 class ModelOracle:
     """The model as a function of which units are kept: values and predictions, cached."""
 
-    def __init__(self, obj: Objective, units: torch.Tensor, removal: str, baseline: str):
+    def __init__(
+        self,
+        obj: Objective,
+        units: torch.Tensor,
+        removal: str,
+        baseline: str,
+        progress: Progress | None = None,
+    ):
         self.obj, self.units, self.removal, self.baseline = obj, units, removal, baseline
         self.cache: dict[bytes, tuple[torch.Tensor, torch.Tensor]] = {}
         self.scale = "log-ratio" if obj.contrast_ids is not None else "probability"
+        self.progress = progress
 
     def __call__(self, keep_units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keep_units = np.asarray(keep_units, dtype=bool)
@@ -124,7 +111,9 @@ class ModelOracle:
         missing = list({keys[i]: i for i in missing}.values())
         if missing:
             kept = torch.from_numpy(keep_units[missing]).float() @ self.units.float()
-            values, preds = evaluate_kept(self.obj, kept > 0, self.removal, self.baseline)
+            values, preds = evaluate_kept(
+                self.obj, kept > 0, self.removal, self.baseline, progress=self.progress
+            )
             for i, v, p in zip(missing, values, preds):
                 self.cache[keys[i]] = (v, p)
         values = torch.stack([self.cache[k][0] for k in keys]).double().numpy()
@@ -193,24 +182,32 @@ def evaluate(
     lm: LoadedModel,
     rationale: Sequence[int] | None = None,
     *,
-    fractions: Sequence[float] = fm.AOPC_FRACTIONS,
+    convention: str = "eraser",
+    fractions: Sequence[float] | None = None,
     removal: str = "delete",
     baseline: str = "pad",
     max_points: int = fm.MAX_CURVE_POINTS,
     obj: Objective | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Faithfulness of `exp` on `lm` (and plausibility against `rationale`, one 0/1 per column).
 
     Args:
-        fractions: AOPC bins for comprehensiveness and sufficiency (ERASER's 1-50%).
+        convention: "eraser" (ERASER's bins 1-50% rounded up, signed scores, hard rationale
+            of the rationale's size) or "ferret" (ferret-xai 0.4.2: bins 10-100% rounded
+            down, repeated sets skipped, positive scores only, hard rationale of 5); the
+            definitions are in faithfulness.py.
+        fractions: AOPC bins, replacing the convention's.
         removal: "delete" (ERASER) or "replace" (a pad/EOS stand-in, see perturbation.py).
         max_points: deletion/insertion curve resolution.
         obj: the explanation's objective when the caller still has it (saves re-preparing).
+        progress: `progress(perturbed inputs done, total)` as the model evaluates them.
     """
     start = time.perf_counter()
     check_removal(removal)
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
-        raise WorkbenchError("AOPC fractions must lie in (0, 1]")
+    rules = fm.get_convention(convention)
+    if fractions is not None and (not fractions or any(not 0 < f <= 1 for f in fractions)):
+        raise WorkbenchError("fractions must lie in (0, 1]")
     obj = obj or explanation_objective(exp, lm)
     units, columns = explanation_units(exp, obj)
     truth = None
@@ -223,14 +220,14 @@ def evaluate(
                 f"{exp.aggregation}"
             )
         truth = pm.check_rationale(rationale, len(exp.input_tokens))[columns]
-    oracle = ModelOracle(obj, units, removal, baseline)
+    oracle = ModelOracle(obj, units, removal, baseline, progress)
     n = len(columns)
     everything, loo_keep = np.ones((1, n), dtype=bool), ~np.eye(n, dtype=bool)
 
     def row_metrics(r: int, predict, predict_label, full: float, full_label: int, loo):
         scores = exp.scores[r, columns]
-        comp, comp_bins = fm.comprehensiveness(scores, predict, full, fractions)
-        suff, suff_bins = fm.sufficiency(scores, predict, full, fractions)
+        comp, comp_bins = fm.comprehensiveness(scores, predict, full, fractions, rules)
+        suff, suff_bins = fm.sufficiency(scores, predict, full, fractions, rules)
         deletion = fm.deletion_curve(scores, predict, max_points)
         insertion = fm.insertion_curve(scores, predict, max_points)
         row = {
@@ -242,9 +239,9 @@ def evaluate(
             "kendall_tau_loo": fm.kendall_tau(scores, full - loo),
         }
         if truth is not None:
-            row["token_f1"] = pm.token_f1(scores, truth)
-            row["token_iou"] = pm.token_iou(scores, truth)
-            row["auprc"] = pm.auprc(scores, truth)
+            row["token_f1"] = pm.token_f1(scores, truth, convention=rules)
+            row["token_iou"] = pm.token_iou(scores, truth, convention=rules)
+            row["auprc"] = pm.auprc(scores, truth, convention=rules)
         curve = {
             "full": full,
             "comprehensiveness_bins": comp_bins,
@@ -282,7 +279,8 @@ def evaluate(
         curves.append(curve)
     metrics = {name: _mean([row[name] for row in rows]) for name in rows[0]}
     params = {
-        "fractions": list(fractions),
+        "convention": rules.name,
+        "fractions": list(rules.fractions if fractions is None else fractions),
         "removal": removal,
         "scale": oracle.scale,
         "units": exp.aggregation,

@@ -5,9 +5,11 @@ Definitions follow ERASER (DeYoung et al. 2020, "ERASER: A Benchmark to Evaluate
 Rationalized NLP Models") as ferret implements them (Attanasio et al. 2023):
 
 - token F1 and IOU compare the rationale with the explanation's hard rationale, its top-k
-  units, k being the rationale's size unless given;
+  units: k is the rationale's size (the "eraser" convention) or 5 units scored > 0
+  ("ferret", as ferret-xai 0.4.2's `top_k_rationale` and `only_pos`), unless given;
 - AUPRC scores the soft ranking: the area under the precision-recall curve of the scores
-  against the rationale (scikit-learn's `precision_recall_curve` and `auc`, as ferret).
+  against the rationale (scikit-learn's `precision_recall_curve` and `auc`, as ferret),
+  the scores clipped at 0 under the "ferret" convention.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from explainers.metrics.faithfulness import top_k_mask
+from explainers.metrics.faithfulness import ERASER, Convention, get_convention, top_k_mask
 from workbench.errors import WorkbenchError
 
 
@@ -35,15 +37,25 @@ def check_rationale(rationale: Sequence[int], n_units: int) -> np.ndarray:
     return values.astype(bool)
 
 
-def hard_rationale(scores: Sequence[float], rationale: np.ndarray, k: int | None) -> np.ndarray:
-    k = int(rationale.sum()) if k is None else k
-    return top_k_mask(scores, k)
+def hard_rationale(
+    scores: Sequence[float], rationale: np.ndarray, k: int | None, convention: Convention = ERASER
+) -> np.ndarray:
+    """The explanation's top-k units: k given, else the convention's (ERASER: the human
+    rationale's size; ferret: 5, of which only those scored > 0)."""
+    if k is None:
+        k = int(rationale.sum()) if convention.rationale_k is None else convention.rationale_k
+    return top_k_mask(scores, k, convention.positive_only)
 
 
-def token_f1(scores: Sequence[float], rationale: Sequence[int], k: int | None = None) -> float:
+def token_f1(
+    scores: Sequence[float],
+    rationale: Sequence[int],
+    k: int | None = None,
+    convention: Convention | str = ERASER,
+) -> float:
     """F1 of the top-k units against the rationale (0 when either side is empty)."""
     truth = check_rationale(rationale, len(scores))
-    pred = hard_rationale(scores, truth, k)
+    pred = hard_rationale(scores, truth, k, get_convention(convention))
     tp = int((truth & pred).sum())
     if tp == 0:
         return 0.0
@@ -51,22 +63,33 @@ def token_f1(scores: Sequence[float], rationale: Sequence[int], k: int | None = 
     return float(2 * precision * recall / (precision + recall))
 
 
-def token_iou(scores: Sequence[float], rationale: Sequence[int], k: int | None = None) -> float:
+def token_iou(
+    scores: Sequence[float],
+    rationale: Sequence[int],
+    k: int | None = None,
+    convention: Convention | str = ERASER,
+) -> float:
     """|top-k and rationale| / |top-k or rationale| (0 when both are empty)."""
     truth = check_rationale(rationale, len(scores))
-    pred = hard_rationale(scores, truth, k)
+    pred = hard_rationale(scores, truth, k, get_convention(convention))
     union = int((truth | pred).sum())
     return 0.0 if union == 0 else float((truth & pred).sum() / union)
 
 
-def auprc(scores: Sequence[float], rationale: Sequence[int]) -> float:
-    """Area under the precision-recall curve of the scores (nan without any rationale unit)."""
+def auprc(
+    scores: Sequence[float], rationale: Sequence[int], convention: Convention | str = ERASER
+) -> float:
+    """Area under the precision-recall curve of the scores (nan without any rationale unit);
+    under the ferret convention the scores are clipped at 0 first."""
     from sklearn.metrics import auc, precision_recall_curve
 
     truth = check_rationale(rationale, len(scores))
     if not truth.any():
         return float("nan")
-    precision, recall, _ = precision_recall_curve(truth.astype(int), np.asarray(scores))
+    values = np.asarray(scores, dtype=np.float64)
+    if get_convention(convention).positive_only:
+        values = np.clip(values, 0.0, None)
+    precision, recall, _ = precision_recall_curve(truth.astype(int), values)
     return float(auc(recall, precision))
 
 

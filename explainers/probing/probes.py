@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from explainers.base import Progress
 from explainers.probing.residual import check_layers, decoder_parts, residual_stream
 from workbench import distributed
 from workbench.errors import WorkbenchError
@@ -187,8 +188,10 @@ def extract_features(
     examples: list[ProbeExample],
     layers: list[int] | None = None,
     batch_size: int = 16,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Residuals at each example's position: ([N, layers, D] float32, the token read there).
+    `progress(examples done, N)` follows each batch.
 
     Runs on the model's device (CPU or GPU), in batches padded on the right (with causal
     attention, padding never changes a real position's state). Examples that share a long
@@ -211,6 +214,7 @@ def extract_features(
     ]
     plain.sort(key=lambda i: len(ids[i]))
     batches += [(plain[k : k + batch_size], 0) for k in range(0, len(plain), batch_size)]
+    done = 0
     for batch, shared in batches:
         if shared and lm.kind == "causal" and len(batch) > 1:
             stacked = _suffix_batch(lm, ids, positions, batch, shared, layer_list)
@@ -219,16 +223,23 @@ def extract_features(
         if features is None:
             features = np.zeros((len(examples), len(layer_list), stacked.shape[-1]), np.float32)
         features[batch] = stacked.float().cpu().numpy()
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(examples))
     read = [lm.tokenizer.decode([t[p]]) for t, p in zip(ids, positions)]
     return features, read
 
 
 def _extract_sharded(
-    lm: LoadedModel, examples: list[ProbeExample], layers: list[int], batch_size: int
+    lm: LoadedModel,
+    examples: list[ProbeExample],
+    layers: list[int],
+    batch_size: int,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """`extract_features` split over torchrun ranks (each its block); every rank gets all."""
     blocks = distributed.all_gather(
-        [extract_features(lm, distributed.shard(examples), layers, batch_size)]
+        [extract_features(lm, distributed.shard(examples), layers, batch_size, progress)]
     )
     return np.concatenate([f for f, _ in blocks]), [t for _, read in blocks for t in read]
 
@@ -376,6 +387,7 @@ def run_probe(
     batch_size: int = 16,
     test_size: float = 0.25,
     seed: int = 0,
+    progress: Progress | None = None,
 ) -> ProbeResult:
     """Probe every asked layer (all by default: 0 = embeddings .. L) for `dataset`'s labels.
 
@@ -386,12 +398,21 @@ def run_probe(
         batch_size: examples per forward pass during feature extraction.
         test_size: held-out fraction (of groups, when the dataset has them).
         seed: fixes the split, the control labels and the probes.
+        progress: `progress(done, total)` over the examples read (this rank's, under
+            torchrun), then the layers probed.
     """
     start = time.perf_counter()
     parts = decoder_parts(lm)
     layer_list = check_layers(layers, parts.n_layers)
     examples = dataset.examples
-    features, read = _extract_sharded(lm, examples, layer_list, batch_size)
+    n_read = len(distributed.shard(examples))
+    total = n_read + len(layer_list)
+
+    def report(done: int, _: int) -> None:
+        if progress is not None:
+            progress(done, total)
+
+    features, read = _extract_sharded(lm, examples, layer_list, batch_size, report)
     labels = [e.label for e in examples]
     types = [e.control_type or tok for e, tok in zip(examples, read)]
     control = control_labels(types, labels, seed)
@@ -415,6 +436,7 @@ def run_probe(
                 n_test=len(test),
             )
         )
+        report(n_read + k + 1, total)
     return ProbeResult(
         task=dataset.task,
         model=lm.name,

@@ -1,5 +1,11 @@
-"""Rendering of the logit lens: a layer-by-position table of each layer's top next token,
-with the target's rank per layer (the classic logit-lens picture). Tokens are escaped."""
+"""Renderings of probing results: the logit lens as a layer-by-position table of each
+layer's top next token with the target's rank per layer (the classic logit-lens picture),
+and linear probes as a table of accuracies per layer. Tokens are escaped.
+
+Probe tables label each column with the better direction (`explainers.metrics.better`) and
+flag a negative selectivity: there the probe fits the control task's random labels better
+than the real ones, so its accuracy reflects memorisation, not the property probed.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from explainers.metrics import better
+
 if TYPE_CHECKING:
     from explainers.base import Explanation
+    from explainers.probing.probes import ProbeResult
 
 LENS_POSITIONS = 10  # the last positions shown: where the prediction forms
 
@@ -61,3 +70,57 @@ def lens_html(exp: Explanation) -> str:
         f'<table class="lens"><tr><th>layer</th>{head}<th>target rank</th></tr>'
         f"{''.join(body)}</table>"
     )
+
+
+def negative_selectivity_layers(result: ProbeResult) -> list[int]:
+    return [r.layer for r in result.layers if r.selectivity < 0]
+
+
+def probe_warning(result: ProbeResult) -> str | None:
+    """One line when some layer's selectivity is negative, else None."""
+    layers = negative_selectivity_layers(result)
+    if not layers:
+        return None
+    where = ", ".join(str(layer) for layer in layers)
+    return (
+        f"warning: selectivity is negative at layer{'s' if len(layers) > 1 else ''} {where}: "
+        "the probe fits the control task's random labels better than the real ones, so its "
+        "accuracy there shows memorisation, not the property"
+    )
+
+
+def probe_table(result: ProbeResult) -> Table:
+    """Accuracy, control accuracy, selectivity and the majority baseline per layer; column
+    headers say which direction is better and negative selectivities are flagged."""
+    table = Table(
+        "layer",
+        f"accuracy ({better('accuracy')} is better)",
+        f"control ({better('control_accuracy')} is better)",
+        f"selectivity ({better('selectivity')} is better)",
+        "majority label",
+        title=(
+            f"{result.task} on {result.model}: {result.n_examples} examples, {result.split} split "
+            f"({result.layers[0].n_train} train / {result.layers[0].n_test} test)"
+        ),
+    )
+    for r in result.layers:
+        selectivity = Text(f"{r.selectivity:+.3f}")
+        if r.selectivity < 0:
+            selectivity = Text(f"{r.selectivity:+.3f} (negative)", style="bold red")
+        table.add_row(
+            str(r.layer),
+            f"{r.accuracy:.3f}",
+            f"{r.control_accuracy:.3f}",
+            selectivity,
+            f"{r.majority:.3f}",
+        )
+    return table
+
+
+def render_probe_terminal(result: ProbeResult, console: Console | None = None) -> None:
+    """The probe table, and the negative-selectivity warning where there is one."""
+    console = console or Console()
+    console.print(probe_table(result))
+    warning = probe_warning(result)
+    if warning:
+        console.print(Text(warning, style="bold red"))
