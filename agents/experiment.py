@@ -8,7 +8,9 @@
    general set, zero-shot.
 
 The result holds success rate, normalised score (both means over games with 95% CIs) and
-moves to win, per phase, level, condition and trial; it is stored with the experiment run.
+moves to win, per phase, level, condition and trial, and each condition's paired comparison
+with no tips on the same games (`agents.report.compare`: McNemar for success, paired t for
+the score); it is stored with the experiment run.
 
     >>> from agents.experiment import introspective_tips
     >>> result = introspective_tips(games.list_games("game-sets/train"),
@@ -24,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agents.report import ReportRow, summarize
+from agents.report import Comparison, ReportRow, compare, summarize
 from agents.tips import TipSet, TipWriter, build_general, play_tips
 from agents.trajectory import Episode
 from games import GameInfo
@@ -36,6 +38,7 @@ from workbench.store import tips as tips_store
 
 TRAIN_CONDITIONS = ("none", "reflexion", "self", "expert")
 TEST_CONDITIONS = ("none", "general")
+BASELINE = "none"  # every other condition is compared with it, game by game
 
 
 @dataclass
@@ -43,6 +46,9 @@ class ExperimentRow:
     phase: str  # train or test
     trial: int
     row: ReportRow
+    # Against the baseline condition on the same games, level and trial (None for the
+    # baseline itself): McNemar's exact test for success, a paired t-test for the score.
+    vs_baseline: Comparison | None = None
 
     def to_dict(self) -> dict[str, Any]:
         r = self.row
@@ -60,6 +66,7 @@ class ExperimentRow:
             "score_low": _none_if_nan(r.score.low),
             "score_high": _none_if_nan(r.score.high),
             "steps_to_win": r.steps_to_win,
+            **_paired_columns(self.vs_baseline),
         }
 
 
@@ -92,13 +99,33 @@ def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _paired_columns(paired: Comparison | None) -> dict[str, float | None]:
+    if paired is None:
+        return {"success_diff": None, "success_p": None, "score_diff": None, "score_p": None}
+    return {
+        "success_diff": _none_if_nan(paired.success.difference),
+        "success_p": _none_if_nan(paired.success.p_value),
+        "score_diff": _none_if_nan(paired.score.difference),
+        "score_p": _none_if_nan(paired.score.p_value),
+    }
+
+
 def rows_by_trial(phase: str, episodes: list[dict[str, Any]]) -> list[ExperimentRow]:
     """Report rows (level x condition, CIs over games) for each trial separately: the
-    paper's question is how success changes from one trial to the next."""
+    paper's question is how success changes from one trial to the next. Each condition
+    other than the baseline carries its paired comparison with the baseline."""
     rows = []
     for trial in sorted({e["trial"] for e in episodes}):
-        for row in summarize([e for e in episodes if e["trial"] == trial]):
-            rows.append(ExperimentRow(phase, trial, row))
+        played = [e for e in episodes if e["trial"] == trial]
+        for row in summarize(played):
+            level = [e for e in played if e["level"] == row.level]
+            paired = None
+            if row.condition != BASELINE:
+                paired = compare(
+                    [e for e in level if e["condition"] == BASELINE],
+                    [e for e in level if e["condition"] == row.condition],
+                )
+            rows.append(ExperimentRow(phase, trial, row, paired))
     return rows
 
 

@@ -100,6 +100,14 @@ class Comparison:
         return _clean({"success": asdict(self.success), "score": asdict(self.score)})
 
 
+def paired_text(test: stats.PairedTest, percent: bool = True) -> str:
+    """B - A and its p-value as one table cell, e.g. "+25% (p 0.06)"; empty without pairs."""
+    if test.n == 0 or math.isnan(test.difference):
+        return ""
+    diff = f"{100 * test.difference:+.0f}%" if percent else f"{test.difference:+.2f}"
+    return diff if math.isnan(test.p_value) else f"{diff} (p {test.p_value:.2g})"
+
+
 def report(store: Store, run: str | None = None) -> Report:
     """The report of a play run by name or id (default: the latest play run)."""
     record = runs.get_run(store, run, kind="play") if run else runs.latest_run(store, "play")

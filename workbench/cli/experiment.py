@@ -95,7 +95,7 @@ def introspective_tips(
 
 def experiment_table(result) -> Table:
     """The experiment's rows as a table (phase, level, condition, trial; CIs over games)."""
-    from agents.report import Estimate
+    from agents.report import Estimate, paired_text
 
     table = Table(
         "phase",
@@ -106,6 +106,8 @@ def experiment_table(result) -> Table:
         "success [95% CI]",
         "score [95% CI]",
         "moves to win",
+        "success vs none",
+        "score vs none",
         title=f"Introspective Tips: {result.name}",
     )
     for r in result.rows:
@@ -119,5 +121,7 @@ def experiment_table(result) -> Table:
             Estimate.text(row.success),
             Estimate.text(row.score),
             "" if row.steps_to_win is None else f"{row.steps_to_win:.1f}",
+            paired_text(r.vs_baseline.success) if r.vs_baseline else "",
+            paired_text(r.vs_baseline.score, percent=False) if r.vs_baseline else "",
         )
     return table

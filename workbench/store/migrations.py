@@ -315,3 +315,10 @@ def m043_experiment_results(con: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+
+
+@migration
+def m044_experiment_paired(con: duckdb.DuckDBPyConnection) -> None:
+    # Each condition against the baseline on the same games (agents.report.compare).
+    for column in ("success_diff", "success_p", "score_diff", "score_p"):
+        con.execute(f"ALTER TABLE experiment_results ADD COLUMN {column} DOUBLE")

@@ -39,6 +39,10 @@ EXPERIMENT_COLUMNS = (
     "score_low",
     "score_high",
     "steps_to_win",
+    "success_diff",  # against the baseline condition: McNemar for success,
+    "success_p",
+    "score_diff",  # a paired t-test for the score
+    "score_p",
 )
 
 
@@ -276,7 +280,7 @@ def save_experiment_results(store: Store, run_id: str, rows: list[dict[str, Any]
                 con,
                 "experiment_results",
                 ("run_id", *EXPERIMENT_COLUMNS),
-                [[run_id, *[r[n] for n in EXPERIMENT_COLUMNS]] for r in rows],
+                [[run_id, *[r.get(n) for n in EXPERIMENT_COLUMNS]] for r in rows],
             )
 
 
