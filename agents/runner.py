@@ -24,6 +24,7 @@ from typing import Any
 from agents.policies import Agent, Decision, Turn, make_agent
 from agents.trajectory import Condition, Episode, EpisodeSpec, Step
 from games import BatchEnv, GameInfo, GameState
+from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 from workbench.store import Store, new_id, runs
@@ -198,51 +199,43 @@ def run_episodes(
 
     `finish=False` leaves the run open, so that a caller playing trial by trial (tips are
     written between trials) can add the next trial's episodes to the same run."""
-    run = _open_run(store, run_name, params)
+    # Under torchrun rank 0 alone opens the store; every rank learns what is done from it.
+    run = _open_run(store, run_name, params) if distributed.is_main() else None
     done_keys = play_store.finished_episode_keys(store, run["id"]) if store and run else set()
-    pending = deque(s for s in specs if s.key not in done_keys)
+    done_keys = set(distributed.broadcast(sorted(done_keys)))
+    pending = [s for s in specs if s.key not in done_keys]
     skipped = len(specs) - len(pending)
     if on_start is not None:
         on_start(len(pending), skipped)
     played: list[Episode] = []
     started = time.perf_counter()
-    n_steps = 0
-    agent_name = agent.name
-    if pending:
-        with BatchEnv(min(parallel, len(pending)), workers=workers) as env:
-            active: dict[int, _Active] = {}
-            while pending or active:
-                free = [s for s in range(env.parallel) if s not in active]
-                starting = {s: pending.popleft() for s in free[: len(pending)]}
-                if starting:
-                    states = env.reset({s: spec.game.path for s, spec in starting.items()})
-                    for s, spec in starting.items():
-                        rng = random.Random(f"{seed}:{spec.game.id}:{spec.trial}:{spec.condition}")
-                        active[s] = _Active(spec, states[s], rng, time.perf_counter())
-                slots = sorted(active)
-                turns = [
-                    Turn(
-                        active[s].spec,
-                        active[s].state,
-                        active[s].steps,
-                        active[s].rng,
-                        active[s].no_effect,
-                    )
-                    for s in slots
-                ]
-                decisions = agent.act(turns)
-                after = env.step({s: d.action for s, d in zip(slots, decisions)})
-                n_steps += len(slots)
-                for s, decision in zip(slots, decisions):
-                    episode = _advance(active[s], decision, after[s], max_steps, agent_name)
-                    if episode is None:
-                        continue
-                    del active[s]
-                    if store is not None and run is not None:
-                        _save(store, run, episode)
-                    played.append(episode)
-                    if on_episode is not None:
-                        on_episode(episode)
+
+    def record(episode: Episode) -> None:
+        if store is not None and run is not None:
+            _save(store, run, episode)
+        played.append(episode)
+        if on_episode is not None:
+            on_episode(episode)
+
+    options = {"parallel": parallel, "max_steps": max_steps, "seed": seed, "workers": workers}
+    if distributed.world().size == 1:
+        n_steps = _play_specs(pending, agent, record, **options)
+    else:
+        # Each rank plays its block of every chunk of episodes with its own model replica
+        # (its own GPU); rank 0 records the chunk's episodes.
+        def play_block(block: list[EpisodeSpec]) -> list[Episode]:
+            episodes: list[Episode] = []
+            _play_specs(block, agent, episodes.append, **options)
+            order = {spec.key: i for i, spec in enumerate(block)}
+            return sorted(episodes, key=lambda e: order[e.spec.key])
+
+        chunk = distributed.run_chunks(
+            pending,
+            play_block,
+            save=lambda episodes: [record(e) for e in episodes],
+            chunk_size=4 * parallel,
+        )
+        n_steps = sum(len(e.steps) for e in chunk)
     seconds = time.perf_counter() - started
     if store is not None and run is not None and finish:
         if runs.get_run(store, run["id"], kind="play") is not None:
@@ -256,6 +249,54 @@ def run_episodes(
         seconds,
         n_steps,
     )
+
+
+def _play_specs(
+    specs: Sequence[EpisodeSpec],
+    agent: Agent,
+    finished: Callable[[Episode], None],
+    *,
+    parallel: int,
+    max_steps: int,
+    seed: int,
+    workers: int | str,
+) -> int:
+    """Play `specs` in one batched environment; `finished` sees each episode as it ends.
+    Returns the number of steps taken."""
+    pending = deque(specs)
+    n_steps = 0
+    if not pending:
+        return 0
+    with BatchEnv(min(parallel, len(pending)), workers=workers) as env:
+        active: dict[int, _Active] = {}
+        while pending or active:
+            free = [s for s in range(env.parallel) if s not in active]
+            starting = {s: pending.popleft() for s in free[: len(pending)]}
+            if starting:
+                states = env.reset({s: spec.game.path for s, spec in starting.items()})
+                for s, spec in starting.items():
+                    rng = random.Random(f"{seed}:{spec.game.id}:{spec.trial}:{spec.condition}")
+                    active[s] = _Active(spec, states[s], rng, time.perf_counter())
+            slots = sorted(active)
+            turns = [
+                Turn(
+                    active[s].spec,
+                    active[s].state,
+                    active[s].steps,
+                    active[s].rng,
+                    active[s].no_effect,
+                )
+                for s in slots
+            ]
+            decisions = agent.act(turns)
+            after = env.step({s: d.action for s, d in zip(slots, decisions)})
+            n_steps += len(slots)
+            for s, decision in zip(slots, decisions):
+                episode = _advance(active[s], decision, after[s], max_steps, agent.name)
+                if episode is not None:
+                    del active[s]
+                    finished(episode)
+    return n_steps
 
 
 def _advance(

@@ -16,6 +16,7 @@ from agents.tips.tipset import TipSet
 from agents.tips.writer import TipRequest, TipWriter
 from agents.trajectory import Condition, Episode, EpisodeSpec
 from games import GameInfo
+from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 from workbench.store import Store, new_id, runs
@@ -103,6 +104,12 @@ def play_tips(
     ...                    store=Store(), run_name="self-l1")        # doctest: +SKIP
     """
     modes = check_modes(modes, tipset)
+    if distributed.launched():
+        # Each trial's tips are written from the store between trials: one process's work.
+        raise WorkbenchError(
+            "play --tips and experiment run in one process; drop torchrun/--gpus "
+            "(play without --tips splits its games over GPUs)"
+        )
     if store is None:
         raise WorkbenchError("playing with tips needs a store (tips are recorded with provenance)")
     writer = writer or TipWriter(llm)
