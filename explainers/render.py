@@ -2,6 +2,9 @@
 
 Scores are coloured per row, scaled by the row's largest absolute score: red pushes towards
 the target, blue pushes away. Every token is escaped: model text is data, never markup.
+Tokens are shown as the characters they form (`explainers.tokens.readable_columns`). Where
+the output is not a terminal (a pipe, a file), colours would be lost, so the scores are
+printed as a plain-text table instead (`score_table`).
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ from rich.console import Console
 from rich.text import Text
 
 from explainers.base import DEFAULT_TOLERANCE, completeness_tolerance
+from explainers.tokens import readable_columns
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from explainers.base import Explanation
 
 
@@ -62,23 +68,31 @@ def render_terminal(
         header += f", baseline={exp.baseline}"
     console.print(Text(header + (f", {params}" if params else ""), style="bold"))
     contrast = exp.extras.get("contrast_tokens")
+    tokens, all_scores = readable_columns(exp)
+    plain = not console.is_terminal
+    if plain:
+        console.print(score_table(exp, tokens, all_scores), soft_wrap=True, markup=False)
     for row, target in enumerate(exp.target_tokens or [""]):
-        scores = exp.scores[row]
+        scores = all_scores[row]
+        check = completeness_line(exp, row, tolerance)
+        if plain:
+            if check:
+                console.print(f"target {row + 1}: {check}", soft_wrap=True, markup=False)
+            continue
         scale = float(abs(scores).max()) if scores.size else 0.0
         label = f"target {row + 1}/{len(exp.target_tokens)}: {target!r}"
         if contrast:
             label += f" vs contrast {contrast[row]!r}"
         console.print(Text(label, style="bold cyan"))
         line = Text()
-        for token, score in zip(exp.input_tokens, scores):
+        for token, score in zip(tokens, scores):
             s = _shade(float(score), scale)
             level = int(40 + 215 * abs(s))
             colour = f"rgb({level},40,40)" if s >= 0 else f"rgb(40,40,{level})"
             line.append(_visible(token), style=f"on {colour}" if abs(s) > 0.05 else "")
         console.print(line)
-        top = ", ".join(f"{t!r} {v:+.3f}" for t, v in exp.top_tokens(row, k=3))
+        top = ", ".join(f"{tokens[i]!r} {scores[i]:+.3f}" for i in (-scores).argsort()[:3])
         console.print(Text(f"  top: {top}", style="dim"))
-        check = completeness_line(exp, row, tolerance)
         if check:
             console.print(Text("  " + check, style="red" if "WARNING" in check else "green"))
     for line in warning_lines(exp, tolerance):
@@ -93,15 +107,34 @@ def render_terminal(
         render_lens_terminal(exp, console)
 
 
+def score_table(exp: Explanation, tokens: list[str], scores: np.ndarray) -> str:
+    """The scores as plain text: one line per input token (or word), one column per target
+    (`target - contrast` with a contrast), scores with 4 decimals."""
+    contrast = exp.extras.get("contrast_tokens")
+    heads = [
+        repr(t) + (f" - {contrast[i]!r}" if contrast else "")
+        for i, t in enumerate(exp.target_tokens or ["score"])
+    ]
+    labels = [repr(t) for t in tokens]
+    first = max(len(exp.aggregation), *map(len, labels))
+    widths = [max(9, len(h)) for h in heads]
+    lines = [" ".join([exp.aggregation.ljust(first), *(h.rjust(w) for h, w in zip(heads, widths))])]
+    for i, label in enumerate(labels):
+        cells = (f"{scores[row, i]:+.4f}".rjust(w) for row, w in enumerate(widths))
+        lines.append(" ".join([label.ljust(first), *cells]))
+    return "\n".join(lines)
+
+
 def render_html(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> str:
     """A self-contained page (inline CSS, no scripts) with one heat-mapped line per target."""
     esc = html.escape
     rows_html = []
+    tokens, all_scores = readable_columns(exp)
     for row, target in enumerate(exp.target_tokens or [""]):
-        scores = exp.scores[row]
+        scores = all_scores[row]
         scale = float(abs(scores).max()) if scores.size else 0.0
         spans = []
-        for token, score in zip(exp.input_tokens, scores):
+        for token, score in zip(tokens, scores):
             s = _shade(float(score), scale)
             rgb = "220,40,40" if s >= 0 else "40,90,220"
             spans.append(

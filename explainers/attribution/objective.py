@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from explainers.tokens import PIECES_KEY, token_labels
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -51,6 +52,8 @@ class Objective:
         if self.contrast_ids is not None:
             extras["contrast_tokens"] = self.contrast_tokens
             extras["contrast_ids"] = self.contrast_ids.tolist()
+        if self._prompt_labels[1]:
+            extras[PIECES_KEY] = self._prompt_labels[1]  # renderings merge these tokens
         return extras
 
     @property
@@ -58,20 +61,25 @@ class Objective:
         return 1 if self.lm.kind == "classifier" else int(self.target_ids.numel())
 
     @cached_property
+    def _prompt_labels(self) -> tuple[list[str], list[list[int]]]:
+        return token_labels(self.lm.tokenizer, self.prompt_ids.tolist())
+
+    @property
     def input_tokens(self) -> list[str]:
-        return [self.lm.tokenizer.decode([i]) for i in self.prompt_ids.tolist()]
+        """One readable label per prompt token (see `explainers.tokens`)."""
+        return self._prompt_labels[0]
 
     @cached_property
     def target_tokens(self) -> list[str]:
         if self.lm.kind == "classifier":
             return [self.lm.labels[self.label]]
-        return [self.lm.tokenizer.decode([i]) for i in self.target_ids.tolist()]
+        return token_labels(self.lm.tokenizer, self.target_ids.tolist())[0]
 
     @cached_property
     def contrast_tokens(self) -> list[str] | None:
         if self.contrast_ids is None:
             return None
-        return [self.lm.tokenizer.decode([i]) for i in self.contrast_ids.tolist()]
+        return token_labels(self.lm.tokenizer, self.contrast_ids.tolist())[0]
 
     @cached_property
     def special_mask(self) -> torch.Tensor:
@@ -321,9 +329,12 @@ def word_ids(tokenizer, text: str, ids: torch.Tensor, tokens: list[str]) -> list
             prev_special = True
         else:
             starts_word = prev_special or tok[:1].isspace()
-            if offsets is not None and not starts_word:
+            if offsets is not None and not starts_word and tok:  # "": a character's piece
+                # After a whitespace-only token the word has started already (" " + "😀").
                 start = offsets[i][0]
-                starts_word = start > 0 and text[start - 1].isspace()
+                starts_word = (
+                    start > 0 and text[start - 1].isspace() and not tokens[i - 1].isspace()
+                )
             if starts_word:
                 word += 1
             prev_special = False

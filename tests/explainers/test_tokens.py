@@ -83,3 +83,38 @@ def test_the_default_models_tokenizer_shows_emoji():
     labels, groups = display_tokens(tok, tok(text)["input_ids"])
     assert "".join(labels) == text
     assert " 🍕" in labels and "語" in labels and " 👩\u200d👩\u200d👧" in labels
+
+
+@pytest.fixture(scope="module")
+def byte_model(byte_bpe):
+    """A randomly initialised 2-layer Llama that reads the byte-level BPE above."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import tiny_llama_config
+    from workbench.models import from_pretrained_objects
+
+    torch.manual_seed(0)
+    config = tiny_llama_config(len(byte_bpe), pad_token_id=0, eos_token_id=0, bos_token_id=0)
+    return from_pretrained_objects(LlamaForCausalLM(config), byte_bpe, name="tiny-bytes")
+
+
+def test_explanations_show_emoji_in_the_terminal_table_html_and_words(byte_model):
+    from rich.console import Console
+
+    from explainers import explain
+
+    text = "the milk 😀 is cold"
+    exp = explain(byte_model, text, method="occlusion", target=" cold")
+    assert "".join(exp.input_tokens) == text and len(exp.input_tokens) > 5  # token columns
+    [[first, end]] = exp.extras["character_pieces"]
+    assert exp.input_tokens[first].strip() == "😀"
+    console = Console(record=True, width=100)  # not a terminal: a plain table
+    exp.show(console=console)
+    table = console.export_text()
+    row = next(line for line in table.splitlines() if "😀" in line)
+    assert float(row.split()[-1]) == pytest.approx(exp.scores[0, first:end].sum(), abs=1e-4)
+    assert "\ufffd" not in table and table.count("\n") < 20
+    assert "😀" in exp.to_html() and "\ufffd" not in exp.to_html()
+    words = explain(byte_model, text, method="occlusion", target=" cold", aggregate="word")
+    assert words.input_tokens == ["the", " milk", " 😀", " is", " cold"]
