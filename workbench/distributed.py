@@ -29,11 +29,12 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,7 +44,7 @@ R = TypeVar("R")
 FAULT_ENV = "WORKBENCH_FAULT_KILL"
 # Items per rank per chunk: smaller chunks lose less to a crash, larger ones batch better.
 CHUNK_ENV = "WORKBENCH_CHUNK_SIZE"
-DEFAULT_CHUNK = 64
+DEFAULT_CHUNK = 128
 # Seconds a collective may wait for a slow rank (a long chunk on another GPU) before failing.
 TIMEOUT_ENV = "WORKBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 3600.0
@@ -95,6 +96,8 @@ def init(backend: str | None = None) -> World:
     `backend` is "nccl" for a process that computes on its GPU (`workbench.models` asks for
     it when a model goes to CUDA) or "gloo" (the default, CPU).
     """
+    import torch
+
     global _objects
     here = world()
     if not launched() or torch.distributed.is_initialized():
@@ -118,6 +121,8 @@ def init(backend: str | None = None) -> World:
 
 def use_gpu(here: World | None = None) -> torch.device:
     """The GPU this process computes on: `cuda:LOCAL_RANK` under torchrun, else the current one."""
+    import torch
+
     here = here or world()
     if not torch.cuda.is_available():
         raise WorkbenchError("--device cuda was asked for but no CUDA GPU is available")
@@ -135,6 +140,8 @@ def use_gpu(here: World | None = None) -> torch.device:
 
 def shutdown() -> None:
     """Leave the job (registered at exit by `init`)."""
+    import torch
+
     global _objects
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -178,6 +185,8 @@ def shard(items: Sequence[T], weights: Sequence[float] | None = None) -> list[T]
 def gather(part: list[T]) -> list[T] | None:
     """Every rank's `shard` result, concatenated in rank (= input) order, on rank 0; None on
     the others. In a one-process run, `part` itself."""
+    import torch
+
     here = init()
     if here.size == 1:
         return part
@@ -194,6 +203,8 @@ def gather(part: list[T]) -> list[T] | None:
 
 def all_gather(part: list[T]) -> list[T]:
     """Every rank's `shard` result, concatenated in rank (= input) order, on every rank."""
+    import torch
+
     here = init()
     if here.size == 1:
         return part
@@ -204,6 +215,8 @@ def all_gather(part: list[T]) -> list[T]:
 
 def broadcast(obj: T) -> T:
     """Rank 0's `obj`, on every rank."""
+    import torch
+
     here = init()
     if here.size == 1:
         return obj
@@ -213,6 +226,8 @@ def broadcast(obj: T) -> T:
 
 
 def barrier() -> None:
+    import torch
+
     here = init()
     if here.size > 1:
         _collective(torch.distributed.barrier, group=_objects)
@@ -298,7 +313,7 @@ def run_resumable(
     `stored()` (asked on rank 0 alone, the process that may open the store) lists the
     indices of items whose results are stored already; `save(indices, results)` stores one
     chunk. Returns the indices computed by this call and their results on rank 0, and
-    ([], []) on the others. `chunk_size` defaults to $WORKBENCH_CHUNK_SIZE or 64.
+    ([], []) on the others. `chunk_size` defaults to $WORKBENCH_CHUNK_SIZE or 128.
     """
     here = init()
     done = set(broadcast(sorted(stored()) if here.main and stored is not None else []))
@@ -319,6 +334,8 @@ def _unzip(pairs: list[tuple[int, R]]) -> tuple[list[int], list[R]]:
 
 
 def _gather_parts(part: tuple[str | None, list[R]]) -> list[tuple[str | None, list[R]]]:
+    import torch
+
     here = world()
     parts: list[Any] = [None] * here.size if here.main else []
     _collective(
@@ -365,6 +382,8 @@ def launch(gpus: int | None, argv: Sequence[str] | None = None) -> None:
     job (the option travels with the command line). Fails with one line where there are no
     or too few GPUs; a rank that dies ends the job with one line and a non-zero exit.
     """
+    import torch
+
     if gpus is None or launched() or os.environ.get("TORCHELASTIC_RUN_ID"):
         return
     if gpus < 1:
