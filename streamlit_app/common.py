@@ -29,6 +29,9 @@ from workbench.store import Store, dashboard
 from workbench.store import play as play_store
 
 TOKEN_TTL = 2.0
+# The columns of a play summary by level and condition (`play_summary`), in table order.
+LEVEL_TABLE = ["run", "level", "condition", "games", "episodes", "success", "success_low"]
+LEVEL_TABLE += ["success_high", "score", "score_low", "score_high", "steps_to_win"]
 PAGE_SIZES = (10, 25, 50, 100)
 
 FILL_HINT = (
@@ -122,9 +125,37 @@ def empty_state(what: str) -> None:
     st.info(f"No {what} in `{db}` yet. " + FILL_HINT.format(db=db))
 
 
+def pick(label: str, labels: dict[str, str], key: str, param: str) -> tuple[str, list[str]]:
+    """A selectbox over the ids of a listed page (shown by their labels), with the id deep-
+    linked by query parameter `param` added first and chosen; returns (chosen, ids)."""
+    ids = list(labels)
+    linked = query_param(param)
+    if linked and linked not in ids:
+        ids.insert(0, linked)
+    chosen = st.selectbox(
+        label,
+        ids,
+        index=ids.index(linked) if linked in ids else 0,
+        format_func=lambda i: labels.get(i, i),
+        key=key,
+    )
+    return chosen, ids
+
+
 def query_param(name: str) -> str | None:
     value = st.query_params.get(name)
     return value or None
+
+
+def llm_call(call: dict[str, Any]) -> None:
+    """One LLM call in an expander: its prompt, completion and error, as inert text."""
+    with st.expander(f"{call['purpose']} · {call['model']} · {call['created_at']}"):
+        st.markdown("**prompt**")
+        st.code(call["prompt"], language=None)
+        st.markdown("**completion**")
+        st.code(call["completion"] or "", language=None)
+        if call["error"]:
+            st.code(call["error"], language=None)
 
 
 def visible(token: str) -> str:

@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, play_summary, query, run_comparison
+from streamlit_app.common import LEVEL_TABLE, empty_state, play_summary, query, run_comparison
 from workbench.store import dashboard
 
 st.title("Run comparison")
@@ -36,22 +36,7 @@ if len(chosen) < 2:
 summary = pd.DataFrame(query(play_summary, tuple(chosen), ("run", "level", "condition")))
 st.subheader("By level and condition")
 st.dataframe(
-    summary[
-        [
-            "run",
-            "level",
-            "condition",
-            "games",
-            "episodes",
-            "success",
-            "success_low",
-            "success_high",
-            "score",
-            "score_low",
-            "score_high",
-            "steps_to_win",
-        ]
-    ],
+    summary[LEVEL_TABLE],
     hide_index=True,
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, pager, query, query_param
+from streamlit_app.common import empty_state, llm_call, pager, query, query_param
 from workbench.store import dashboard
 
 st.title("Episode viewer")
@@ -163,10 +163,4 @@ for step in steps:
 if view["other_calls"]:
     st.subheader("Other LLM calls of this episode")
     for call in view["other_calls"]:
-        with st.expander(f"{call['purpose']} · {call['model']} · {call['created_at']}"):
-            st.markdown("**prompt**")
-            st.code(call["prompt"], language=None)
-            st.markdown("**completion**")
-            st.code(call["completion"] or "", language=None)
-            if call["error"]:
-                st.code(call["error"], language=None)
+        llm_call(call)

@@ -11,7 +11,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, pager, query, query_param, token_heatmap_html, visible
+from streamlit_app.common import (
+    empty_state,
+    pager,
+    pick,
+    query,
+    token_heatmap_html,
+    visible,
+)
 from workbench.store import dashboard, explanations
 
 st.title("Explanations")
@@ -27,18 +34,8 @@ limit, offset = pager("explanations", first.total, default_size=10)
 page = query(dashboard.explanations_page, limit=limit, offset=offset, method=method)
 st.dataframe(pd.DataFrame(page.rows), hide_index=True)
 
-ids = [e["id"] for e in page.rows]
-linked = query_param("explanation")
-if linked and linked not in ids:
-    ids.insert(0, linked)
 labels = {e["id"]: f"{e['method']} · {e['model']} · {e['id']}" for e in page.rows}
-exp_id = st.selectbox(
-    "explanation",
-    ids,
-    index=ids.index(linked) if linked in ids else 0,
-    format_func=lambda i: labels.get(i, i),
-    key="exp-id",
-)
+exp_id, _ = pick("explanation", labels, key="exp-id", param="explanation")
 detail = query(dashboard.explanation_detail, exp_id)
 if detail is None:
     st.warning(f"No explanation with id {exp_id!r}.")

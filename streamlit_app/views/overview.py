@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, pager, play_summary, query
+from streamlit_app.common import LEVEL_TABLE, empty_state, pager, play_summary, query
 from workbench.store import dashboard
 
 st.title("Runs overview")
@@ -89,22 +89,7 @@ for col, metric, title in ((left, "success", "success rate"), (right, "score", "
     whiskers = base.mark_rule().encode(y=f"{metric}_low:Q", y2=f"{metric}_high:Q")
     col.altair_chart((bars + whiskers).facet(row=alt.Row("run:N", title=None)))
 st.dataframe(
-    by_level[
-        [
-            "run",
-            "level",
-            "condition",
-            "games",
-            "episodes",
-            "success",
-            "success_low",
-            "success_high",
-            "score",
-            "score_low",
-            "score_high",
-            "steps_to_win",
-        ]
-    ],
+    by_level[LEVEL_TABLE],
     hide_index=True,
 )
 

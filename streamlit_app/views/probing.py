@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, pager, query, query_param
+from streamlit_app.common import empty_state, pager, pick, query
 from workbench.store import dashboard, probes
 
 st.title("Probing")
@@ -22,18 +22,8 @@ limit, offset = pager("probes", first.total, default_size=10)
 page = query(dashboard.probes_page, limit=limit, offset=offset)
 st.dataframe(pd.DataFrame(page.rows), hide_index=True)
 
-ids = [p["id"] for p in page.rows]
-linked = query_param("probe")
-if linked and linked not in ids:
-    ids.insert(0, linked)
 labels = {p["id"]: f"{p['task']} · {p['model']} · {p['id']}" for p in page.rows}
-probe_id = st.selectbox(
-    "probe",
-    ids,
-    index=ids.index(linked) if linked in ids else 0,
-    format_func=lambda i: labels.get(i, i),
-    key="probe-id",
-)
+probe_id, _ = pick("probe", labels, key="probe-id", param="probe")
 probe = query(probes.get_probe, probe_id)
 layers = pd.DataFrame(probe["layers"] if probe else [])
 if layers.empty:

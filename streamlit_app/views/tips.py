@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from agents.tips import TipSet, diff_tipsets
-from streamlit_app.common import pager, query, query_param
+from streamlit_app.common import llm_call, pager, pick, query
 from workbench.store import dashboard
 from workbench.store import tips as tips_store
 
@@ -39,18 +39,8 @@ listing = ["id", "kind", "scope", "condition", "game_id", "trial", "version", "s
 listing += ["parent_id", "run_name", "n_tips", "created_at"]
 st.dataframe(pd.DataFrame(page.rows, columns=listing), hide_index=True)
 
-ids = [r["id"] for r in page.rows]
-linked = query_param("tipset")
-if linked and linked not in ids:
-    ids.insert(0, linked)
 labels = {r["id"]: f"{r['kind']} · {r['scope']} · v{r['version']} · {r['id']}" for r in page.rows}
-tipset_id = st.selectbox(
-    "tip set",
-    ids,
-    index=ids.index(linked) if linked in ids else 0,
-    format_func=lambda i: labels.get(i, i),
-    key="tipset-id",
-)
+tipset_id, ids = pick("tip set", labels, key="tipset-id", param="tipset")
 detail = query(dashboard.tipset_detail, tipset_id)
 if detail is None:
     st.warning(f"No tip set with id {tipset_id!r}.")
@@ -94,13 +84,7 @@ for episode_id in tipset["episodes"] or []:
     )
 st.markdown(f"**LLM calls that wrote it** ({len(detail['calls'])})")
 for call in detail["calls"]:
-    with st.expander(f"{call['purpose']} · {call['model']} · {call['created_at']}"):
-        st.markdown("**prompt**")
-        st.code(call["prompt"], language=None)
-        st.markdown("**completion**")
-        st.code(call["completion"] or "", language=None)
-        if call["error"]:
-            st.code(call["error"], language=None)
+    llm_call(call)
 
 st.subheader("Diff of two sets")
 left, right = st.columns(2)
