@@ -14,6 +14,12 @@ TEXT = "the milk is in the fridge Q"
 
 
 def test_evaluate_text_json_is_one_object_keyed_by_metric(tiny_model_dir, tmp_path, capsys):
+    from explainers import Explanation
+    from explainers.metrics import FAITHFULNESS, PLAUSIBILITY, evaluate
+    from workbench.models import load_model
+    from workbench.store import Store
+    from workbench.store.metrics import get_metrics
+
     db = tmp_path / "wb.duckdb"
     code, out, err = run(
         capsys,
@@ -35,19 +41,26 @@ def test_evaluate_text_json_is_one_object_keyed_by_metric(tiny_model_dir, tmp_pa
     )
     assert code == 0, err
     data = json.loads(out)
-    for name in (
-        "comprehensiveness",
-        "sufficiency",
-        "deletion_auc",
-        "insertion_auc",
-        "decision_flip",
-        "kendall_tau_loo",
-        "token_f1",
-        "token_iou",
-        "auprc",
-    ):
-        assert isinstance(data[name], float)
-    assert data["method"] == "occlusion" and len(data["rows"]) == 2
+    assert data["method"] == "occlusion" and data["target_tokens"] == ["milk", "open"]
+    # The numbers are the library's on the stored explanation and the model loaded as the
+    # command loads it, each the mean of its two target rows; the store holds the same means.
+    stored = Explanation.load(Store(db), data["explanation_id"])
+    lm = load_model(str(tiny_model_dir))
+    expected = evaluate(stored, lm, rationale=[0, 1, 0, 0, 0, 0, 0])
+    saved = {r["name"]: r["value"] for r in get_metrics(Store(db), stored.id, include_rows=False)}
+    for name in (*FAITHFULNESS, *PLAUSIBILITY):
+        assert data[name] == pytest.approx(expected.metrics[name], abs=1e-6), name
+        assert saved[name] == pytest.approx(data[name], abs=1e-6), name
+        rows = [row[name] for row in data["rows"]]
+        assert data[name] == pytest.approx(sum(rows) / 2, abs=1e-6), name
+    # Occlusion is leave-one-out: its ranking agrees with it exactly.
+    assert data["kendall_tau_loo"] == pytest.approx(1.0)
+    assert data["params"]["convention"] == "eraser"
+    for row, curve in zip(data["rows"], data["curves"]):
+        assert row["comprehensiveness"] == pytest.approx(
+            sum(curve["comprehensiveness_bins"]) / 5, abs=1e-6
+        )
+        assert curve["deletion"]["values"][0] == pytest.approx(curve["full"])
     # The explanation and its metrics went to the store; evaluate it again by id.
     exp_id = data["explanation_id"]
     code, out, err = run(
@@ -163,11 +176,11 @@ def test_compare_prints_methods_side_by_side_and_writes_a_plot(tiny_model_dir, t
         (["evaluate", "--explanation", "nope"], "no explanation with id 'nope'"),
         (["evaluate", "--text", TEXT, "--param", "steps"], "--param takes KEY=VALUE"),
         (["compare", "--methods", "ig,attention", "--text", TEXT], "attention method"),
-        (["compare", "--methods", ",", "--text", TEXT], "--methods is empty"),
+        (["compare", "--methods", ",", "--text", TEXT], "methods is empty"),
         (["compare", "--text", TEXT, "--plot", "curves.pdf"], "name the file *.png"),
         (
             ["compare", "--methods", "ig,lime", "--text", TEXT, "--param", "lime.nope=1"],
-            "lime has no parameter 'nope'",
+            "lime takes no parameter 'nope'",
         ),
     ],
 )

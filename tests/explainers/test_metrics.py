@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from explainers import explain
+from explainers.attribution.objective import prepare
+from explainers.base import Explanation
 from explainers.metrics import (
     auprc,
     comprehensiveness,
@@ -166,3 +168,102 @@ def test_metrics_are_stored_with_their_explanation(tiny_causal, store):
     with pytest.raises(WorkbenchError, match="no explanation with id 'nope'"):
         save_metrics(store, "nope", result.records())
     assert "m030_metrics" in store.applied_migrations()
+
+
+def test_removal_bins_of_each_convention():
+    from explainers.metrics.faithfulness import ERASER, FERRET, removal_bins
+
+    scores = [0.5, -0.2, 3.0, 0.0, 1.0, -1.0, 2.0]  # positive units by rank: 2, 6, 4, 0
+
+    def sets(bins):
+        return [None if b is None else set(np.flatnonzero(b)) for b in bins]
+
+    # ERASER: 1/5/10/20/50% of 7 units, rounded up: 1, 1, 1, 2, 4 units; signed ranking.
+    assert sets(removal_bins(scores, ERASER)) == [{2}, {2}, {2}, {2, 6}, {0, 2, 4, 6}]
+    # ferret: 10..100% rounded down: 0, 1, 2, 2, 3, 4, 4, 5, 6, 7 units, positive ones only,
+    # a set equal to the last one kept left out (the 5-7 unit bins add no positive unit).
+    assert sets(removal_bins(scores, FERRET)) == [
+        None,
+        {2},
+        {2, 6},
+        None,
+        {2, 4, 6},
+        {0, 2, 4, 6},
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert sets(removal_bins([-1.0, -2.0], FERRET)) == [None] * 10
+
+
+def test_ferret_convention_on_a_tiny_classifier_by_hand(tiny_classifier):
+    """ferret-xai 0.4.2's definitions, worked through on a 7-token input of a real model.
+
+    Probabilities come from the model's own forward over token ids (not the metric code's
+    embedding path); the bins, the hard rationale and the PR curve are written out by hand.
+    """
+    import torch
+
+    from explainers.base import get_method
+
+    lm = tiny_classifier
+    text = "the red apple is on the table"
+    obj = prepare(lm, text, "pos")
+    ids = obj.prompt_ids.tolist()
+    assert len(ids) == 7 and not obj.special_mask.any()
+    scores = [0.5, -0.2, 3.0, 0.0, 1.0, -1.0, 2.0]
+    exp = Explanation.from_objective(get_method("occlusion"), obj, [scores])
+
+    def p(keep: list[int]) -> float:
+        with torch.no_grad():
+            logits = lm.model(input_ids=torch.tensor([[ids[i] for i in keep]])).logits
+        return float(torch.softmax(logits[0], -1)[2])  # label "pos"
+
+    full = p(list(range(7)))
+    # ferret bins: {2}, {2, 6}, {2, 4, 6}, {0, 2, 4, 6}, each once.
+    bins = [[2], [2, 6], [2, 4, 6], [0, 2, 4, 6]]
+    comp = np.mean([full - p([i for i in range(7) if i not in b]) for b in bins])
+    suff = np.mean([full - p(b) for b in bins])
+    rationale = [0, 0, 1, 0, 0, 1, 0]
+    result = evaluate(exp, lm, rationale=rationale, convention="ferret")
+    assert result.params["convention"] == "ferret"
+    assert result.metrics["comprehensiveness"] == pytest.approx(comp, abs=1e-5)
+    assert result.metrics["sufficiency"] == pytest.approx(suff, abs=1e-5)
+    per_bin = result.curves[0]["comprehensiveness_bins"]
+    assert [i for i, d in enumerate(per_bin) if d is not None] == [1, 2, 4, 5]
+    # Hard rationale: the top 5 are 2, 6, 4, 0, 3; unit 3 scores 0, so {0, 2, 4, 6}.
+    # Against {2, 5}: tp = 1, precision 1/4, recall 1/2 -> F1 1/3; IOU 1 / |{0,2,4,5,6}|.
+    assert result.metrics["token_f1"] == pytest.approx(1 / 3)
+    assert result.metrics["token_iou"] == pytest.approx(1 / 5)
+    # AUPRC of the scores clipped at 0 (units 1, 3, 5 tie at 0): PR points (R, P) by
+    # threshold 3, 2, 1, 0.5, 0 are (1/2, 1), (1/2, 1/2), (1/2, 1/3), (1/2, 1/4), (1, 2/7);
+    # area = 1/2 x 1 + 1/2 x (1/4 + 2/7) / 2 = 71/112.
+    assert result.metrics["auprc"] == pytest.approx(71 / 112)
+
+    # The same explanation under ERASER: bins {2} x3, {2, 6}, {0, 2, 4, 6}; k = 2 -> {2, 6};
+    # signed scores rank unit 5 last: thresholds down to -0.2 keep recall 1/2, precision
+    # falling to 1/6, then (1, 2/7): area = 1/2 + 1/2 x (1/6 + 2/7) / 2 = 103/168.
+    eraser = evaluate(exp, lm, rationale=rationale, convention="eraser")
+    weights = [[2], [2], [2], [2, 6], [0, 2, 4, 6]]
+    comp = np.mean([full - p([i for i in range(7) if i not in b]) for b in weights])
+    assert eraser.metrics["comprehensiveness"] == pytest.approx(comp, abs=1e-5)
+    assert eraser.metrics["token_f1"] == pytest.approx(0.5)
+    assert eraser.metrics["token_iou"] == pytest.approx(1 / 3)
+    assert eraser.metrics["auprc"] == pytest.approx(103 / 168)
+    with pytest.raises(WorkbenchError, match="convention must be eraser or ferret, not 'x'"):
+        evaluate(exp, lm, convention="x")
+
+
+def test_higher_is_better_covers_every_metric_the_tables_show():
+    from explainers.metrics import (
+        FAITHFULNESS,
+        HIGHER_IS_BETTER,
+        PLAUSIBILITY,
+        PROBE_METRICS,
+        better,
+    )
+
+    assert set(HIGHER_IS_BETTER) == {*FAITHFULNESS, *PLAUSIBILITY, *PROBE_METRICS}
+    assert (better("sufficiency"), better("selectivity")) == ("lower", "higher")
+    assert better("control_accuracy") == "lower"
