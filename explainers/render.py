@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
@@ -116,12 +117,12 @@ def score_table(exp: Explanation, tokens: list[str], scores: np.ndarray) -> str:
         for i, t in enumerate(exp.target_tokens or ["score"])
     ]
     labels = [repr(t) for t in tokens]
-    first = max(len(exp.aggregation), *map(len, labels))
-    widths = [max(9, len(h)) for h in heads]
+    first = max([len(exp.aggregation), *map(cell_len, labels)])  # an emoji takes two cells
+    widths = [max(9, cell_len(h)) for h in heads]
     lines = [" ".join([exp.aggregation.ljust(first), *(h.rjust(w) for h, w in zip(heads, widths))])]
     for i, label in enumerate(labels):
         cells = (f"{scores[row, i]:+.4f}".rjust(w) for row, w in enumerate(widths))
-        lines.append(" ".join([label.ljust(first), *cells]))
+        lines.append(" ".join([label + " " * (first - cell_len(label)), *cells]))
     return "\n".join(lines)
 
 
