@@ -116,7 +116,10 @@ def planted():
 
 def test_probe_finds_the_planted_feature_where_it_is_carried(planted):
     lm, data = planted
-    result = run_probe(lm, data, layers=[0, 2], seed=0)
+    seen = []
+    result = run_probe(lm, data, layers=[0, 2], seed=0, progress=lambda *a: seen.append(a))
+    n = len(data.examples)
+    assert seen[-1] == (n + 2, n + 2) and seen[-2] == (n + 1, n + 2)  # examples, then layers
     by_layer = {r.layer: r for r in result.layers}
     assert result.split == "random" and by_layer[2].n_test == 100
     # layer 0 at the last position is the filler word's embedding: chance
@@ -127,6 +130,32 @@ def test_probe_finds_the_planted_feature_where_it_is_carried(planted):
         assert 0.3 <= r.control_accuracy <= 0.7, "random labels per type are unlearnable"
     assert by_layer[2].selectivity >= 0.25
     assert result.best.layer == 2
+
+
+def test_probe_table_flags_negative_selectivity_and_says_which_way_is_better():
+    from rich.console import Console
+
+    from explainers.probing.probes import LayerProbe, ProbeResult
+    from explainers.probing.render import probe_warning, render_probe_terminal
+
+    layers = [
+        LayerProbe(0, 0.55, 0.70, -0.15, 0.5, 30, 10),
+        LayerProbe(4, 0.90, 0.50, 0.40, 0.5, 30, 10),
+        LayerProbe(8, 0.60, 0.62, -0.02, 0.5, 30, 10),
+    ]
+    result = ProbeResult("jsonl:x", "tiny", layers, ["no", "yes"], 40, "random")
+    console = Console(record=True, width=200)
+    render_probe_terminal(result, console)
+    text = console.export_text()
+    for header in (
+        "accuracy (higher is better)",
+        "control (lower is better)",
+        "selectivity (higher is better)",
+    ):
+        assert header in text
+    assert "-0.150 (negative)" in text and "+0.400 (negative)" not in text
+    assert "warning: selectivity is negative at layers 0, 8: the probe fits the control" in text
+    assert probe_warning(ProbeResult("t", "m", layers[1:2], ["a", "b"], 40, "random")) is None
 
 
 def test_control_labels_are_fixed_per_type_and_follow_the_label_distribution():
