@@ -18,7 +18,8 @@ from workbench.cli.options import (
     method_params,
     open_store,
 )
-from workbench.cli.render import show_step_explanation, status, write_json
+from workbench.cli.render import progress, show_step_explanation, status, write_json
+from workbench.errors import WorkbenchError
 
 
 def explain_step(
@@ -34,13 +35,31 @@ def explain_step(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
+    patch: str | None = typer.Option(
+        None,
+        "--patch",
+        help="OLD=>NEW: edit the observation, choose again, and patch the residual stream "
+        "layer by layer instead of attributing (--method is not used).",
+    ),
+    positions: str = typer.Option(
+        "changed", "--positions", help="With --patch: changed (edited + last), last or all."
+    ),
+    layers: str = typer.Option("all", "--layers", help="With --patch: all, or e.g. 0,10,20."),
 ) -> None:
     """Why did the agent take this action? Attribution per prompt segment and per tip.
 
-    Each tip is also removed in turn, to see whether the action changes without it.
+    Each tip is also removed in turn, to see whether the action changes without it. With
+    --patch, the observation is edited instead, and activation patching shows where the
+    information that decided the action sits.
 
     Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2 --method ig
+
+    Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2
+    --patch "the fridge is open=>the fridge is closed"
     """
+    if patch is not None:
+        _patch_step(run, episode, step, patch, positions, layers, fmt, model, device, dtype, db)
+        return
     from agents.explain_step import explain_step as run_explain_step
     from explainers import get_method
     from workbench.models import load_model
@@ -53,4 +72,46 @@ def explain_step(
         write_json(result.to_dict())
         return
     show_step_explanation(result, Console())
+    status(f"saved as explanation {result.explanation_id} in {store.path}")
+
+
+def _patch_step(run, episode, step, patch, positions, layers, fmt, model, device, dtype, db):
+    from agents.step_patching import POSITION_MODES, parse_patch, patch_step
+    from explainers.causal.patching import parse_int_list
+    from workbench.models import load_model
+
+    parse_patch(patch)  # a malformed request fails before the model loads
+    if positions not in POSITION_MODES:
+        raise WorkbenchError(f"--positions must be {', '.join(POSITION_MODES)}, not {positions!r}")
+    layer_list = parse_int_list("--layers", layers)
+    store = open_store(db)
+    lm = load_model(model, device=device, dtype=dtype, progress=True) if model else None
+    with progress(f"patching step {step}") as update:
+        result = patch_step(
+            store,
+            run,
+            episode,
+            step,
+            patch,
+            lm=lm,
+            positions=positions,
+            layers=layer_list,
+            progress=update,
+        )
+    if fmt is TableFormat.json:
+        write_json(result.to_dict())
+        return
+    out = Console()
+    then = (
+        f"changes to {result.corrupt_action!r}"
+        if result.action_changed
+        else f"stays {result.corrupt_action!r}"
+    )
+    out.print(
+        f"step {step} of episode {episode}: action {result.action!r}; with {patch!r} the "
+        f"agent's choice {then}",
+        markup=False,
+        highlight=False,
+    )
+    result.explanation.show(console=out)
     status(f"saved as explanation {result.explanation_id} in {store.path}")

@@ -10,8 +10,10 @@ from rich.table import Table
 
 from workbench.cli.options import (
     DbOption,
+    DeviceMapOption,
     DeviceOption,
     DtypeOption,
+    GpusOption,
     ModelOption,
     TableFormat,
     TableFormatOption,
@@ -55,18 +57,37 @@ def probe(
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
     save: bool = typer.Option(True, "--save/--no-save", help="Save the result in the store."),
+    intervene: bool = typer.Option(
+        False,
+        "--intervene",
+        help="Amnesic probing: project each probe's directions out of the residual stream "
+        "and compare the next token's log-probability change with random directions.",
+    ),
+    random_directions: int = typer.Option(
+        5, "--random-directions", min=1, help="With --intervene: random draws, the control."
+    ),
+    intervene_examples: int = typer.Option(
+        32, "--intervene-examples", min=1, help="With --intervene: held-out examples measured."
+    ),
+    gpus: int | None = GpusOption,
+    device_map: str | None = DeviceMapOption,
 ) -> None:
     """Train linear probes per layer, with control tasks (accuracy, control, selectivity).
+
+    With --intervene, also test whether the model uses what each probe found: its
+    directions are projected out of the residual stream at its layer (amnesic probing).
 
     Example: workbench probe --task textworld-state:carried --games game-sets/l3
     --layers 0,10,20,30 --plot carried.png
     """
     from explainers.probing.plot import plot_probe
     from explainers.probing.probes import ProbeDataset, parse_layers, run_probe
+    from workbench import distributed
     from workbench.models import load_model
 
     if (task is None) == (dataset is None):
         raise WorkbenchError("give either --task (a built-in task) or --dataset FILE.jsonl")
+    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
     layer_list = parse_layers(layers)
     writable_file(plot, "--plot")
     if dataset is not None:
@@ -90,8 +111,26 @@ def probe(
         )
         data = ProbeDataset.from_records(task, records)
     store = open_store(db) if save else None
-    lm = load_model(model, device=device, dtype=dtype, progress=fmt is TableFormat.table)
+    lm = load_model(
+        model, device=device, dtype=dtype, progress=fmt is TableFormat.table, device_map=device_map
+    )
     result = run_probe(lm, data, layer_list, batch_size=batch_size, test_size=test_size, seed=seed)
+    amnesic = None
+    if intervene:
+        from explainers.causal.amnesic import amnesic_probing
+
+        amnesic = amnesic_probing(
+            lm,
+            data,
+            layer_list,
+            n_random=random_directions,
+            max_examples=intervene_examples,
+            test_size=test_size,
+            seed=seed,
+        )
+        result.params["intervene"] = amnesic.to_dict()
+    if not distributed.is_main():
+        return  # every rank extracted its share of the features; rank 0 reports and saves
     if store is not None:
         result.save(store)
     if plot is not None:
@@ -120,5 +159,34 @@ def probe(
             f"{r.majority:.3f}",
         )
     Console().print(table)
+    if amnesic is not None:
+        Console().print(amnesic_table(amnesic))
     if store is not None:
         status(f"saved as probe {result.id} in {store.path}")
+
+
+def amnesic_table(amnesic) -> Table:
+    """Per layer: the target's log-probability change with the probe's directions projected
+    out, against random directions of the same number."""
+    table = Table(
+        "layer",
+        "directions",
+        "probe acc. after",
+        "log p change",
+        "random change",
+        "excess",
+        title=(
+            f"amnesic probing: {amnesic.layers[0].n_examples if amnesic.layers else 0} held-out "
+            f"examples, {amnesic.params['n_random']} random draws per layer"
+        ),
+    )
+    for r in amnesic.layers:
+        table.add_row(
+            str(r.layer),
+            str(r.n_directions),
+            f"{r.accuracy_after:.3f}",
+            f"{r.logprob_change:+.4f}",
+            f"{r.random_change:+.4f} ± {r.random_std:.4f}",
+            f"{r.excess:+.4f}",
+        )
+    return table
