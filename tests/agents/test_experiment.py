@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-import games
 from agents.experiment import introspective_tips
 from tests.agents.test_tips import scripted_actor
+from tests.games.compiled import compiled
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.errors import WorkbenchError
 from workbench.llm.openai_backend import OpenAILLM
@@ -18,10 +18,7 @@ from workbench.store import tips as tips_store
 
 @pytest.fixture(scope="module")
 def test_games(games_base):
-    folder = games_base / "tips-test-games"
-    if not (folder / "manifest.json").is_file():
-        games.make(level=1, count=1, seed=3, split="test", out=folder)
-    return games.list_games(folder)
+    return compiled(games_base, 1, 1, seed=3, split="test")
 
 
 def test_experiment_table_is_exact(level1_games, test_games, store):
@@ -108,4 +105,7 @@ def test_experiment_cli_json(level1_games, test_games, tmp_path):
     assert rows[("test", "general", 0)]["success"] == 1.0
     assert rows[("train", "none", 1)]["success"] == 0.0
     assert rows[("train", "self", 1)]["success"] == 1.0
+    # Paired with no tips on the same games: every game flips from lost to won.
+    assert rows[("train", "self", 1)]["success_diff"] == 1.0
+    assert rows[("train", "none", 1)]["success_p"] is None  # the baseline itself
     assert "test-key" not in db.read_bytes().decode("latin-1")
