@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 
@@ -11,12 +9,7 @@ def run_inprocess(capsys, *args: str) -> tuple[int, str, str]:
     """Run `workbench ARGS` through `main()`: exit code, stdout, stderr."""
     from workbench.cli import main
 
-    argv = sys.argv
-    sys.argv = ["workbench", *args]
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            main()
-    finally:
-        sys.argv = argv
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
     out, err = capsys.readouterr()
     return int(exit_info.value.code or 0), out, err

@@ -1,17 +1,26 @@
-"""`workbench explain` and `workbench explanations` as a user runs them."""
+"""The `workbench` CLI as a user runs it: explain, explanations, runs, episodes, export,
+help, start-up imports and Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 
+import duckdb
 import pytest
 
+from tests.games.compiled import games_base, level1_games  # noqa: F401
 from tests.run_cli import run_inprocess
+from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.store import Store
+from workbench.store import play as play_store
 from workbench.store.explanations import list_explanations
+from workbench.store.export import table_rows
+from workbench.store.runs import get_run
 
 TEXT = "the milk is in the fridge to get the milk open the"
 
@@ -118,7 +127,7 @@ def test_html_is_escaped_and_explanations_read_back(tiny_model_dir, tmp_path, ca
         (["--baseline", "mean"], "baseline must be one of zero, pad, eos, not 'mean'"),
         (["--model", "/no/such/model"], "does not exist"),
         (["--model", "/no/such/model.gguf"], "does not exist"),
-        (["--param", "foo=1"], "ig has no parameter 'foo'"),
+        (["--param", "foo=1"], "ig takes no parameter 'foo'"),
     ],
 )
 def test_bad_input_is_one_line_and_stores_nothing(tiny_model_dir, tmp_path, capsys, args, message):
@@ -228,3 +237,166 @@ def test_dataset_mode_explains_every_line(tiny_model_dir, tmp_path, capsys):
     assert len(list_explanations(Store(db))) == 2
     code, _, err = run_inprocess(capsys, "explain", "--model", str(tiny_model_dir), "--db", str(db))
     assert code == 1 and "give either --text or --dataset" in err
+
+
+def test_help_answers_for_every_command(capsys):
+    """--help of every command and group works, without loading anything heavy."""
+    import typer
+
+    from workbench.cli import app
+
+    def paths(command, prefix):
+        yield prefix
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from paths(sub, [*prefix, name])
+
+    found = list(paths(typer.main.get_command(app), []))
+    assert ["export"] in found and ["runs", "list"] in found and ["episodes", "list"] in found
+    for path in found:
+        code, out, err = run_inprocess(capsys, *path, "--help")
+        assert code == 0, (path, err)
+        assert "Usage: workbench" in " ".join(out.split()), path
+
+
+def test_python_dash_m_workbench_and_no_heavy_import_at_start():
+    done = run_cli("--help")
+    assert done.returncode == 0 and "explain-step" in done.stdout and "export" in done.stdout
+    probe = (
+        "import sys, workbench.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'shap', 'streamlit', 'captum',"
+        " 'duckdb', 'textworld') if m in sys.modules))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip() == "[]"
+
+
+def test_checks_that_need_no_model_come_before_it(tmp_path, capsys):
+    """A bad --out folder, a parameter the method does not take, and an html data set fail
+    before the model loads (the model named here does not exist)."""
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "open the box"}\n')
+    cases = [
+        (["--text", TEXT, "--out", str(tmp_path / "nope" / "x.html")], "folder does not exist"),
+        (["--text", TEXT, "--method", "occlusion", "--steps", "8"], "takes no parameter 'steps'"),
+        (["--dataset", str(data), "--format", "html"], "--dataset writes JSONL"),
+        (["--text", TEXT, "--target", "a", "--generate", "2"], "either target or generate"),
+    ]
+    for args, message in cases:
+        code, _, err = run_inprocess(
+            capsys, "explain", *args, "--model", "/no/such/model", "--no-save"
+        )
+        assert code == 1 and message in err, err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_reading_commands_leave_no_database_and_read_a_read_only_one(tmp_path, capsys):
+    missing = tmp_path / "missing.duckdb"
+    for args in (
+        ["report"],
+        ["runs", "list"],
+        ["episodes", "list", "--run", "x"],
+        ["tips", "list"],
+        ["explanations", "list"],
+        ["export", "--table", "runs", "--out", str(tmp_path / "r.parquet")],
+    ):
+        code, _, err = run_inprocess(capsys, *args, "--db", str(missing))
+        assert code == 1 and "no database at" in err, (args, err)
+    assert not missing.exists() and not (tmp_path / "r.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def played(level1_games, tmp_path_factory):  # noqa: F811
+    """A store holding one expert run over the two level-1 games, made read-only."""
+    db = tmp_path_factory.mktemp("played") / "w.duckdb"
+    folder = str(level1_games[0].path.parent)
+    argv = ["play", "--games", folder, "--agent", "expert", "--workers", "0"]
+    done = run_cli(*argv, "--run-name", "exp", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    db.chmod(0o444)
+    return db
+
+
+def test_runs_episodes_and_report_list_episode_ids(played, capsys):
+    store = Store(played, read_only=True)
+    episodes = play_store.list_episodes(store, get_run(store, "exp", kind="play")["id"])
+    code, out, err = run_inprocess(capsys, "runs", "list", "--format", "json", "--db", str(played))
+    assert code == 0, err
+    assert [(r["name"], r["episodes"]) for r in json.loads(out)] == [("exp", 2)]
+    code, out, _ = run_inprocess(
+        capsys, "episodes", "list", "--run", "exp", "--format", "json", "--db", str(played)
+    )
+    assert [e["id"] for e in json.loads(out)] == [e["id"] for e in episodes]
+    code, out, _ = run_inprocess(capsys, "report", "--run", "exp", "--db", str(played))
+    assert code == 0 and all(e["id"] in out for e in episodes)
+    code, _, err = run_inprocess(capsys, "episodes", "list", "--run", "nope", "--db", str(played))
+    assert code == 1 and "no play run named 'nope'" in err
+
+
+@pytest.mark.parametrize("table", ["runs", "episodes", "steps", "llm_calls", "explanations"])
+def test_export_round_trips_through_parquet(played, tmp_path, capsys, table):
+    out = tmp_path / f"{table}.parquet"
+    argv = ["export", "--table", table, "--run", "exp", "--out", str(out), "--db", str(played)]
+    code, _, err = run_inprocess(capsys, *argv)
+    assert code == 0, err
+    expected = table_rows(Store(played, read_only=True), table, run="exp")
+    back = duckdb.sql(f"SELECT * FROM read_parquet('{out}')")
+    rows = [dict(zip(back.columns, row)) for row in back.fetchall()]
+    assert rows == expected
+    assert f"wrote {len(expected)} {table} row(s)" in err
+    if table == "steps":
+        assert len(rows) > 0
+
+
+def test_export_jsonl_and_its_errors(played, tmp_path, capsys):
+    out = tmp_path / "episodes.jsonl"
+    argv = ["export", "--table", "episodes", "--format", "jsonl", "--out", str(out)]
+    code, _, err = run_inprocess(capsys, *argv, "--db", str(played))
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    ids = [e["id"] for e in table_rows(Store(played, read_only=True), "episodes")]
+    assert [x["id"] for x in lines] == ids and len(ids) == 2
+    for args, message in [
+        (["--table", "games"], "unknown table 'games'; choose one of runs, episodes"),
+        (["--table", "runs", "--format", "csv"], "unknown format 'csv'"),
+        (["--table", "runs", "--run", "nope"], "no run named 'nope'"),
+    ]:
+        target = tmp_path / "x.out"
+        code, _, err = run_inprocess(
+            capsys, "export", *args, "--out", str(target), "--db", str(played)
+        )
+        assert code == 1 and message in err and not target.exists(), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episodes.jsonl"]  # no temp files
+
+
+def test_ctrl_c_is_one_line_saying_what_was_saved_and_exits_130(level1_games, tmp_path):  # noqa: F811
+    """SIGINT while the LLM agent waits for its first reply: nothing is saved yet."""
+    asked, answer = threading.Event(), threading.Event()
+
+    def reply(prompt: str) -> str:
+        asked.set()
+        answer.wait(timeout=120)
+        return "look"
+
+    folder = str(level1_games[0].path.parent)
+    with ScriptedOpenAIServer(reply) as server:
+        play = subprocess.Popen(
+            [sys.executable, "-m", "workbench", "play", "--games", folder, "--agent", "llm"]
+            + ["--llm", "openai:m", "--select", "generate", "--workers", "0", "--trials", "2"]
+            + ["--max-steps", "2", "--run-name", "c", "--db", str(tmp_path / "w.duckdb")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "k"},
+        )
+        try:
+            assert asked.wait(timeout=120), "the agent never asked the LLM"
+            play.send_signal(signal.SIGINT)
+            line = play.stderr.readline()
+        finally:
+            answer.set()  # let the requests in flight finish, so the process can exit
+            out, rest = play.communicate(timeout=120)
+    assert line.strip() == "interrupted: 0 of 4 episodes saved; run the same command to resume"
+    assert play.returncode == 130 and rest.strip() == "" and "Traceback" not in rest

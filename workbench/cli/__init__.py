@@ -16,6 +16,7 @@ import sys
 
 import typer
 
+from workbench import distributed
 from workbench.cli import (
     dashboard,
     demo,
@@ -32,7 +33,7 @@ from workbench.cli import (
     runs,
     tips,
 )
-from workbench.cli.interrupt import Interrupted, sigint_raises_interrupted
+from workbench.cli.interrupt import GENERIC, Interrupted
 from workbench.cli.render import err_console
 from workbench.errors import WorkbenchError
 
@@ -62,6 +63,12 @@ app.command("dashboard")(dashboard.dashboard)
 
 
 def _error(text: str) -> None:
+    if not distributed.is_main():
+        # Another torchrun rank: rank 0 prints the job's errors ("rank N: ..." when they came
+        # from another rank or a lost peer); this rank adds a line only for its own failure.
+        if not text.startswith("rank "):
+            sys.stderr.write(f"error: rank {distributed.world().rank}: {text}\n")
+        return
     err_console.print(f"error: {text}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -72,25 +79,37 @@ def _usage_message(exc: Exception) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Console-script entry point: every failure is one line on stderr and a non-zero exit."""
-    code = 0
-    with sigint_raises_interrupted():
-        try:
-            code = app(args=args, prog_name="workbench", standalone_mode=False) or 0
-        except WorkbenchError as exc:
-            _error(str(exc))
-            code = 1
-        except Interrupted as exc:
-            err_console.print(exc.message, markup=False, highlight=False, soft_wrap=True)
-            code = 130
-        except typer.TyperException as exc:  # a usage error: a bad option or value
-            code = getattr(exc, "exit_code", 2)
-            if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help already
-                _error(_usage_message(exc))
-        except Exception as exc:  # an unexpected failure is still one line unless debugging
-            if os.environ.get("WORKBENCH_DEBUG"):
-                raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            _error(f"unexpected {type(exc).__name__}: {first} (set WORKBENCH_DEBUG=1 for details)")
-            code = 1
+    """Console-script entry point: every failure is one line on stderr and a non-zero exit.
+
+    The command is invoked here rather than through Typer's `app()`, which would turn
+    Ctrl-C into a silent exit and usage errors into a multi-line panel.
+    """
+    command = typer.main.get_command(app)
+    argv = sys.argv[1:] if args is None else list(args)
+    if not distributed.is_main():  # under torchrun rank 0 alone prints results and progress
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        err_console.quiet = True
+    try:
+        with command.make_context("workbench", argv) as ctx:
+            command.invoke(ctx)
+        code = 0
+    except typer.Exit as exc:  # --help, or a command that exits with a code
+        code = exc.exit_code
+    except typer.TyperException as exc:  # a usage error: a bad option or value
+        code = getattr(exc, "exit_code", 2)
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help already
+            _error(_usage_message(exc))
+    except WorkbenchError as exc:
+        _error(str(exc))
+        code = 1
+    except KeyboardInterrupt as exc:
+        message = exc.message if isinstance(exc, Interrupted) else GENERIC
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+        code = 130
+    except Exception as exc:  # an unexpected failure is still one line unless debugging
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _error(f"unexpected {type(exc).__name__}: {first} (set WORKBENCH_DEBUG=1 for details)")
+        code = 1
     sys.exit(code)

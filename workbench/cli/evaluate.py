@@ -16,6 +16,7 @@ from workbench.cli.options import (
     DbOption,
     DeviceOption,
     DtypeOption,
+    GpusOption,
     ModelOption,
     ParamsForMethodsOption,
     RationaleOption,
@@ -29,7 +30,7 @@ from workbench.cli.options import (
     open_store,
     writable_file,
 )
-from workbench.cli.render import metric_table, status, write_json
+from workbench.cli.render import metric_table, progress, status, write_json
 from workbench.errors import WorkbenchError
 
 
@@ -60,6 +61,7 @@ def evaluate(
         True, "--save/--no-save", help="Store the explanation and its metric values."
     ),
     param: list[str] = ParamsForMethodsOption,
+    gpus: int | None = GpusOption,
 ) -> None:
     """Say how faithful (and, with --rationale, how plausible) an explanation is.
 
@@ -82,6 +84,9 @@ def evaluate(
     if dataset is not None:
         if mask is not None:
             raise WorkbenchError("with --dataset, rationales come from the file's lines")
+        from workbench import distributed
+
+        distributed.launch(gpus)  # --gpus N: the data set split over N GPUs (torchrun)
         _evaluate_dataset(
             dataset, method, param, fmt, removal, aggregate, random_reference, model, device, dtype
         )
@@ -100,7 +105,9 @@ def evaluate(
             raise WorkbenchError(
                 "evaluate takes one --method with --text; use `workbench compare` for several"
             )
-        params = method_params(_attribution_method(method), {}, param)
+        explainer = _attribution_method(method)
+        explainer.check_request(text, target, aggregate=aggregate.value)
+        params = method_params(explainer, {}, param)
         lm = load_model(model, device=device, dtype=dtype, progress=True)
         exp = run_explain(
             lm, text, method=method, target=target, aggregate=aggregate.value, **params
@@ -143,15 +150,17 @@ def _evaluate_dataset(
     params = method_params_for(methods, param)
     items = load_dataset(dataset)
     lm = load_model(model, device=device, dtype=dtype, progress=True)
-    summaries = evaluate_dataset(
-        lm,
-        items,
-        methods,
-        params=params,
-        aggregate=aggregate.value,
-        removal=removal.value,
-        with_random=random_reference,
-    )
+    with progress(f"{', '.join(methods)} on {len(items)} inputs") as update:
+        summaries = evaluate_dataset(
+            lm,
+            items,
+            methods,
+            params=params,
+            aggregate=aggregate.value,
+            removal=removal.value,
+            with_random=random_reference,
+            on_result=lambda index, _evaluation: update(index + 1, len(items)),
+        )
     if fmt is TableFormat.json:
         write_json(
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from workbench.cli.options import (
     Aggregate,
     AggregateOption,
     DbOption,
+    DeviceMapOption,
     DeviceOption,
     DtypeOption,
     ExplanationFormat,
     ExplanationFormatOption,
+    GpusOption,
     ModelOption,
     ParamOption,
     method_params,
@@ -24,9 +27,9 @@ from workbench.cli.options import (
 )
 from workbench.cli.render import (
     emit_explanation,
-    err_console,
     progress,
     status,
+    working,
     write_atomically,
     write_json,
 )
@@ -36,7 +39,9 @@ from workbench.errors import WorkbenchError
 def explain(
     text: str | None = typer.Option(None, "--text", "-t", help="The input to explain."),
     dataset: Path | None = typer.Option(
-        None, "--dataset", help="JSONL file, one {text, target} per line: explain them all."
+        None,
+        "--dataset",
+        help="JSONL file, one {text, target?} per line: explain them all.",
     ),
     method: str = typer.Option(
         "ig", "--method", help="Explanation method (unknown names list the known ones)."
@@ -47,21 +52,23 @@ def explain(
         help="Continuation to attribute (causal LM), or a label name/index (classifier).",
     ),
     generate: int | None = typer.Option(
-        None, "--generate", help="Attribute the model's greedy continuation of N tokens."
+        None, "--generate", min=1, help="Attribute the model's greedy continuation of N tokens."
     ),
     contrast: str | None = typer.Option(
         None, "--contrast", help="Attribute log p(target) - log p(contrast)."
     ),
-    steps: str = typer.Option(
-        "32", "--steps", help="Integration steps, or 'auto' to refine until complete."
+    steps: str | None = typer.Option(
+        None,
+        "--steps",
+        help="IG: 'auto' (the default for one input) refines until complete; a number fixes it.",
     ),
-    baseline: str = typer.Option(
-        "pad", "--baseline", help="pad (the pad token, else EOS), eos or zero."
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="pad (the default: the pad token, else EOS), eos or zero."
     ),
     aggregate: Aggregate = AggregateOption,
     fmt: ExplanationFormat = ExplanationFormatOption,
     out: Path | None = typer.Option(
-        None, "--out", help="Write the html/json rendering to this file."
+        None, "--out", help="Write the html/json rendering (JSONL with --dataset) to this file."
     ),
     model: str | None = ModelOption,
     device: str = DeviceOption,
@@ -74,6 +81,8 @@ def explain(
         "--llm",
         help="Prompting methods: local (the --model) or openai:MODEL (OPENAI_BASE_URL).",
     ),
+    gpus: int | None = GpusOption,
+    device_map: str | None = DeviceMapOption,
 ) -> None:
     """Explain which input tokens drove a model's output.
 
@@ -81,36 +90,38 @@ def explain(
     milk, open the" --target " fridge"
     """
     from explainers import get_method
+    from workbench import distributed
 
     if (text is None) == (dataset is None):
         raise WorkbenchError("give either --text or --dataset")
+    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
     writable_file(out)
-    if dataset is not None:
-        _check_dataset_options(target, aggregate, fmt)
-    explainer = get_method(method)  # fail on an unknown name before loading anything
-    params = method_params(explainer, {"steps": steps, "baseline": baseline}, param)
-    items = _dataset_items(dataset, generate, contrast) if dataset is not None else None
-    store = open_store(db) if save else None  # a bad database fails before the slow part
-    if llm != "local":
-        params["llm"] = _prompting_llm(explainer, llm, model, device, dtype)
-        lm = getattr(params["llm"], "lm", None)  # an endpoint answers by itself: no weights
-    else:
-        lm = _load_model(model, device, dtype)
+    if dataset is not None and fmt is ExplanationFormat.html:
+        raise WorkbenchError("--dataset writes JSONL (--format json --out FILE), not html")
+    # Everything that needs no model is checked before the model loads.
+    with working(f"{method}: loading {model or 'the default model'}"):
+        explainer = get_method(method)
+        request = {"target": target, "generate": generate, "contrast": contrast}
+        explainer.check_request(text, **request, aggregate=aggregate.value)
+        params = method_params(explainer, {"steps": steps, "baseline": baseline}, param)
+        items = _dataset_items(dataset) if dataset is not None else None
+        store = open_store(db) if save else None
+        if llm != "local":
+            params["llm"] = _prompting_llm(explainer, llm, model, device, dtype)
+            lm = getattr(params["llm"], "lm", None)  # an endpoint answers: no weights needed
+        else:
+            from workbench.models import load_model
+
+            lm = load_model(model, device=device, dtype=dtype, progress=True, device_map=device_map)
     if items is not None:
-        _explain_dataset(lm, items, method, params, store, fmt, out)
+        _explain_dataset(lm, items, method, request, aggregate, params, store, fmt, out)
         return
     from explainers import explain as run_explain
 
-    exp = run_explain(
-        lm,
-        text,
-        method=method,
-        target=target,
-        generate=generate,
-        contrast=contrast,
-        aggregate=aggregate.value,
-        **params,
-    )
+    with progress(f"{method} on the input") as update:
+        exp = run_explain(
+            lm, text, method=method, aggregate=aggregate.value, progress=update, **request, **params
+        )
     if store is not None:
         exp.save(store)
     emit_explanation(exp, fmt, out)
@@ -118,73 +129,114 @@ def explain(
         status(f"saved as explanation {exp.id} in {store.path}")
 
 
-def _load_model(model: str | None, device: str, dtype: str):
-    """The model, behind a spinner on stderr (shown only on a terminal)."""
-    with err_console.status(f"loading {model or 'the default model'}"):
-        from workbench.models import load_model
-
-        return load_model(model, device=device, dtype=dtype, progress=True)
-
-
-def _check_dataset_options(target: str | None, aggregate: Aggregate, fmt) -> None:
-    """Options that mean something for one input only are errors with --dataset."""
-    if target is not None:
-        raise WorkbenchError("with --dataset, targets come from the file's lines; drop --target")
-    if aggregate is not Aggregate.token:
-        raise WorkbenchError("--aggregate word applies to --text; --dataset explains tokens")
-    if fmt is ExplanationFormat.html:
-        raise WorkbenchError("--dataset writes JSONL (--format json --out FILE), not html")
-
-
-def _dataset_items(dataset: Path, generate: int | None, contrast: str | None) -> list[dict]:
-    """The data set's lines; --generate and --contrast apply to every line."""
+def _dataset_items(dataset: Path) -> list[dict]:
+    """The data set's lines as explain_dataset items."""
     from explainers.metrics.compare import load_dataset
 
-    items = []
-    for it in load_dataset(dataset):
-        item: dict[str, object] = {"text": it.text, "target": it.target}
-        if generate is not None:
-            item["generate"] = generate
-        if contrast is not None:
-            item["contrast"] = contrast
-        items.append(item)
-    return items
+    return [{"text": it.text, "target": it.target} for it in load_dataset(dataset)]
 
 
-def _explain_dataset(lm, items, method, params, store, fmt: ExplanationFormat, out: Path | None):
-    """Data-set mode: padded batches across inputs; all saved in one transaction."""
-    import json
-
+def _explain_dataset(
+    lm, items, method, request, aggregate: Aggregate, params, store, fmt, out: Path | None
+):
+    """Data-set mode: padded batches across inputs, split over the torchrun ranks (--gpus).
+    Rank 0 saves each chunk in one transaction under a run named after the command, so the
+    same command run again skips what is stored and resumes.
+    --target, --generate and --contrast apply to the lines that set none of their own."""
     from explainers.attribution.ig_batch import explain_dataset
+    from workbench import distributed
     from workbench.store import explanations as explanations_store
+    from workbench.store import runs as runs_store
 
+    name = _dataset_run_name(lm, items, method, request, aggregate, params)
+    run = runs_store.get_run(store, name, kind="explain-dataset") if store is not None else None
+    stored = explanations_store.run_explanations(store, run["id"]) if run else []
+    run_id = [run["id"] if run else None]
+    new: list[dict] = []
+
+    def save(indices: list[int], exps: list) -> None:
+        if run_id[0] is None:
+            info = {"method": method, "model": getattr(lm, "name", None), "inputs": len(items)}
+            run_id[0] = runs_store.create_run(store, name, "explain-dataset", info)
+        records = [
+            {**e.to_record(), "extras": {**e.extras, "item": i}} for i, e in zip(indices, exps)
+        ]
+        ids = explanations_store.save_explanations(store, records, run_id[0])
+        new.extend({**r, "id": exp_id} for r, exp_id in zip(records, ids))
+
+    def compute(part: list[dict]) -> list:
+        return explain_dataset(lm, part, method, aggregate=aggregate.value, **request, **params)
+
+    # Cost of an input ~ its length x (1 forward + 2 per target token backward), to balance ranks.
+    weights = [
+        len(it["text"]) * (1 + 2 * len(str(it.get("target") or " ").split())) for it in items
+    ]
     start = time.perf_counter()
-    with progress(f"{method} on {len(items)} inputs", total=len(items)) as advance:
-        exps = explain_dataset(lm, items, method, on_done=lambda _: advance(), **params)
+    with progress(f"{method} on {len(items)} inputs") as update:
+        done = [len(stored)]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            update(done[0], len(items))
+
+        indices, exps = distributed.run_resumable(
+            items,
+            compute,
+            stored=lambda: [r["extras"]["item"] for r in stored],
+            save=save if store is not None else None,
+            weights=weights,
+            on_chunk=advance,
+        )
     seconds = time.perf_counter() - start
-    records = [json.loads(e.to_json()) for e in exps]
-    ids = explanations_store.save_explanations(store, records) if store is not None else []
-    for exp, exp_id in zip(exps, ids):
-        exp.id = exp_id
+    if not distributed.is_main():
+        return
+    if run_id[0] is not None and (run is None or run["status"] != "finished"):
+        runs_store.finish_run(store, run_id[0])
+    if store is None:
+        new = [{**e.to_record(), "extras": {**e.extras, "item": i}} for i, e in zip(indices, exps)]
+    records = sorted(stored + new, key=lambda r: r["extras"]["item"])
     if out is not None:
-        write_atomically(out, "".join(e.to_json() + "\n" for e in exps))
+        write_atomically(out, "".join(json.dumps(r) + "\n" for r in records))
+    rate = len(exps) / seconds if seconds > 0 else 0.0
     if fmt is ExplanationFormat.json:
         write_json(
             {
                 "method": method,
-                "count": len(exps),
+                "run": name if store is not None else None,
+                "count": len(records),
+                "computed": len(exps),
+                "skipped": len(stored),
                 "seconds": round(seconds, 3),
-                "inputs_per_second": round(len(exps) / seconds, 3),
-                "ids": ids,
+                "inputs_per_second": round(rate, 3),
+                "ids": [r.get("id") for r in records],
             }
         )
         return
     Console().print(
-        f"{method}: {len(exps)} inputs in {seconds:.2f} s ({len(exps) / seconds:.2f} inputs/s)"
-        + (f", saved in {store.path}" if store is not None else ""),
+        f"{method}: {len(exps)} inputs in {seconds:.2f} s ({rate:.2f} inputs/s)"
+        + (f", {len(stored)} stored before" if stored else "")
+        + (f", saved in {store.path} as run {name}" if store is not None else ""),
         markup=False,
         highlight=False,
     )
+
+
+def _dataset_run_name(lm, items, method, request, aggregate: Aggregate, params) -> str:
+    """The same command (lines, method, options, model) gets the same run: it resumes."""
+    import hashlib
+
+    key = {
+        "items": items,
+        "method": method,
+        "request": request,
+        "aggregate": aggregate.value,
+        "params": {k: v for k, v in params.items() if k != "llm"},
+        "llm": getattr(params.get("llm"), "model", None),
+        "model": getattr(lm, "name", None),
+        "dtype": str(getattr(lm, "dtype", None)),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return f"explain-{method}-{digest[:12]}"
 
 
 def _prompting_llm(explainer, spec: str, model: str | None, device: str, dtype: str):

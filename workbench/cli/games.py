@@ -30,10 +30,16 @@ def games_make(
     """
     import games as game_sets
 
-    with progress(f"level {level} games", total=max(count, 0)) as advance:
-        result = game_sets.make(
-            level, count, seed, split, out, jobs=jobs, on_game=lambda _: advance()
-        )
+    made = 0
+
+    with progress(f"level {level} games") as update:
+
+        def one_more(_game) -> None:
+            nonlocal made
+            made += 1
+            update(made, count)
+
+        result = game_sets.make(level, count, seed, split, out, jobs=jobs, on_game=one_more)
     status(f"{len(result.added)} new game(s), {len(result.existing)} already there, in {out}")
 
 

@@ -53,6 +53,16 @@ ModelOption = typer.Option(
 )
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 DtypeOption = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
+GpusOption = typer.Option(
+    None,
+    "--gpus",
+    help="Split the work over N GPUs: runs this command under torchrun, one process a GPU.",
+)
+DeviceMapOption = typer.Option(
+    None,
+    "--device-map",
+    help="A model larger than one GPU: auto spreads its layers over every GPU (accelerate).",
+)
 LlmOption = typer.Option("local", "--llm", help="local, or openai:MODEL (OPENAI_BASE_URL).")
 SelectOption = typer.Option("choose", "--select", help="choose (rank commands) or generate.")
 TableFormatOption = typer.Option(TableFormat.table, "--format", help="table or json.")
@@ -84,23 +94,18 @@ def writable_file(path: Path | None, option: str = "--out") -> Path | None:
 
 
 def method_params(explainer, common: dict[str, object], pairs: list[str]) -> dict[str, object]:
-    """Common options the method accepts, plus `--param KEY=VALUE` pairs (JSON values)."""
-    accepted = explainer.parameter_names()
-    params: dict[str, object] = {k: v for k, v in common.items() if k in accepted}
+    """The options given for the method (None: not given) plus `--param KEY=VALUE` pairs
+    (JSON values), checked by the method: a parameter it does not take is an error."""
+    params: dict[str, object] = {k: v for k, v in common.items() if v is not None}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise WorkbenchError(f"--param takes KEY=VALUE, not {pair!r}")
-        if key not in accepted:
-            known = ", ".join(sorted(accepted)) or "none"
-            raise WorkbenchError(
-                f"{explainer.name} has no parameter {key!r}; its parameters: {known}"
-            )
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
-    return params
+    return explainer.check_params(params)
 
 
 def method_params_for(methods: list[str], pairs: list[str]) -> dict[str, dict[str, object]]:
@@ -127,6 +132,9 @@ def method_params_for(methods: list[str], pairs: list[str]) -> dict[str, dict[st
 def open_store(db: Path | None, read_only: bool = False):
     """The store at `--db`. Reading commands pass read_only=True: they must neither create
     nor migrate a database, and must work on a read-only file."""
+    from workbench import distributed
     from workbench.store import Store
 
+    if not distributed.is_main():
+        return None  # under torchrun rank 0 alone opens the store (one writing process)
     return Store(db, read_only=read_only)

@@ -11,6 +11,7 @@ from workbench.cli.options import (
     DbOption,
     DeviceOption,
     DtypeOption,
+    GpusOption,
     LlmOption,
     MaxTipsOption,
     ModelOption,
@@ -42,11 +43,18 @@ def play(
         [], "--condition", help="NAME or NAME=TIPS_FILE (one tip a line); repeatable."
     ),
     prompt: Path | None = typer.Option(
-        None, "--prompt", help="Acting-prompt template file (see agents.prompt)."
+        None,
+        "--prompt",
+        exists=True,
+        dir_okay=False,
+        help="Acting-prompt template file (see agents.prompt).",
     ),
     history: int = typer.Option(5, "--history", help="Past steps shown in the prompt."),
     example: Path | None = typer.Option(
-        None, "--example", help="A game file whose walkthrough is the prompt's worked example."
+        None,
+        "--example",
+        exists=True,
+        help="A game file whose walkthrough is the prompt's worked example.",
     ),
     temperature: float = typer.Option(0.0, "--temperature", help="generate: 0 is greedy."),
     concurrency: int = typer.Option(16, "--concurrency", help="openai: requests in flight."),
@@ -61,12 +69,17 @@ def play(
     ),
     max_tips: int = MaxTipsOption,
     tip_prompts: Path | None = typer.Option(
-        None, "--tip-prompts", help="Folder of self/expert/reflexion/merge.txt tip prompts."
+        None,
+        "--tip-prompts",
+        exists=True,
+        file_okay=False,
+        help="Folder of self/expert/reflexion/merge.txt tip prompts.",
     ),
     model: str | None = ModelOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
+    gpus: int | None = GpusOption,
 ) -> None:
     """Play games with an agent and record every episode, step and LLM call.
 
@@ -78,9 +91,15 @@ def play(
     """
     import agents
     import games as game_sets
+    from workbench import distributed
     from workbench.llm import LLMUnavailableError, make_llm
     from workbench.store import new_id
 
+    if (gpus is not None or distributed.launched()) and tips is not None:
+        raise WorkbenchError(
+            "play --tips runs in one process (tips are written between trials); drop --gpus"
+        )
+    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
     if agent not in agents.AGENTS:
         raise WorkbenchError(f"unknown agent {agent!r}; choose one of {', '.join(agents.AGENTS)}")
     if workers != "auto" and not workers.isdigit():
@@ -114,19 +133,19 @@ def play(
             "temperature": temperature,
             "example": agents.worked_example(shown) if shown else "",
         }
-    counts = {"saved": 0, "won": 0, "total": None}
-    with progress(run_name) as advance:
+    counts = {"played": 0, "already": 0, "won": 0, "total": None}
+    with progress(run_name) as update:
 
         def started(to_play: int, already: int) -> None:
-            counts.update(saved=already, total=to_play + already)
-            advance(0, total=to_play)
+            counts.update(already=already, total=to_play + already)
+            update(0, to_play)
             if already:
                 status(f"resuming {run_name}: {already} episode(s) already done")
 
         def finished(episode) -> None:
-            counts["saved"] += 1
+            counts["played"] += 1
             counts["won"] += episode.won
-            advance(description=f"{run_name} (won {counts['won']})")
+            update(counts["played"], description=f"{run_name} (won {counts['won']})")
 
         common = {
             "llm": language_model,
@@ -154,10 +173,11 @@ def play(
             raise WorkbenchError(
                 f"{exc}; finished episodes are saved, resume with --run-name {run_name}"
             ) from exc
-        except Interrupted as exc:
+        except KeyboardInterrupt as exc:
+            saved = counts["already"] + counts["played"]
             of = "" if counts["total"] is None else f" of {counts['total']}"
             raise Interrupted(
-                f"interrupted: {counts['saved']}{of} episodes saved; run the same command to resume"
+                f"interrupted: {saved}{of} episodes saved; run the same command to resume"
             ) from exc
     won = sum(e.won for e in result.episodes)
     status(

@@ -28,6 +28,11 @@ def status(text: str) -> None:
     err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def working(text: str):
+    """A spinner with `text` on stderr while a slow step runs (drawn only on a terminal)."""
+    return err_console.status(text)
+
+
 def write_json(payload: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
@@ -55,23 +60,30 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields `advance(n=1, description=None, total=None)`."""
+def progress(description: str) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr, drawn only on a terminal and gone when the block ends.
+
+    Yields `update(done, total, description=None)`, which is the `progress(done, total)`
+    callback the libraries take.
+    """
+    if not err_console.is_terminal:  # rich would still leave an empty line behind
+        yield lambda done, total=None, description=None: None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=None)
 
-        def advance(n: int = 1, description: str | None = None, total: int | None = None) -> None:
-            fields: dict[str, Any] = {}
-            if description is not None:
-                fields["description"] = description
+        def update(done: int, total: int | None = None, description: str | None = None) -> None:
+            fields: dict[str, Any] = {"completed": done}
             if total is not None:
                 fields["total"] = total
-            bar.update(task, advance=n, **fields)
+            if description is not None:
+                fields["description"] = description
+            bar.update(task, **fields)
 
-        yield advance
+        yield update
 
 
 def emit_explanation(exp, fmt, out: Path | None) -> None:

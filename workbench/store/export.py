@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from workbench.errors import StoreError, WorkbenchError
-from workbench.store import Store
+from workbench.store import Store, _all
 
 FORMATS = ("parquet", "jsonl")
 
@@ -56,12 +57,19 @@ TABLES = tuple(QUERIES)
 
 
 def export_query(table: str, run_id: str | None = None) -> str:
-    """The SELECT that `export_table` writes (also what a round-trip test compares with)."""
-    if table not in QUERIES:
-        raise WorkbenchError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+    """The SELECT that `export_table` writes: `table`'s rows (of run `run_id`) in order."""
+    _check_table(table)
     select, where_run, order = QUERIES[table]
     where = f" WHERE {where_run}" if run_id is not None else ""
     return f"{select}{where} ORDER BY {order}"
+
+
+def table_rows(store: Store, table: str, run: str | None = None) -> list[dict[str, Any]]:
+    """The rows `export_table` writes, as dicts (JSON columns as text)."""
+    _check_table(table)
+    with store._connect() as con:
+        query, params = _query(con, store, table, run)
+        return _all(con.execute(query, params))
 
 
 def export_table(
@@ -73,6 +81,7 @@ def export_table(
 ) -> int:
     """Write `table` (only run `run`'s rows, by name or id, if given) to `out` as `fmt`
     ("parquet" or "jsonl"); returns the number of rows written."""
+    _check_table(table)
     if fmt not in FORMATS:
         raise WorkbenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out)
@@ -81,20 +90,14 @@ def export_table(
     if out.is_dir():
         raise WorkbenchError(f"cannot write {str(out)!r}: it is a folder")
     with store._connect() as con:
-        run_id = None
-        if run is not None:
-            row = con.execute("SELECT id FROM runs WHERE id = ? OR name = ?", [run, run]).fetchone()
-            if row is None:
-                raise StoreError(f"no run named {run!r} in {store.path}")
-            run_id = row[0]
-        query = export_query(table, run_id)
-        params = {"run": run_id} if run_id is not None else {}
+        query, params = _query(con, store, table, run)
         count = con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         os.close(fd)
         try:
             copy_format = "PARQUET" if fmt == "parquet" else "JSON"
-            con.execute(f"COPY ({query}) TO '{_quoted(tmp)}' (FORMAT {copy_format})", params)
+            escaped = tmp.replace("'", "''")
+            con.execute(f"COPY ({query}) TO '{escaped}' (FORMAT {copy_format})", params)
             os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, out)
         except BaseException:
@@ -103,8 +106,19 @@ def export_table(
     return int(count)
 
 
-def _quoted(path: str) -> str:
-    return path.replace("'", "''")
+def _check_table(table: str) -> None:
+    if table not in QUERIES:
+        raise WorkbenchError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
+
+
+def _query(con, store: Store, table: str, run: str | None) -> tuple[str, dict[str, str]]:
+    """The table's query and its parameters; a run is looked up by name or id."""
+    if run is None:
+        return export_query(table), {}
+    row = con.execute("SELECT id FROM runs WHERE id = ? OR name = ?", [run, run]).fetchone()
+    if row is None:
+        raise StoreError(f"no run named {run!r} in {store.path}")
+    return export_query(table, row[0]), {"run": row[0]}
 
 
 def _umask() -> int:
