@@ -430,9 +430,10 @@ def validate_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     given; raises a one-line `WorkbenchError` naming the parameter otherwise. An unknown
     method lists the known ones.
 
-        >>> validate_params("occlusion", {"steps": 8})
+        >>> validate_params("occlusion", {"unit": "word", "target": " fridge"})
+        {'target': ' fridge', 'unit': 'word'}
+        >>> validate_params("occlusion", {"steps": 8})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        ...
         workbench.errors.WorkbenchError: occlusion takes no parameter 'steps'; its parameters: ...
     """
     explainer = get_method(method)

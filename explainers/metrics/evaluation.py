@@ -303,6 +303,7 @@ def random_explanation(exp: Explanation, seed: int = 0) -> Explanation:
     rng = np.random.default_rng(seed)
     data = {**exp.__dict__, "scores": rng.uniform(size=exp.scores.shape), "id": None}
     data.update(method="random", expected=None, delta=None, params={"seed": seed})
+    data.update(status="ok", warnings=[])
     return Explanation(**data)
 
 
