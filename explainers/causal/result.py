@@ -168,7 +168,8 @@ def render_patching_terminal(exp: PatchingExplanation, console: Console) -> None
 
 def _cell(value: float, numbers: bool, width: int) -> Text:
     shown = 0.0 if abs(value) < 0.005 else value  # no "-0.00"
-    text = f"{shown:+.2f}".rjust(width) if numbers else " " * width
+    shown_text = f"{shown:+.2f}" if abs(shown) < 10 else f"{shown:+.0f}"
+    text = shown_text.rjust(width) if numbers else " " * width
     return Text(text, style=_cell_style(float(value)))
 
 

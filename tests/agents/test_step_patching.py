@@ -4,6 +4,7 @@ the step; bad input is a one-line error."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -14,6 +15,7 @@ from agents.tips import Tip, TipSet, play_tips
 from explainers.base import Explanation
 from explainers.causal.result import PatchingExplanation
 from tests.conftest import WORDS
+from tests.run_cli import run_inprocess
 from workbench.errors import WorkbenchError
 from workbench.llm.local import LocalLLM
 from workbench.store import play as play_store
@@ -141,3 +143,22 @@ def test_step_patching_on_the_default_model(level1_games, store):
     assert exp.layers == [0, 15, 30] and exp.scores.shape == (3, len(exp.positions))
     _check_invariants(result, tolerance=0.05)
     assert tips_store.list_step_explanations(store, episode["id"], 0)
+
+
+def test_explain_step_patch_command(played, tiny_model_dir, capsys):
+    store, episode = played
+    steps = play_store.get_steps(store, episode["id"])
+    patch = _edit(steps[1]["observation"])
+    base = ["explain-step", "--run", "g", "--episode", episode["id"], "--step", "1"]
+    base += ["--model", str(tiny_model_dir), "--db", str(store.path), "--dtype", "float32"]
+    code, out, err = run_inprocess(capsys, *base, "--patch", patch, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["patch"] == patch and data["action"] == steps[1]["action"]
+    assert data["explanation"]["component"] == "resid"
+    code, out, err = run_inprocess(capsys, *base, "--patch", patch, "--positions", "last")
+    assert code == 0 and "choice" in out and "saved as explanation" in err
+    code, out, err = run_inprocess(capsys, *base, "--patch", "zebra crossing=>road")
+    assert code == 1 and "does not occur in the observation" in err
+    assert len(err.strip().splitlines()) == 1
+    code, out, err = run_inprocess(capsys, *base, "--patch", "no arrow")
+    assert code == 1 and "OLD=>NEW" in err
