@@ -104,6 +104,9 @@ def test_html_is_escaped_and_explanations_read_back(tiny_model_dir, tmp_path, ca
     )
     assert code == 0, err
     html = page.read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert page.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's umask, not 0600
     assert "<script>" not in html and "&lt;script&gt;" in html
     exp_id = list_explanations(Store(db))[0]["id"]
     code, out, _ = run_inprocess(
@@ -283,6 +286,7 @@ def test_checks_that_need_no_model_come_before_it(tmp_path, capsys):
         (["--text", TEXT, "--method", "occlusion", "--steps", "8"], "takes no parameter 'steps'"),
         (["--dataset", str(data), "--format", "html"], "--dataset writes JSONL"),
         (["--text", TEXT, "--target", "a", "--generate", "2"], "either target or generate"),
+        (["--text", TEXT, "--out", str(tmp_path / "x.txt")], "--out needs --format html or json"),
     ]
     for args, message in cases:
         code, _, err = run_inprocess(

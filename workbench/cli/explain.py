@@ -98,6 +98,8 @@ def explain(
     writable_file(out)
     if dataset is not None and fmt is ExplanationFormat.html:
         raise WorkbenchError("--dataset writes JSONL (--format json --out FILE), not html")
+    if dataset is None and out is not None and fmt is ExplanationFormat.terminal:
+        raise WorkbenchError("--out needs --format html or json")
     # Everything that needs no model is checked before the model loads.
     with working(f"{method}: loading {model or 'the default model'}"):
         explainer = get_method(method)
