@@ -34,8 +34,10 @@ def test_dashboard_reads_whole_episodes_while_a_run_writes(level1_games, tmp_pat
     monkeypatch.setenv("WORKBENCH_DB", str(db))
     seen: list[int] = []
     page_runs = 0
+    deadline = time.monotonic() + 300  # a writer that hangs fails the test, not the suite
     try:
         while writer.poll() is None:
+            assert time.monotonic() < deadline, "the play run did not finish within 300 s"
             counts = dashboard.counts(store)
             seen.append(counts["episodes"])
             for run in dashboard.play_runs(store):
