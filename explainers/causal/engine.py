@@ -192,7 +192,9 @@ class Patcher:
             positions).
         engine: "auto" (suffix for causal LMs whose head checks out, else full), "suffix"
             or "full".
-        batch_size: patched runs per forward; None: from a token budget.
+        batch_size: patched runs per forward; None: as many as fit `token_budget`.
+        token_budget: positions computed per forward when batch_size is None (default:
+            16384 on a GPU, 2048 on a CPU).
     """
 
     lm: LoadedModel
@@ -202,6 +204,7 @@ class Patcher:
     source: dict[str, torch.Tensor]
     engine: str = "auto"
     batch_size: int | None = None
+    token_budget: int | None = None
     _suffixes: dict[int, _Suffix] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -242,6 +245,8 @@ class Patcher:
     # -- batching -------------------------------------------------------------------------
 
     def _token_budget(self) -> int:
+        if self.token_budget is not None:
+            return self.token_budget
         return 16384 if self.lm.device.type == "cuda" else 2048
 
     def _batches(

@@ -263,6 +263,7 @@ def exact_patching(
     batch_size: int | None = None,
     engine: str = "auto",
     progress: Progress | None = None,
+    token_budget: int | None = None,
 ) -> Sweep:
     """Patch every (layer, prompt position) of `component` (or every head), batched.
 
@@ -273,8 +274,8 @@ def exact_patching(
             into the clean run).
         layers: the layers to patch (all by default).
         positions: the prompt positions to patch (all by default; ignored for head).
-        batch_size: patched runs per forward (default: from a token budget).
-        engine: see `engine.Patcher`.
+        batch_size: patched runs per forward (default: from `token_budget`).
+        engine / token_budget: see `engine.Patcher`.
     """
     hooks = setup.hooks
     hooks.check(component)
@@ -306,7 +307,7 @@ def exact_patching(
     if source_of is not None:
         index = torch.tensor([max(i, 0) for i in source_of], device=base.device)
         acts = {name: a[index] for name, a in acts.items()}
-    patcher = Patcher(setup.lm, hooks, setup.readout, base, acts, engine, batch_size)
+    patcher = Patcher(setup.lm, hooks, setup.readout, base, acts, engine, batch_size, token_budget)
     rows = patch_rows(hooks, component, layer_list, [base_of[p] for p in pos_list])
     values = patcher.values(rows, progress).reshape(len(layer_list), -1)
     return Sweep(
