@@ -10,12 +10,35 @@ experiments all call these functions, so one number has one definition.
 
 from __future__ import annotations
 
+import functools
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 NAN = math.nan
+
+
+@functools.lru_cache(maxsize=256)
+def _z(confidence: float) -> float:
+    """The two-sided normal quantile (cached: a dashboard page asks for it per group)."""
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+@functools.lru_cache(maxsize=256)
+def _t(confidence: float, df: int) -> float:
+    """The two-sided Student t quantile on `df` degrees of freedom (cached)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation in floats (`statistics` is exact and slow)."""
+    n = len(values)
+    mean = math.fsum(values) / n
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
 
 
 @dataclass(frozen=True)
@@ -62,9 +85,7 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> Inter
         return Interval(NAN, NAN, NAN, 0)
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in [0, n={n}], not {successes}")
-    from scipy.stats import norm
-
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = _z(confidence)
     p = successes / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
@@ -82,12 +103,10 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     n = len(values)
     if n == 0:
         return Interval(NAN, NAN, NAN, 0)
-    mean = statistics.fmean(values)
     if n < 2:
-        return Interval(mean, NAN, NAN, n)
-    from scipy.stats import t
-
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(values) / math.sqrt(n)
+        return Interval(float(values[0]), NAN, NAN, n)
+    mean, sd = _mean_sd(values)
+    half = _t(confidence, n - 1) * sd / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n)
 
 
@@ -107,12 +126,12 @@ def mcnemar(a: Sequence[bool], b: Sequence[bool], confidence: float = 0.95) -> P
     b_only = sum(1 for x, y in zip(a, b) if y and not x)
     if n == 0:
         return PairedTest("mcnemar", 0, NAN, NAN, NAN, NAN, 0, 0)
-    from scipy.stats import binomtest, norm
+    from scipy.stats import binomtest
 
     discordant = a_only + b_only
     p_value = 1.0 if discordant == 0 else binomtest(b_only, discordant, 0.5).pvalue
     difference = (b_only - a_only) / n
-    z = float(norm.ppf(0.5 + confidence / 2))
+    z = _z(confidence)
     se = math.sqrt(max(discordant / n - difference**2, 0.0) / n)
     return PairedTest(
         "mcnemar",
@@ -141,15 +160,14 @@ def paired_t(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -
     n = len(diffs)
     if n == 0:
         return PairedTest("paired t", 0, NAN, NAN, NAN, NAN)
-    mean = statistics.fmean(diffs)
     if n < 2:
-        return PairedTest("paired t", n, mean, NAN, NAN, NAN)
-    sd = statistics.stdev(diffs)
-    if sd == 0:
+        return PairedTest("paired t", n, diffs[0], NAN, NAN, NAN)
+    mean, sd = _mean_sd(diffs)
+    if sd <= 1e-12 * max(1.0, abs(mean)):  # identical differences (up to rounding)
         return PairedTest("paired t", n, mean, mean, mean, 1.0 if mean == 0 else 0.0)
     from scipy.stats import t
 
     se = sd / math.sqrt(n)
-    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * se
+    half = _t(confidence, n - 1) * se
     p_value = 2 * float(t.sf(abs(mean / se), n - 1))
     return PairedTest("paired t", n, mean, mean - half, mean + half, p_value)
