@@ -48,6 +48,8 @@ DEFAULT_CHUNK = 128
 # Seconds a collective may wait for a slow rank (a long chunk on another GPU) before failing.
 TIMEOUT_ENV = "WORKBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 3600.0
+# Set by `launch` for the ranks it starts: a lost rank is then reported once, by the launcher.
+LAUNCHER_ENV = "WORKBENCH_GPUS_LAUNCHER"
 
 
 class RankLostError(WorkbenchError):
@@ -360,9 +362,9 @@ def _collective(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except (RuntimeError, ConnectionError) as exc:
         raise RankLostError(
-            f"rank {world().rank}: another rank stopped ({_first_line(exc)}); whole chunks "
-            "written before are kept: run the same command again to resume"
-        ) from None
+            f"rank {world().rank}: another rank stopped; whole chunks written before are kept: "
+            "run the same command again to resume"
+        ) from exc
 
 
 def _maybe_fault(here: World, chunk: int) -> None:
@@ -416,6 +418,7 @@ def _torchrun(nproc: int, command: list[str]) -> int:
         monitor_interval=0.1,
     )
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[LAUNCHER_ENV] = "1"
     quiet = logging.getLogger("torch.distributed.elastic")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # the failed rank says what went wrong; see below
@@ -432,6 +435,11 @@ def _torchrun(nproc: int, command: list[str]) -> int:
         ) from None
     finally:
         quiet.setLevel(level)
+
+
+def reported_by_launcher(exc: BaseException) -> bool:
+    """A lost rank under `--gpus`: the launcher says which rank stopped, in one line."""
+    return isinstance(exc, RankLostError) and os.environ.get(LAUNCHER_ENV) == "1"
 
 
 def _first_line(exc: BaseException) -> str:

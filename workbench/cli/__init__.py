@@ -100,7 +100,8 @@ def main(args: list[str] | None = None) -> None:
         if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help already
             _error(_usage_message(exc))
     except WorkbenchError as exc:
-        _error(str(exc))
+        if not distributed.reported_by_launcher(exc):
+            _error(str(exc))
         code = 1
     except KeyboardInterrupt as exc:
         message = exc.message if isinstance(exc, Interrupted) else GENERIC
