@@ -359,6 +359,10 @@ def test_counterfactual_and_icl_run_on_the_default_model_with_attribution(defaul
     )
     assert exp.extras["important_words"] == ["'terrible'"]
     assert exp.extras["n_edits"] == {"important": 1, "unimportant": 1}
+    # The default model answers this one without the format (issue 18): its words are used.
+    loose = explain(default_lm, FRIDGE, method="counterfactual_test", attribution="none")
+    assert loose.status == "format_not_followed" and loose.extras["words_source"] == "repeated"
+    assert {"fridge", "milk"} <= {w.strip("?") for w in loose.extras["important_words"]}
     agreement = exp.extras["agreement"]
     assert agreement["method"] == "occlusion" and len(agreement["word_scores"]) == 7
     assert 0.0 <= agreement["top_k_overlap"] <= 1.0
