@@ -116,7 +116,7 @@ def init(backend: str | None = None) -> World:
             else torch.distributed.group.WORLD
         )
     except (RuntimeError, ValueError) as exc:
-        raise RankLostError(f"could not join the torchrun job: {_first_line(exc)}") from None
+        raise WorkbenchError(f"could not join the torchrun job: {_first_line(exc)}") from None
     atexit.register(shutdown)
     return here
 
