@@ -181,26 +181,35 @@ def _grouped(
     episodes: list[dict[str, Any]], by: Sequence[str]
 ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
     """(group key, figures) per group, sorted with missing values (None) last."""
-    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
+    # One pass: per group and game, [episodes, wins, normalised score, moves, moves of wins,
+    # invalid actions]. Sums, not lists: the dashboard aggregates tens of thousands.
+    groups: dict[tuple[Any, ...], dict[str, list[float]]] = defaultdict(dict)
     for e in episodes:
-        groups[tuple(e[k] for k in by)][e["game"]].append(e)
+        games = groups[tuple(e[k] for k in by)]
+        acc = games.get(e["game"])
+        if acc is None:
+            acc = games[e["game"]] = [0, 0, 0.0, 0, 0, 0]
+        won = bool(e["won"])
+        acc[0] += 1
+        acc[1] += won
+        acc[2] += normalized_score(e)
+        acc[3] += e["moves"]
+        acc[4] += e["moves"] if won else 0
+        acc[5] += e.get("invalid_actions", 0)
     out = []
     for key in sorted(groups, key=_none_last):
-        by_game = groups[key].values()
-        flat = [e for eps in by_game for e in eps]
-        won_moves = [e["moves"] for e in flat if e["won"]]
+        per_game = groups[key].values()
+        episodes_, wins, moves, won_moves, invalid = (
+            sum(acc[i] for acc in per_game) for i in (0, 1, 3, 4, 5)
+        )
         figures = {
-            "games": len(by_game),
-            "episodes": len(flat),
-            "success": Estimate.rate([sum(e["won"] for e in eps) / len(eps) for eps in by_game]),
-            "score": Estimate.score(
-                [sum(normalized_score(e) for e in eps) / len(eps) for eps in by_game]
-            ),
-            "steps_to_win": sum(won_moves) / len(won_moves) if won_moves else None,
-            "moves": sum(e["moves"] for e in flat) / len(flat),
-            "invalid_actions": sum(e.get("invalid_actions", 0) for e in flat),
+            "games": len(per_game),
+            "episodes": episodes_,
+            "success": Estimate.rate([acc[1] / acc[0] for acc in per_game]),
+            "score": Estimate.score([acc[2] / acc[0] for acc in per_game]),
+            "steps_to_win": won_moves / wins if wins else None,
+            "moves": moves / episodes_,
+            "invalid_actions": invalid,
         }
         out.append((key, figures))
     return out
