@@ -32,6 +32,7 @@ page = st.navigation(
             st.Page(VIEWS / "explanations.py", title="Explanations", url_path="explanations"),
             st.Page(VIEWS / "probing.py", title="Probing", url_path="probing"),
             st.Page(VIEWS / "explain_step.py", title="Explain this step", url_path="explain-step"),
+            st.Page(VIEWS / "patching.py", title="Activation patching", url_path="patching"),
         ],
     }
 )

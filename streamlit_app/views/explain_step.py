@@ -175,6 +175,16 @@ if saved and saved[:3] == (episode_id, step, method):
     show(result.segments, result.tips, result.total, result.explanation_id)
 else:
     stored = query(tips_store.list_step_explanations, episode_id, step)
+    # Activation patching of this step (`explain-step --patch`) has its own page.
+    patched = [s for s in stored if s["method"] == "activation_patching"]
+    stored = [s for s in stored if s["method"] != "activation_patching"]
+    for found in patched:
+        st.text(f"activation patching with the edit {found['params'].get('patch', '')}")
+        st.page_link(
+            "views/patching.py",
+            label="its layer-by-position heatmap",
+            query_params={"explanation": found["explanation_id"]},
+        )
     if stored:
         latest = stored[0]
         st.caption(

@@ -162,3 +162,27 @@ def test_explain_step_patch_command(played, tiny_model_dir, capsys):
     assert len(err.strip().splitlines()) == 1
     code, out, err = run_inprocess(capsys, *base, "--patch", "no arrow")
     assert code == 1 and "OLD=>NEW" in err
+
+
+def test_the_explain_step_page_links_a_stored_patching(played, tiny_causal, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    store, episode = played
+    steps = play_store.get_steps(store, episode["id"])
+    result = patch_step(
+        store, "g", episode["id"], 1, _edit(steps[1]["observation"]), lm=tiny_causal
+    )
+    monkeypatch.setenv("WORKBENCH_DB", str(store.path))
+    app = Path(__file__).parents[2] / "streamlit_app" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60)
+    at.query_params["episode"] = episode["id"]
+    at.query_params["step"] = "1"
+    at.run()
+    at.switch_page("views/explain_step.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = "\n".join(t.value for t in at.text)
+    assert f"activation patching with the edit {result.patch}" in shown
+    at.switch_page("views/patching.py").run()
+    assert not at.exception and at.get("vega_lite_chart")

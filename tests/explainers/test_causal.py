@@ -485,3 +485,28 @@ def test_probe_intervene_command(capsys, tiny_model_dir, tmp_path):
     layers = json.loads(out)["params"]["intervene"]["layers"]
     assert code == 0 and [r["layer"] for r in layers] == [1, 2]
     assert {"logprob_change", "random_change", "random_std", "excess"} <= set(layers[0])
+
+
+# -- the dashboard --------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_a_stored_heatmap(tiny_causal, store, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    kwargs = dict(method="activation_patching", target="to", corrupt=CORRUPT)
+    resid = explain(tiny_causal, "the <script> is in the fridge", **kwargs)
+    resid.save(store)
+    explain(tiny_causal, CLEAN, **kwargs, component="head").save(store)
+    monkeypatch.setenv("WORKBENCH_DB", str(store.path))
+    app = Path(__file__).parents[2] / "streamlit_app" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60)
+    at.query_params["explanation"] = resid.id
+    at.run()
+    at.switch_page("views/patching.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.get("vega_lite_chart")
+    assert any("of resid" in c.value for c in at.caption)
+    shown_as_markup = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    assert not any("<script>" in text for text in shown_as_markup)
