@@ -262,7 +262,7 @@ class _Scorer:
                     per_row = bases.repeat_interleave(len(seqs), dim=0)  # [rows, D, r]
 
                     def project(x: torch.Tensor, u: torch.Tensor = per_row) -> torch.Tensor:
-                        h = x.float()
+                        h, u = x.float(), u.to(x.device)
                         h = h - torch.einsum("bnr,bdr->bnd", torch.einsum("bnd,bdr->bnr", h, u), u)
                         return h.to(x.dtype)
 

@@ -89,10 +89,10 @@ def attribution_patching(
             change = (corr_acts[name] - clean_acts[name]) * clean_grads[name]
         if component == "head":
             heads = hooks.n_heads or 1
-            rows.append(change.view(change.shape[0], heads, -1).sum(dim=(0, 2)))
+            rows.append(change.view(change.shape[0], heads, -1).sum(dim=(0, 2)).cpu())
         else:
-            rows.append(change.sum(-1)[: setup.n_prompt])
-    estimates = torch.stack(rows).double().cpu().numpy()
+            rows.append(change.sum(-1)[: setup.n_prompt].cpu())
+    estimates = torch.stack(rows).double().numpy()
     base = corrupt_value if direction == "denoise" else clean_value
     values = base + estimates
     return Sweep(

@@ -311,8 +311,11 @@ class Patcher:
             ) -> torch.Tensor:
                 b, m, w = x.shape
                 g = mask.shape[-1]
-                src = source.to(x.dtype).view(1, m, g, w // g)
-                out = torch.where(mask.unsqueeze(-1), src, x.view(b, m, g, w // g))
+                # .to() is free on one device; a model split over GPUs (device_map) has
+                # blocks on others.
+                src = source.to(x.device, x.dtype).view(1, m, g, w // g)
+                where = mask.to(x.device).unsqueeze(-1)
+                out = torch.where(where, src, x.view(b, m, g, w // g))
                 return out.view(b, m, w)
 
             active.add(point, write)

@@ -305,8 +305,8 @@ def exact_patching(
         pos_list = [p for p in pos_list if base_of[p] >= 0]
     acts, _ = capture(setup.lm, hooks, source, names, setup.readout.rows)
     if source_of is not None:
-        index = torch.tensor([max(i, 0) for i in source_of], device=base.device)
-        acts = {name: a[index] for name, a in acts.items()}
+        index = torch.tensor([max(i, 0) for i in source_of])
+        acts = {name: a[index.to(a.device)] for name, a in acts.items()}
     patcher = Patcher(setup.lm, hooks, setup.readout, base, acts, engine, batch_size, token_budget)
     rows = patch_rows(hooks, component, layer_list, [base_of[p] for p in pos_list])
     values = patcher.values(rows, progress).reshape(len(layer_list), -1)
