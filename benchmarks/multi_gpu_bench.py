@@ -250,7 +250,7 @@ def bench_probe(args) -> dict:
 
 
 def bench_play(args) -> dict:
-    from workbench.store import Store
+    from workbench.store import Store, runs
     from workbench.store import play as play_store
 
     work = Path(args.work)
@@ -268,7 +268,7 @@ def bench_play(args) -> dict:
         done, wall = torchrun(n, command)
         match = re.search(r"([\d.]+) steps/s", done.stderr)
         store = Store(db, read_only=True)
-        run = play_store.get_play_run(store, "bench")
+        run = runs.get_run(store, "bench", kind="play")
         episodes = play_store.list_episodes(store, run["id"])
         actions = {
             e["game"]: [s["action"] for s in play_store.get_steps(store, e["id"])] for e in episodes

@@ -81,7 +81,7 @@ def game(tmp_path_factory):
 def test_explain_step_on_cuda_agrees_with_cpu(copy_lm, gpu_lm, game, tmp_path):
     import agents
     from agents.explain_step import explain_step
-    from workbench.store import Store
+    from workbench.store import Store, runs
     from workbench.store import play as play_store
 
     store = Store(tmp_path / "w.duckdb")
@@ -89,7 +89,7 @@ def test_explain_step_on_cuda_agrees_with_cpu(copy_lm, gpu_lm, game, tmp_path):
         [game], "llm", llm=LocalLLM(gpu_lm), select="choose", max_steps=3,
         store=store, run_name="gpu", workers=0,
     )  # fmt: skip
-    episode = play_store.list_episodes(store, play_store.get_play_run(store, "gpu")["id"])[0]
+    episode = play_store.list_episodes(store, runs.get_run(store, "gpu", kind="play")["id"])[0]
     on_cpu = explain_step(store, "gpu", episode["id"], 1, lm=copy_lm, steps=16)
     # The game's words are mostly unknown to the copy model's vocabulary, so the prompt has
     # no strong signal for bf16 to keep: float32 on CUDA must match the CPU closely, and

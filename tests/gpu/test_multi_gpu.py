@@ -162,6 +162,7 @@ def test_play_on_two_gpus_plays_what_one_gpu_plays(two_gpus, tmp_path, copy_lm_d
     import games
     from workbench.store import Store
     from workbench.store import play as play_store
+    from workbench.store import runs as runs_store
 
     folder = os.environ.get("WORKBENCH_TEST_GAMES")
     if not folder:
@@ -177,7 +178,7 @@ def test_play_on_two_gpus_plays_what_one_gpu_plays(two_gpus, tmp_path, copy_lm_d
 
     def actions(db):
         store = Store(db, read_only=True)
-        run = play_store.get_play_run(store, "p")
+        run = runs_store.get_run(store, "p", kind="play")
         out = {}
         for ep in play_store.list_episodes(store, run["id"]):
             steps = play_store.get_steps(store, ep["id"])
