@@ -131,6 +131,10 @@ class ModelOracle:
 
 def explanation_objective(exp: Explanation, lm: LoadedModel) -> Objective:
     """Re-prepare the objective an explanation was computed for (text, target, contrast)."""
+    if exp.category == "causal":
+        raise WorkbenchError(
+            f"{exp.method} scores layers, not input tokens; the metrics judge token attributions"
+        )
     if exp.category != "attribution" and exp.scores.shape[1] != len(exp.input_tokens):
         raise WorkbenchError(f"{exp.method} explanations have no per-token scores to evaluate")
     if lm.kind == "classifier":
