@@ -129,6 +129,24 @@ def test_a_spent_knot_budget_is_a_status_and_a_rendered_warning(tiny_causal):
     assert Explanation.from_dict(exp.to_record()).status == "budget_spent"
 
 
+def test_a_budget_spent_in_bfloat16_says_to_load_float32(tokenizer):
+    import copy
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import tiny_llama_config
+    from workbench.models import from_pretrained_objects
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer))).to(torch.bfloat16)
+    lm = from_pretrained_objects(model, copy.deepcopy(tokenizer), name="tiny-bf16")
+    exp = explain(lm, TEXT, target="door", method="ig", max_knots=17, tolerance=1e-9)
+    assert exp.status == "budget_spent"
+    assert "the model runs in bfloat16" in exp.warnings[-1]
+    assert "load it with dtype float32" in exp.warnings[-1]
+
+
 def test_fixed_steps_that_miss_completeness_say_so(tiny_causal):
     exp = explain(tiny_causal, TEXT, target="door", method="ig", steps=1, tolerance=1e-9)
     assert exp.params["knots"] == 2 and exp.status == "incomplete"
