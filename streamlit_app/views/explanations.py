@@ -41,6 +41,14 @@ if detail is None:
     st.warning(f"No explanation with id {exp_id!r}.")
     st.stop()
 exp, metrics = detail["explanation"], detail["metrics"]
+if exp.get("category") == "causal":
+    st.info("A patching result: its rows are layers, not target tokens.")
+    st.page_link(
+        "views/patching.py",
+        label="open it as a layer-by-position heatmap",
+        query_params={"explanation": exp_id},
+    )
+    st.stop()
 
 st.caption(
     f"{exp['method']} ({exp['category']}) on {exp['model']} · {exp.get('seconds', 0):.2f} s"

@@ -352,6 +352,10 @@ def test_bad_input_is_a_one_line_error(tiny_causal, tokenizer):
         explain(tiny_causal, CLEAN, method="causal_tracing", target="to", noise_tokens="1,6")
     with pytest.raises(WorkbenchError, match="needs noise_tokens"):
         explain(tiny_causal, CLEAN, method="causal_tracing", target="to")
+    from explainers.metrics.evaluation import explanation_objective
+
+    with pytest.raises(WorkbenchError, match="scores layers, not input tokens"):
+        explanation_objective(patching(), tiny_causal)
 
     from transformers import LlamaForCausalLM
 
@@ -510,3 +514,5 @@ def test_the_dashboard_shows_a_stored_heatmap(tiny_causal, store, monkeypatch):
     assert any("of resid" in c.value for c in at.caption)
     shown_as_markup = [m.value for m in at.markdown] + [c.value for c in at.caption]
     assert not any("<script>" in text for text in shown_as_markup)
+    at.switch_page("views/explanations.py").run()  # the generic page sends it here
+    assert not at.exception and "rows are layers" in at.info[0].value
