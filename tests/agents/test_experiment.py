@@ -9,6 +9,7 @@ import pytest
 from agents.experiment import introspective_tips
 from tests.agents.test_tips import scripted_actor
 from tests.games.compiled import compiled
+from tests.run_cli import run_inprocess
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.errors import WorkbenchError
 from workbench.llm.openai_backend import OpenAILLM
@@ -70,13 +71,14 @@ def test_experiment_bad_input(level1_games, store):
     assert runs.get_run(store, "x") is None  # nothing half-written
 
 
-def test_experiment_cli_json(level1_games, test_games, tmp_path):
+def test_experiment_cli_json(level1_games, test_games, tmp_path, capsys, monkeypatch):
     """`workbench experiment introspective-tips --format json` against the scripted endpoint."""
-    from tests.agents.test_cli_play import cli
-
     db = tmp_path / "exp.duckdb"
     with ScriptedOpenAIServer(scripted_actor()) as server:
-        done = cli(
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        code, out, err = run_inprocess(
+            capsys,
             "experiment",
             "introspective-tips",
             "--train",
@@ -97,10 +99,9 @@ def test_experiment_cli_json(level1_games, test_games, tmp_path):
             "json",
             "--db",
             str(db),
-            env={"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key"},
         )
-    assert done.returncode == 0, done.stderr
-    data = json.loads(done.stdout)
+    assert code == 0, err
+    data = json.loads(out)
     rows = {(r["phase"], r["condition"], r["trial"]): r for r in data["rows"]}
     assert rows[("test", "general", 0)]["success"] == 1.0
     assert rows[("train", "none", 1)]["success"] == 0.0

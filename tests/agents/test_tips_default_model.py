@@ -17,7 +17,7 @@ from workbench.store import play as play_store
 
 @pytest.mark.slow
 def test_every_condition_on_the_default_model(level1_games, store):
-    llm = LocalLLM(load_model())
+    llm = LocalLLM(load_model(dtype="float32", progress=False))  # shared (cached) with other tests
     game = level1_games[:1]
     result = play_tips(
         game,
@@ -25,7 +25,8 @@ def test_every_condition_on_the_default_model(level1_games, store):
         llm=llm,
         store=store,
         trials=2,
-        max_steps=3,
+        max_steps=2,
+        parallel=4,  # the four conditions step (and prompt the model) together
         run_name="smol",
         workers=0,
         writer=TipWriter(llm, max_tokens=40, retries=0),
@@ -35,7 +36,7 @@ def test_every_condition_on_the_default_model(level1_games, store):
         (c, t) for c in ("none", "self", "expert", "reflexion") for t in (0, 1)
     )
     written = {(t.condition, t.trial): t for t in result.tipsets}
-    # self and expert write after every trial but the last; reflexion after a loss (3 steps
+    # self and expert write after every trial but the last; reflexion after a loss (2 steps
     # are too few to win); none never writes.
     assert {("self", 0), ("expert", 0), ("reflexion", 0)} <= set(written)
     assert not any(c == "none" for c, _ in written)
@@ -60,7 +61,7 @@ def test_every_condition_on_the_default_model(level1_games, store):
         llm=llm,
         store=store,
         tipset=general,
-        max_steps=3,
+        max_steps=2,
         run_name="smol-general",
         workers=0,
     )
