@@ -57,7 +57,10 @@ def generate(
     if not tasks:
         return
     job = {"tasks": [list(t) for t in tasks], "folder": str(folder), "jobs": jobs}
-    env = {**os.environ, "PYTHONHASHSEED": HASH_SEED}
+    # The child imports this very package, wherever the parent found it.
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONHASHSEED": HASH_SEED, "PYTHONPATH": path}
     with tempfile.TemporaryFile("w+") as errors:
         child = subprocess.Popen(
             [sys.executable, "-m", "games.generation"],
