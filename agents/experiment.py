@@ -3,7 +3,8 @@
 1. Train games, K trials each, under four conditions: no tips, Reflexion (Shinn et al.
    2023), self tips and expert tips (tips written between trials).
 2. The final self and expert tips of every training game merge into one general set by
-   ADD / EDIT / AGREE / REMOVE operations (ExpeL, Zhao et al. 2023), capped at the writer's `max_tips`.
+   ADD / EDIT / AGREE / REMOVE operations (ExpeL, Zhao et al. 2023), capped at the
+   writer's `max_tips`.
 3. Test games (unseen: another split or seed), one trial each, without tips and with the
    general set, zero-shot.
 
