@@ -15,7 +15,12 @@ The bridge between the two halves of the workbench. For a step of a played episo
    the tokenizer's offsets: instructions (the template's own text, the goal and the chat
    scaffold), tips, history, observation (with the inventory), admissible commands, and the
    worked example where the run had one. Every token belongs to exactly one segment, so
-   the segment masses add up to the action's total attribution.
+   the segment masses add up to the action's total attribution. A tip's mass is the mass
+   of the tips segment's tokens within that tip's text; the rest of the segment (the
+   "Tips:" header, the bullets and line breaks) is its scaffold, so the tip masses plus the
+   scaffold are the tips segment, token for token. Each token's segment is kept in the
+   explanation (`extras["token_segments"]`, and its tip in `extras["token_tips"]`), so
+   heatmaps can show the prompt in its sections.
 4. Tip ablation: each tip is removed in turn and the command re-chosen with the run's own
    selection method (ranking or generation, same scoring and repeat penalty); a changed
    command means that tip was needed for this decision.
@@ -37,7 +42,7 @@ import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +54,9 @@ from workbench.errors import WorkbenchError
 from workbench.store import Store, runs
 from workbench.store import play as play_store
 from workbench.store import tips as tips_store
+
+if TYPE_CHECKING:
+    from explainers.base import Progress
 
 SEGMENTS = ("instructions", "tips", "history", "observation", "admissible")
 # Which segment each template field belongs to; the template's literal text and anything
@@ -78,6 +86,7 @@ class StepExplanation:
     tips: list[dict]
     action: str
     total: float
+    tip_scaffold: float = 0.0  # tips segment minus the tips' masses: header, bullets, breaks
     run: str = ""
     episode_id: str = ""
     step: int = 0
@@ -98,6 +107,7 @@ class StepExplanation:
             "total": self.total,
             "segments": self.segments,
             "tips": self.tips,
+            "tip_scaffold": self.tip_scaffold,
             "reproduced": self.reproduced,
             "spans": {k: [list(s) for s in v] for k, v in self.spans.items()},
         }
@@ -329,6 +339,7 @@ def explain_step(
     step: int,
     method: str = "ig",
     lm: Any = None,
+    progress: Progress | None = None,
     **params: Any,
 ) -> StepExplanation:
     """Attribute the action of a recorded step to its prompt's segments and tips, ablate
@@ -340,6 +351,8 @@ def explain_step(
         method: any attribution method of `explainers` (ig, saliency, occlusion, ...).
         lm: the model to explain with (`workbench.models.load_model`); default: the model
             the run played with, when it was a local one.
+        progress: `progress(done, total)` as the attribution advances (IG knots,
+            perturbation samples), for a progress bar.
         params: the method's own parameters (for ig: steps, baseline, ...).
 
     Returns a `StepExplanation`; its `explanation_id` names the stored token-level
@@ -350,7 +363,8 @@ def explain_step(
     explainer = get_method(method)
     if explainer.category != "attribution":
         raise WorkbenchError(
-            f"{method} is a {explainer.category} method; explain-step needs an attribution method"
+            f"{method} is not an attribution method (category {explainer.category}); "
+            "explain-step needs one, such as ig"
         )
     if lm is None:
         lm = _run_model(store, run)
@@ -360,7 +374,7 @@ def explain_step(
     offset = text.find(prompt)
     if offset < 0:
         raise WorkbenchError("the chat template changes the prompt's text; cannot map segments")
-    exp = explain(lm, text, method=method, target=recorded.action, **params)
+    exp = explain(lm, text, method=method, target=recorded.action, progress=progress, **params)
     masses = np.asarray(exp.scores, dtype=np.float64).sum(axis=0)  # over the action's tokens
     values = _field_values(agent.template, turn, agent.example)
     spans = field_spans(agent.template, values)
@@ -374,10 +388,20 @@ def explain_step(
         segments["example"] = 0.0
     for name, mass in zip(token_segment, masses):
         segments[name] = segments.get(name, 0.0) + float(mass)
+    # A token counts for a tip only inside the tips segment, so that the tips' masses and
+    # the scaffold partition that segment (a token straddling a tip's edge and the next
+    # field goes where its segment is).
+    tip_of = [
+        int(tip[4:]) if segment == "tips" and tip.startswith("tip:") else None
+        for segment, tip in zip(token_segment, token_tip)
+    ]
     tip_mass = [0.0] * len(turn.spec.tips)
-    for name, mass in zip(token_tip, masses):
-        if name.startswith("tip:"):
-            tip_mass[int(name[4:])] += float(mass)
+    for tip, mass in zip(tip_of, masses):
+        if tip is not None:
+            tip_mass[tip] += float(mass)
+    scaffold = sum(
+        float(m) for s, tip, m in zip(token_segment, tip_of, masses) if s == "tips" and tip is None
+    )
     rechosen, ablated = _ablate(agent, turn)
     tips = [
         {
@@ -390,6 +414,8 @@ def explain_step(
     ]
     total = float(masses.sum())
     exp.extras["step"] = {"run": record["name"], "episode_id": episode_id, "step": step}
+    exp.extras["token_segments"] = token_segment
+    exp.extras["token_tips"] = tip_of
     exp_id = tips_store.save_step_explanation(
         store,
         {
@@ -412,6 +438,7 @@ def explain_step(
         tips=tips,
         action=recorded.action,
         total=total,
+        tip_scaffold=scaffold,
         run=record["name"],
         episode_id=episode_id,
         step=step,

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from explainers.base import DEFAULT_TOLERANCE, completeness_tolerance
+from explainers.heatmap import explanation_heatmap_html
 from explainers.tokens import readable_columns
 
 if TYPE_CHECKING:
@@ -127,21 +128,12 @@ def score_table(exp: Explanation, tokens: list[str], scores: np.ndarray) -> str:
 
 
 def render_html(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> str:
-    """A self-contained page (inline CSS, no scripts) with one heat-mapped line per target."""
+    """A self-contained page (inline CSS, no scripts) with one heatmap per target, drawn by
+    `explainers.heatmap` as the dashboard draws it (wrapped at the text's line breaks, in
+    sections where the explanation has them, with a colour scale)."""
     esc = html.escape
     rows_html = []
-    tokens, all_scores = readable_columns(exp)
     for row, target in enumerate(exp.target_tokens or [""]):
-        scores = all_scores[row]
-        scale = float(abs(scores).max()) if scores.size else 0.0
-        spans = []
-        for token, score in zip(tokens, scores):
-            s = _shade(float(score), scale)
-            rgb = "220,40,40" if s >= 0 else "40,90,220"
-            spans.append(
-                f'<span class="tok" style="background:rgba({rgb},{abs(s):.3f})" '
-                f'title="{esc(f"{score:+.5f}")}">{esc(_visible(token))}</span>'
-            )
         check = completeness_line(exp, row, tolerance)
         check_html = (
             f'<div class="check {"bad" if "WARNING" in check else "good"}">{esc(check)}</div>'
@@ -151,7 +143,7 @@ def render_html(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> str:
         rows_html.append(
             f'<div class="row"><div class="target">target {row + 1}: '
             f"<code>{esc(repr(target))}</code></div>"
-            f'<div class="tokens">{"".join(spans)}</div>{check_html}</div>'
+            f"{explanation_heatmap_html(exp, row)}{check_html}</div>"
         )
     params = esc(", ".join(f"{k}={v}" for k, v in exp.params.items()))
     title = esc(f"{exp.method} explanation")
@@ -159,8 +151,6 @@ def render_html(exp: Explanation, tolerance: float = DEFAULT_TOLERANCE) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-.tok {{ font-family: ui-monospace, monospace; white-space: pre; padding: 1px 0;
-        border-radius: 2px; }}
 .row {{ margin: 1em 0; }} .target {{ font-weight: 600; margin-bottom: .3em; }}
 .check {{ font-size: .85em; margin-top: .3em; }} .bad {{ color: #b00; }} .good {{ color: #070; }}
 .meta {{ color: #666; font-size: .9em; }}

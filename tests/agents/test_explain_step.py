@@ -61,6 +61,34 @@ def test_segments_sum_to_the_total_and_tips_are_ablated(played, tiny_causal):
     assert explanations.get_explanation(store, result.explanation_id)["target_tokens"]
 
 
+def test_tip_masses_and_the_tips_scaffold_add_up_to_the_tips_segment(played, tiny_causal):
+    store, episode = played
+    result = explain_step(store, "g", episode["id"], 1, lm=tiny_causal, steps=4)
+    masses = result.explanation.scores.sum(axis=0)
+    # The scaffold, found independently: tokens of the tips section outside every tip's
+    # text (the "Tips:" header and the bullets).
+    ((start, end),) = result.spans["tips"]
+    section = result.prompt[start:end]
+    tips = [(start + section.index(t), start + section.index(t) + len(t)) for t in
+            ["Take the fridge food.", "Eat the meal."]]  # fmt: skip
+    enc = tiny_causal.tokenizer(result.prompt, return_offsets_mapping=True)
+    scaffold, scaffold_tokens = 0.0, []
+    for i, (a, b) in enumerate(enc["offset_mapping"]):
+        if start <= a and b <= end and not any(s <= a and b <= e for s, e in tips):
+            scaffold += masses[i]
+            scaffold_tokens.append(result.prompt[a:b])
+    assert scaffold_tokens == ["Tips:", "-", "-"]
+    assert result.tip_scaffold == pytest.approx(scaffold, abs=1e-9)
+    tip_total = sum(t["mass"] for t in result.tips)
+    assert tip_total + result.tip_scaffold == pytest.approx(result.segments["tips"], abs=1e-9)
+    # Each token's segment and tip travel with the explanation, for heatmaps by section.
+    extras = result.explanation.extras
+    assert len(extras["token_segments"]) == len(masses) == len(extras["token_tips"])
+    assert {i for i, s in enumerate(extras["token_segments"]) if s == "tips"} >= {
+        i for i, t in enumerate(extras["token_tips"]) if t is not None
+    }
+
+
 def test_bad_steps_are_one_line_errors(played, tiny_causal, tmp_path):
     store, episode = played
     with pytest.raises(WorkbenchError, match="no play run"):

@@ -67,7 +67,10 @@ def explain_step(
     params = method_params(get_method(method), {}, param)
     store = open_store(db)
     lm = load_model(model, device=device, dtype=dtype, progress=True) if model else None
-    result = run_explain_step(store, run, episode, step, method=method, lm=lm, **params)
+    with progress(f"explaining step {step}") as update:
+        result = run_explain_step(
+            store, run, episode, step, method=method, lm=lm, progress=update, **params
+        )
     if fmt is TableFormat.json:
         write_json(result.to_dict())
         return

@@ -182,4 +182,18 @@ def show_step_explanation(result, out: Console) -> None:
         for t in result.tips:
             then = f"changes to {t['new_action']!r}" if t["action_changed"] else "does the same"
             tips.add_row(t["tip"], f"{t['mass']:+.3f}", then)
+        # The rest of the tips segment, so that the column adds up to it.
+        tips.add_row("(header, bullets, line breaks)", f"{result.tip_scaffold:+.3f}", "")
         out.print(tips)
+    exp = result.explanation
+    if exp is not None:
+        from explainers.render import warning_lines
+
+        for line in warning_lines(exp):
+            out.print(
+                f"{line}; the masses above are not reliable: re-run with "
+                "--param steps=auto until the completeness delta is small",
+                markup=False,
+                highlight=False,
+                style="bold red",
+            )
