@@ -421,7 +421,8 @@ class Patcher:
                     suffix.hidden[-1], *suffix.calls[-1][0], **suffix.calls[-1][1]
                 )
             )
-            tail = self._tail(last[:, -rows:])[0].float()
+            # .to(): with a model split over GPUs (--device-map) the tail ends on the last one.
+            tail = self._tail(last[:, -rows:])[0].float().to(full.device)
             # Causal attention: changing the last input leaves every earlier state alone
             # (a BERT-style model loaded as an LM attends both ways).
             changed = self.base.clone()
