@@ -39,7 +39,7 @@ DATASET_STEPS = 32  # fixed steps batch across inputs; "auto" explains one input
 
 
 def explain_dataset(
-    lm: LoadedModel,
+    lm: LoadedModel | None,
     items: Iterable[dict[str, Any]],
     method: str = "ig",
     *,
@@ -47,6 +47,7 @@ def explain_dataset(
     generate: int | None = None,
     contrast: str | None = None,
     aggregate: str = "token",
+    llm: Any = None,
     max_batch_tokens: int | None = None,
     progress: Progress | None = None,
     on_done: Callable[[Explanation], None] | None = None,
@@ -55,8 +56,9 @@ def explain_dataset(
     """Explain every item ({"text", optional "target", "generate", "contrast"}), in order.
 
     `target`, `generate` and `contrast` apply to the items that do not set their own;
-    `aggregate` and the method's `params` to all. Every item and parameter is checked
-    before the first model call; an item's error names its number.
+    `aggregate`, `llm` (prompting methods: the LLM that answers) and the method's `params`
+    to all. Every item and parameter is checked before the first model call; an item's
+    error names its number.
 
     With `method="ig"` on a causal LM, steps default to DATASET_STEPS and the inputs are
     batched across the data set (`max_batch_tokens` caps a batch); `steps="auto"`, other
@@ -80,9 +82,11 @@ def explain_dataset(
         except WorkbenchError as exc:
             raise WorkbenchError(f"data set item {number}: {exc}") from None
         requests.append(request)
-    if method == "ig" and lm.kind == "causal":
-        params.setdefault("steps", DATASET_STEPS)
-    params = explainer.check_params(params)
+    if not requests:
+        raise WorkbenchError("the data set has no items")
+    batched = method == "ig" and lm is not None and lm.kind == "causal"
+    params = explainer.check_params({"steps": DATASET_STEPS, **params} if batched else params)
+    batched = batched and params["steps"] != "auto"
     if max_batch_tokens is not None:
         max_batch_tokens = int_param("max_batch_tokens", max_batch_tokens)
     total = len(requests)
@@ -97,11 +101,12 @@ def explain_dataset(
             progress(done, total)
         return exp
 
-    if method != "ig" or lm.kind != "causal" or params["steps"] == "auto":
+    if not batched:
+        backend = {} if llm is None else {"llm": llm}
         results = []
         for number, request in enumerate(requests, start=1):
             try:
-                exp = explainer.explain(lm, aggregate=aggregate, **request, **params)
+                exp = explainer.explain(lm, aggregate=aggregate, **request, **backend, **params)
             except WorkbenchError as exc:
                 raise WorkbenchError(f"data set item {number}: {exc}") from None
             results.append(finished(exp))
