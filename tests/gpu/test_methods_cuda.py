@@ -59,6 +59,8 @@ DEVICE = os.environ.get("WORKBENCH_GPU_TEST_DEVICE", "cuda")  # "cpu": a dry run
 
 def run(lm, name: str):
     text, target = INPUTS.get(name, (TEXT, TARGET))
+    if not known_methods()[name].takes_target:
+        target = None  # the method explains the model's own answer
     torch.manual_seed(0)
     return explain(lm, text, method=name, target=target, **PARAMS.get(name, {}))
 

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from explainers import explain
 from explainers.base import known_methods
 from tests.explainers.conftest import copy_inputs
 from tests.gpu.launch import torchrun, workbench
-from tests.gpu.test_methods_cuda import INPUTS, PARAMS, TARGET, TEXT
+from tests.gpu.test_methods_cuda import TARGET, TEXT, run
 
 SPLIT = {  # the copy model's two blocks on two GPUs: embeddings on one, logits on the other
     "model.embed_tokens": 0,
@@ -122,11 +121,7 @@ def test_every_method_through_a_model_split_over_two_gpus(two_gpus, split_and_wh
     split, whole = split_and_whole
     assert split.model.lm_head.weight.device.index == 1
     assert split.device == torch.device("cuda", 0)
-    text, target = INPUTS.get(name, (TEXT, TARGET))
-    torch.manual_seed(0)
-    a = explain(whole, text, method=name, target=target, **PARAMS.get(name, {}))
-    torch.manual_seed(0)
-    b = explain(split, text, method=name, target=target, **PARAMS.get(name, {}))
+    a, b = run(whole, name), run(split, name)
     assert b.scores.shape == a.scores.shape
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-3, atol=1e-4)
 

@@ -169,10 +169,7 @@ def _explain_dataset(
     def compute(part: list[dict]) -> list:
         return explain_dataset(lm, part, method, aggregate=aggregate.value, **request, **params)
 
-    # Cost of an input ~ its length x (1 forward + 2 per target token backward), to balance ranks.
-    weights = [
-        len(it["text"]) * (1 + 2 * len(str(it.get("target") or " ").split())) for it in items
-    ]
+    weights = _costs(lm, items, request)
     start = time.perf_counter()
     with progress(f"{method} on {len(items)} inputs") as update:
         done = [len(stored)]
@@ -221,6 +218,19 @@ def _explain_dataset(
         markup=False,
         highlight=False,
     )
+
+
+def _costs(lm, items: list[dict], request: dict) -> list[float]:
+    """An input's cost, to balance the ranks: its tokens x (1 forward + 2 per target token:
+    one backward each), counted with the model's tokenizer (characters without one)."""
+    texts = [it["text"] for it in items]
+    targets = [str(it.get("target") or request.get("target") or "") for it in items]
+    tokenizer = getattr(lm, "tokenizer", None)
+    if tokenizer is None:
+        return [len(x) * (1 + 2 * len(t.split())) for x, t in zip(texts, targets)]
+    n_text = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    n_target = [len(ids) for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
+    return [(x + t) * (1 + 2 * max(t, 1)) for x, t in zip(n_text, n_target)]
 
 
 def _dataset_run_name(lm, items, method, request, aggregate: Aggregate, params) -> str:
