@@ -224,7 +224,7 @@ def attention_modules(lm: LoadedModel) -> list[torch.nn.Module]:
         raise WorkbenchError(
             f"attn_norm needs attention modules with v_proj and o_proj projections (Llama, "
             f"Mistral, Qwen2, Gemma, ...); {type(lm.model).__name__} has none: use "
-            "--method attention or rollout instead"
+            "method attention or rollout instead"
         )
     return modules
 

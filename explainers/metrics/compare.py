@@ -218,7 +218,7 @@ def plot_comparison(results: Sequence[Evaluation], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     if path.suffix.lower() != ".png":
-        raise WorkbenchError(f"--plot writes a PNG; name the file *.png, not {path.name!r}")
+        raise WorkbenchError(f"plot writes a PNG; name the file *.png, not {path.name!r}")
     if not path.parent.exists():
         raise WorkbenchError(f"cannot write {str(path)!r}: folder does not exist")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)

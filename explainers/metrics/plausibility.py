@@ -103,12 +103,12 @@ def parse_rationale(value: str | Sequence[int]) -> list[int]:
         looks_like_list = text[:1] in ("[", "0", "1")
         if not looks_like_list or (len(text) < 4096 and path.is_file()):
             if not path.is_file():
-                raise WorkbenchError(f"--rationale: no such file {text!r}, and not a 0/1 list")
+                raise WorkbenchError(f"rationale: no such file {text!r}, and not a 0/1 list")
             text = path.read_text(encoding="utf-8").strip()
         try:
             items = json.loads(text) if text.startswith("[") else text.replace(",", " ").split()
         except json.JSONDecodeError:
-            raise WorkbenchError(f"--rationale is not a valid JSON list: {text[:60]!r}") from None
+            raise WorkbenchError(f"rationale is not a valid JSON list: {text[:60]!r}") from None
     try:
         values = [int(v) for v in items]
     except (TypeError, ValueError):

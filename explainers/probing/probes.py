@@ -464,6 +464,6 @@ def parse_layers(text: str | None) -> list[int] | None:
                 layers.append(int(item))
         except ValueError:
             raise WorkbenchError(
-                f"--layers takes 'all', numbers and ranges like 0,4,10-12; not {item!r}"
+                f"layers takes 'all', numbers and ranges like 0,4,10-12; not {item!r}"
             ) from None
     return layers

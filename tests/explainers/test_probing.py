@@ -196,7 +196,7 @@ def test_parse_layers():
     assert parse_layers("all") is None
     assert parse_layers("0,4,10-12") == [0, 4, 10, 11, 12]
     assert parse_layers("-1") == [-1]
-    with pytest.raises(WorkbenchError, match="--layers takes"):
+    with pytest.raises(WorkbenchError, match="layers takes"):
         parse_layers("first")
 
 
@@ -252,7 +252,7 @@ def test_cli_probe_terminal_table(capsys, jsonl, tiny_model_dir):
         (["--task", "textworld-state:weather", "--games", "."], "unknown probing task"),
         (["--task", "textworld-state:carried"], "needs --games DIR"),
         (["--layers", "0,9"], "layer 9 is out of range"),
-        (["--layers", "zero"], "--layers takes"),
+        (["--layers", "zero"], "layers takes"),
     ],
 )
 def test_cli_probe_bad_input_is_one_line(capsys, jsonl, tiny_model_dir, args, message):
