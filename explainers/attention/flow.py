@@ -20,8 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import maximum_flow
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
 from explainers.attention.rollout import residual_attention
@@ -43,6 +41,8 @@ class LayerGraph:
             targets.append(layer * n + cols)
             caps.append(np.rint(a[rows, cols] * CAPACITY_SCALE))
         size = (self.n_layers + 1) * n
+        from scipy.sparse import csr_matrix  # loaded on use: the registry imports this module
+
         self.graph = csr_matrix(
             (
                 np.concatenate(caps).astype(np.int32),
@@ -54,6 +54,8 @@ class LayerGraph:
     def flow(self, output: int, token: int) -> float:
         """Maximum flow from the top node of position `output` to input token `token`."""
         source = self.n_layers * self.n + output
+        from scipy.sparse.csgraph import maximum_flow
+
         return maximum_flow(self.graph, source, token).flow_value / CAPACITY_SCALE
 
     def row(self, output: int) -> np.ndarray:
