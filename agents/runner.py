@@ -205,6 +205,9 @@ def run_episodes(
     done_keys = set(distributed.broadcast(sorted(done_keys)))
     pending = [s for s in specs if s.key not in done_keys]
     skipped = len(specs) - len(pending)
+    if store is not None and run is not None:
+        # Recorded before the first episode, with its plan, so the run shows as running.
+        runs.start_play_run(store, run, len(done_keys) + len(pending))
     if on_start is not None:
         on_start(len(pending), skipped)
     played: list[Episode] = []
@@ -218,24 +221,29 @@ def run_episodes(
             on_episode(episode)
 
     options = {"parallel": parallel, "max_steps": max_steps, "seed": seed, "workers": workers}
-    if distributed.world().size == 1:
-        n_steps = _play_specs(pending, agent, record, **options)
-    else:
-        # Each rank plays its block of every chunk of episodes with its own model replica
-        # (its own GPU); rank 0 records the chunk's episodes.
-        def play_block(block: list[EpisodeSpec]) -> list[Episode]:
-            episodes: list[Episode] = []
-            _play_specs(block, agent, episodes.append, **options)
-            order = {spec.key: i for i, spec in enumerate(block)}
-            return sorted(episodes, key=lambda e: order[e.spec.key])
+    try:
+        if distributed.world().size == 1:
+            n_steps = _play_specs(pending, agent, record, **options)
+        else:
+            # Each rank plays its block of every chunk of episodes with its own model
+            # replica (its own GPU); rank 0 records the chunk's episodes.
+            def play_block(block: list[EpisodeSpec]) -> list[Episode]:
+                episodes: list[Episode] = []
+                _play_specs(block, agent, episodes.append, **options)
+                order = {spec.key: i for i, spec in enumerate(block)}
+                return sorted(episodes, key=lambda e: order[e.spec.key])
 
-        chunk = distributed.run_chunks(
-            pending,
-            play_block,
-            save=lambda episodes: [record(e) for e in episodes],
-            chunk_size=4 * parallel,
-        )
-        n_steps = sum(len(e.steps) for e in chunk)
+            chunk = distributed.run_chunks(
+                pending,
+                play_block,
+                save=lambda episodes: [record(e) for e in episodes],
+                chunk_size=4 * parallel,
+            )
+            n_steps = sum(len(e.steps) for e in chunk)
+    except BaseException as exc:
+        if store is not None and run is not None:
+            _stop_run(store, run["id"], exc)
+        raise
     seconds = time.perf_counter() - started
     if store is not None and run is not None and finish:
         if runs.get_run(store, run["id"], kind="play") is not None:
@@ -373,6 +381,18 @@ def _open_run(
                 "resume it with the options it was started with"
             )
     return {"id": existing["id"], "name": name, "params": old}
+
+
+def _stop_run(store: Store, run_id: str, exc: BaseException) -> None:
+    """A run that stops early: removed if it recorded nothing (bad input leaves no trace),
+    else marked interrupted or failed (resumable either way). A store error is not hidden
+    behind another one."""
+    try:
+        if not runs.discard_empty_run(store, run_id):
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            runs.finish_run(store, run_id, status)
+    except WorkbenchError:
+        pass
 
 
 def _save(store: Store, run: dict[str, Any], episode: Episode) -> None:

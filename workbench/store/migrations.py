@@ -322,3 +322,10 @@ def m044_experiment_paired(con: duckdb.DuckDBPyConnection) -> None:
     # Each condition against the baseline on the same games (agents.report.compare).
     for column in ("success_diff", "success_p", "score_diff", "score_p"):
         con.execute(f"ALTER TABLE experiment_results ADD COLUMN {column} DOUBLE")
+
+
+@migration
+def m050_run_planned(con: duckdb.DuckDBPyConnection) -> None:
+    # How many episodes a play run means to record, set when it starts (and again when it
+    # resumes or adds a trial), so that a running run shows its progress.
+    con.execute("ALTER TABLE runs ADD COLUMN planned INTEGER")

@@ -1,8 +1,10 @@
 """Runs: one row per command that records something (explain, play, experiment, ...).
 
 A run has a unique name (given, or KIND-ID) and a status: running until it finishes,
-then finished or failed. Play runs are created by their first episode (see
-`workbench.store.play.save_episode`), so a run killed before any episode leaves nothing.
+then finished, failed or interrupted. A play run is recorded when it starts, with the
+number of episodes it plans (`start_play_run`), so that a dashboard shows it running from
+its first second; one that fails or is interrupted before any episode is removed again
+(`discard_empty_run`), so bad input leaves nothing behind.
 
     >>> from workbench.store import Store, runs
     >>> runs.get_run(Store(), "random-l1", kind="play")["status"]     # doctest: +SKIP
@@ -26,6 +28,33 @@ def create_run(store: Store, name: str | None, kind: str, params: dict[str, Any]
             [run_id, name or f"{kind}-{run_id}", kind, json.dumps(params)],
         )
     return run_id
+
+
+def start_play_run(store: Store, run: dict[str, Any], planned: int) -> None:
+    """Record that play run `run` (id, name, params) is running and means to have `planned`
+    episodes; a resumed run (same id) is marked running again with its new plan."""
+    with store._transaction() as con:
+        con.execute(
+            "INSERT INTO runs (id, name, kind, status, params, planned)"
+            " VALUES (?, ?, 'play', 'running', ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET status = 'running', finished_at = NULL,"
+            " planned = excluded.planned",
+            [run["id"], run["name"], json.dumps(run["params"]), planned],
+        )
+
+
+def discard_empty_run(store: Store, run_id: str) -> bool:
+    """Remove a run that recorded nothing (no episodes, no explanations); True if removed."""
+    with store._transaction() as con:
+        used = con.execute(
+            "SELECT (SELECT count(*) FROM episodes WHERE run_id = ?)"
+            " + (SELECT count(*) FROM explanations WHERE run_id = ?)",
+            [run_id, run_id],
+        ).fetchone()[0]
+        if used:
+            return False
+        con.execute("DELETE FROM runs WHERE id = ?", [run_id])
+    return True
 
 
 def finish_run(store: Store, run_id: str, status: str = "finished") -> None:
@@ -67,15 +96,23 @@ def latest_run(store: Store, kind: str | None = None) -> dict[str, Any] | None:
 def list_runs(
     store: Store, kind: str | None = None, limit: int | None = None, offset: int = 0
 ) -> list[dict[str, Any]]:
-    """Runs newest first, each with how many episodes and explanations it recorded."""
+    """Runs newest first, each with how many episodes (of how many planned, for play runs),
+    steps and explanations it recorded, and `seconds`: its duration once it has ended, the
+    time since it started while it runs."""
     where, args = ("WHERE r.kind = ?", [kind]) if kind else ("", [])
     with store._connect() as con:
         return _all(
             con.execute(
                 "SELECT r.id, r.name, r.kind, r.status, r.created_at, r.finished_at,"
-                " (SELECT count(*) FROM episodes e WHERE e.run_id = r.id) AS episodes,"
-                " (SELECT count(*) FROM explanations x WHERE x.run_id = r.id) AS explanations"
-                f" FROM runs r {where} ORDER BY r.created_at DESC, r.name LIMIT ? OFFSET ?",
+                " coalesce(p.episodes, 0) AS episodes, r.planned,"
+                " coalesce(p.steps, 0) AS steps,"
+                " (SELECT count(*) FROM explanations x WHERE x.run_id = r.id) AS explanations,"
+                " date_diff('millisecond', r.created_at,"
+                " coalesce(r.finished_at, CAST(current_timestamp AS TIMESTAMP))) / 1000.0"
+                " AS seconds"
+                " FROM runs r LEFT JOIN (SELECT run_id, count(*) AS episodes,"
+                " sum(moves) AS steps FROM episodes GROUP BY run_id) p ON p.run_id = r.id"
+                f" {where} ORDER BY r.created_at DESC, r.name LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             )
         )
