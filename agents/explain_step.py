@@ -363,8 +363,8 @@ def explain_step(
     explainer = get_method(method)
     if explainer.category != "attribution":
         raise WorkbenchError(
-            f"{method} is not an attribution method (category {explainer.category}); "
-            "explain-step needs one, such as ig"
+            f"{method}: {explainer.category} methods cannot explain a step; "
+            "explain-step needs an attribution method, such as ig"
         )
     if lm is None:
         lm = _run_model(store, run)

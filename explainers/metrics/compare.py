@@ -4,6 +4,10 @@ choose a method). A random attribution is evaluated alongside as the floor to be
 
     >>> from explainers.metrics.compare import compare_methods      # doctest: +SKIP
     >>> evals = compare_methods(lm, "the milk is in the fridge Q", ["ig", "lime"], target="milk")
+
+`save_comparison` stores one comparison as a run of kind "compare" (each method's
+explanation with its metric values, the random baseline among them), which the dashboard's
+methods side-by-side page shows.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from explainers.base import Progress, get_method
+from explainers.base import Explanation, Progress, get_method
 from explainers.metrics.evaluation import (
     Evaluation,
     evaluate,
@@ -27,6 +31,7 @@ from explainers.metrics.plausibility import parse_rationale
 from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.store import Store, runs
 
 RANDOM = "random"
 
@@ -42,7 +47,8 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
             method = get_method(name)  # unknown names list the known ones
             if method.category != "attribution":
                 raise WorkbenchError(
-                    f"{name} is a {method.category} method; the metrics judge attribution methods"
+                    f"{name}: {method.category} methods are not judged by the metrics; "
+                    "use attribution methods"
                 )
     return list(dict.fromkeys(names))
 
@@ -61,12 +67,14 @@ def compare_methods(
     with_random: bool = True,
     seed: int = 0,
     progress: Progress | None = None,
+    on_explained: Callable[[Explanation, Evaluation], None] | None = None,
 ) -> list[Evaluation]:
     """Explain `text` with each method and evaluate each explanation the same way.
 
     `params` maps a method name to its own parameters. With `with_random`, a uniformly
     random attribution of the same input is evaluated last, as the floor to beat.
-    `progress(methods done, methods)` follows each method.
+    `progress(methods done, methods)` follows each method; `on_explained(explanation,
+    evaluation)` sees each pair as it is made (to store it).
     """
     from explainers import explain
 
@@ -84,16 +92,50 @@ def compare_methods(
         result = evaluate(exp, lm, rationale, **judge)
         result.params["explain_seconds"] = exp.seconds
         results.append(result)
+        if on_explained is not None:
+            on_explained(exp, result)
         if progress is not None:
             progress(len(results), total)
     if first is None:
         first = explain(lm, text, method="occlusion", target=target, aggregate=aggregate)
     if with_random or RANDOM in methods:
         obj = explanation_objective(first, lm)
-        results.append(evaluate(random_explanation(first, seed), lm, rationale, obj=obj, **judge))
+        reference = random_explanation(first, seed)
+        results.append(evaluate(reference, lm, rationale, obj=obj, **judge))
+        if on_explained is not None:
+            on_explained(reference, results[-1])
         if progress is not None:
             progress(len(results), total)
     return results
+
+
+def save_comparison(
+    store: Store,
+    pairs: Sequence[tuple[Explanation, Evaluation]],
+    *,
+    text: str,
+    target: str | None,
+    params: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> str:
+    """Store a comparison as a run of kind "compare": each explanation (linked to the run)
+    with its metric values, in the order given. Returns the run id."""
+    run_id = runs.create_run(
+        store,
+        name,
+        "compare",
+        {
+            "text": text,
+            "target": target,
+            "methods": [exp.method for exp, _ in pairs],
+            **(params or {}),
+        },
+    )
+    for exp, evaluation in pairs:
+        evaluation.explanation_id = exp.save(store, run_id=run_id)
+        evaluation.save(store)
+    runs.finish_run(store, run_id)
+    return run_id
 
 
 @dataclass

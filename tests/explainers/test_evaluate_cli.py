@@ -160,6 +160,48 @@ def test_compare_prints_methods_side_by_side_and_writes_a_plot(tiny_model_dir, t
     assert code == 0 and "occlusion" in out and "random" in out
 
 
+def test_compare_with_db_stores_every_method_and_the_random_baseline(
+    tiny_model_dir, tmp_path, capsys
+):
+    from workbench.store import Store, dashboard
+
+    db = tmp_path / "wb.duckdb"
+    code, out, err = run(
+        capsys,
+        "compare",
+        "--model",
+        str(tiny_model_dir),
+        "--methods",
+        "occlusion,saliency",
+        "--text",
+        TEXT,
+        "--target",
+        "milk",
+        "--format",
+        "json",
+        "--db",
+        str(db),
+        "--run-name",
+        "milk",
+    )
+    assert code == 0, err
+    printed = json.loads(out)["methods"]
+    store = Store(db, read_only=True)
+    (saved,) = dashboard.comparison_runs(store)
+    assert saved["name"] == "milk"
+    assert saved["params"]["methods"] == ["occlusion", "saliency", "random"]
+    stored = dashboard.comparison_detail(store, saved["id"])
+    assert [s["explanation"]["method"] for s in stored] == ["occlusion", "saliency", "random"]
+    for entry in stored:
+        method = entry["explanation"]["method"]
+        assert printed[method]["explanation_id"] == entry["explanation"]["id"]
+        assert entry["metrics"]["comprehensiveness"] == pytest.approx(
+            printed[method]["comprehensiveness"], abs=1e-9
+        )
+    reference = dashboard.random_reference(store, stored[0]["explanation"]["id"])
+    assert reference["explanation_id"] == stored[2]["explanation"]["id"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -210,13 +210,28 @@ def compare(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     param: list[str] = ParamsForMethodsOption,
+    db: Path | None = typer.Option(
+        None,
+        "--db",
+        help="Store the comparison (every method's explanation and metrics) in this DuckDB "
+        "file, for the dashboard's methods side by side (default: $WORKBENCH_DB if set; "
+        "else nothing is stored).",
+    ),
+    run_name: str | None = typer.Option(None, "--run-name", help="Name the stored comparison."),
 ) -> None:
     """Run several attribution methods on one input and compare their faithfulness.
 
     Example: workbench compare --methods ig,occlusion,lime,shap --text "the milk is in the
-    fridge Q" --target " milk" --plot curves.png
+    fridge Q" --target " milk" --plot curves.png --db workbench.duckdb
     """
-    from explainers.metrics.compare import compare_methods, parse_methods, plot_comparison
+    import os
+
+    from explainers.metrics.compare import (
+        compare_methods,
+        parse_methods,
+        plot_comparison,
+        save_comparison,
+    )
     from explainers.metrics.plausibility import parse_rationale
     from workbench.models import load_model
 
@@ -226,18 +241,40 @@ def compare(
     if plot is not None and plot.suffix.lower() != ".png":
         raise WorkbenchError(f"--plot writes a PNG; name the file *.png, not {plot.name!r}")
     writable_file(plot, "--plot")
+    if db is None and os.environ.get("WORKBENCH_DB"):
+        db = Path(os.environ["WORKBENCH_DB"])
+    store = open_store(db) if db is not None else None
+    if store is not None and run_name is not None:
+        from workbench.store import runs
+
+        if runs.get_run(store, run_name) is not None:
+            raise WorkbenchError(f"run name {run_name!r} is taken; pick another --run-name")
     lm = load_model(model, device=device, dtype=dtype, progress=True)
-    results = compare_methods(
-        lm,
-        text,
-        names,
-        target,
-        rationale=mask,
-        params=params,
-        aggregate=aggregate.value,
-        removal=removal.value,
-        with_random=random_reference,
-    )
+    pairs: list = []
+    with progress(f"comparing {', '.join(names)}") as update:
+        results = compare_methods(
+            lm,
+            text,
+            names,
+            target,
+            rationale=mask,
+            params=params,
+            aggregate=aggregate.value,
+            removal=removal.value,
+            with_random=random_reference,
+            progress=update,
+            on_explained=lambda exp, evaluation: pairs.append((exp, evaluation)),
+        )
+    if store is not None:
+        run_id = save_comparison(
+            store,
+            pairs,
+            text=text,
+            target=target,
+            params={"removal": removal.value, "aggregate": aggregate.value},
+            name=run_name,
+        )
+        status(f"saved the comparison as run {run_id} in {store.path}")
     if plot is not None:
         plot_comparison(results, plot)
         status(f"wrote {plot}")

@@ -20,7 +20,7 @@ from workbench.cli.options import (
     open_store,
     writable_file,
 )
-from workbench.cli.render import status, write_json
+from workbench.cli.render import progress, status, working, write_json
 from workbench.errors import WorkbenchError
 
 
@@ -100,34 +100,45 @@ def probe(
             raise WorkbenchError(
                 f"--task {task} needs --games DIR (make some with `workbench games make`)"
             )
-        records = state_records(
-            games_dir,
-            task,
-            max_games=max_games,
-            random_episodes=random_episodes,
-            max_steps=max_steps,
-            history=history,
-            seed=seed,
-        )
+        with working(f"playing {games_dir} for {task} examples"):
+            records = state_records(
+                games_dir,
+                task,
+                max_games=max_games,
+                random_episodes=random_episodes,
+                max_steps=max_steps,
+                history=history,
+                seed=seed,
+            )
         data = ProbeDataset.from_records(task, records)
     store = open_store(db) if save else None
     lm = load_model(
         model, device=device, dtype=dtype, progress=fmt is TableFormat.table, device_map=device_map
     )
-    result = run_probe(lm, data, layer_list, batch_size=batch_size, test_size=test_size, seed=seed)
+    with progress(f"probing {task or 'the dataset'}") as update:
+        result = run_probe(
+            lm,
+            data,
+            layer_list,
+            batch_size=batch_size,
+            test_size=test_size,
+            seed=seed,
+            progress=update,
+        )
     amnesic = None
     if intervene:
         from explainers.causal.amnesic import amnesic_probing
 
-        amnesic = amnesic_probing(
-            lm,
-            data,
-            layer_list,
-            n_random=random_directions,
-            max_examples=intervene_examples,
-            test_size=test_size,
-            seed=seed,
-        )
+        with working("amnesic probing: projecting the probes' directions out"):
+            amnesic = amnesic_probing(
+                lm,
+                data,
+                layer_list,
+                n_random=random_directions,
+                max_examples=intervene_examples,
+                test_size=test_size,
+                seed=seed,
+            )
         result.params["intervene"] = amnesic.to_dict()
     if not distributed.is_main():
         return  # every rank extracted its share of the features; rank 0 reports and saves

@@ -125,15 +125,24 @@ def runs_page(store: Store, limit: int = 50, offset: int = 0, kind: str | None =
 
 
 def play_runs(store: Store) -> list[dict[str, Any]]:
-    """Every run that recorded episodes (for pickers): id, name, status, episodes."""
+    """Every run that recorded episodes (for pickers): id, name, status, episodes, planned
+    and `agents`, the agents that played it (comma-separated, sorted)."""
     with store._connect() as con:
         return _all(
             con.execute(
-                "SELECT r.id, r.name, r.status, r.created_at, count(e.id) AS episodes"
+                "SELECT r.id, r.name, r.status, r.created_at, count(e.id) AS episodes,"
+                " r.planned, string_agg(DISTINCT e.agent, ',' ORDER BY e.agent) AS agents"
                 " FROM runs r JOIN episodes e ON e.run_id = r.id"
-                " GROUP BY r.id, r.name, r.status, r.created_at ORDER BY r.created_at DESC"
+                " GROUP BY r.id, r.name, r.status, r.created_at, r.planned"
+                " ORDER BY r.created_at DESC"
             )
         )
+
+
+def live_runs(store: Store) -> list[dict[str, Any]]:
+    """Runs still running, newest first: episodes recorded of those planned, steps, and
+    `seconds` since they started (read at call time: not for caching)."""
+    return [r for r in runs.list_runs(store, limit=None) if r["status"] == "running"]
 
 
 # -- episodes ----------------------------------------------------------------------------
@@ -193,8 +202,8 @@ def episode_view(
     with store._connect() as con:
         steps = _all(
             con.execute(
-                "SELECT idx, observation, admissible, action, raw_output, valid, reward, score,"
-                " feedback, done, llm_call_id FROM steps WHERE episode_id = ?"
+                "SELECT idx, observation, admissible, facts, action, raw_output, valid, reward,"
+                " score, feedback, done, llm_call_id FROM steps WHERE episode_id = ?"
                 " ORDER BY idx LIMIT ? OFFSET ?",
                 [episode_id, limit, offset],
             )
@@ -209,7 +218,7 @@ def episode_view(
                 for c in _all(
                     con.execute(
                         "SELECT id, prompt, completion, prompt_tokens, completion_tokens,"
-                        f" latency_s, error, model FROM llm_calls WHERE id IN ({marks})",
+                        f" latency_s, error, model, params FROM llm_calls WHERE id IN ({marks})",
                         call_ids,
                     )
                 )
@@ -221,19 +230,55 @@ def episode_view(
                 [episode_id],
             )
         )
-    _decode(steps, "admissible", empty=list)
+    _decode(steps, "admissible", "facts", empty=list)
+    _decode(list(calls.values()), "params", empty=dict)
     for step in steps:
         call = calls.get(step.pop("llm_call_id") or "", {})
         step["prompt"] = call.get("prompt")
         step["completion"] = call.get("completion")
         step["llm_error"] = call.get("error")
         step["prompt_tokens"] = call.get("prompt_tokens")
+        step["completion_tokens"] = call.get("completion_tokens")
         step["latency_s"] = call.get("latency_s")
+        # The ranked candidates of a "choose" agent: [[command, log-probability], ...].
+        step["candidates"] = (call.get("params") or {}).get("top") or []
     return {
         "episode": header,
         "steps": Page(steps, int(header["moves"]), limit, offset),
         "other_calls": other_calls,
     }
+
+
+def search_calls(store: Store, text: str, limit: int = 25, offset: int = 0) -> Page:
+    """LLM calls whose prompt or completion contains `text` (any case), newest first: run,
+    episode, step, purpose, and where the text was found (`in`: prompt or completion)
+    with the characters around it (`context`)."""
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    where = "(c.prompt ILIKE ? ESCAPE '\\' OR c.completion ILIKE ? ESCAPE '\\')"
+    page = _page(
+        store,
+        f"SELECT count(*) FROM llm_calls c WHERE {where}",
+        "SELECT c.id, r.name AS run, c.run_id, c.episode_id, c.step_idx AS step, c.purpose,"
+        " c.model, c.created_at, c.prompt, c.completion"
+        f" FROM llm_calls c LEFT JOIN runs r ON r.id = c.run_id WHERE {where}"
+        " ORDER BY c.created_at DESC, c.id LIMIT ? OFFSET ?",
+        [pattern, pattern],
+        limit,
+        offset,
+    )
+    needle = text.lower()
+    for row in page.rows:
+        prompt, completion = row.pop("prompt") or "", row.pop("completion") or ""
+        where_found, body = (
+            ("prompt", prompt) if needle in prompt.lower() else ("completion", completion)
+        )
+        at = body.lower().find(needle)
+        start, end = max(0, at - 60), min(len(body), at + len(text) + 60)
+        row["in"] = where_found
+        row["context"] = (
+            ("..." if start else "") + body[start:end] + ("..." if end < len(body) else "")
+        )
+    return page
 
 
 # -- explanations, metrics, probes -------------------------------------------------------
@@ -257,6 +302,60 @@ def explanation_detail(store: Store, exp_id: str) -> dict[str, Any] | None:
     if record is None:
         return None
     return {"explanation": record, "metrics": metrics.get_metrics(store, exp_id)}
+
+
+def random_reference(store: Store, exp_id: str) -> dict[str, Any] | None:
+    """The random attribution stored beside an explanation (same comparison run, else the
+    newest one of the same input and target), with its mean metric values; None if none.
+
+    {"explanation_id", "metrics": {name: value}}: the floor its metrics should beat."""
+    with store._connect() as con:
+        row = con.execute(
+            "SELECT r.id FROM explanations x JOIN explanations r"
+            " ON r.method = 'random' AND r.id <> x.id AND r.input_text = x.input_text"
+            " AND coalesce(r.target_text, '') = coalesce(x.target_text, '')"
+            " WHERE x.id = ?"
+            " ORDER BY (r.run_id IS NOT DISTINCT FROM x.run_id) DESC, r.created_at DESC"
+            " LIMIT 1",
+            [exp_id],
+        ).fetchone()
+    if row is None:
+        return None
+    values = metrics.get_metrics(store, row[0], include_rows=False)
+    return {"explanation_id": row[0], "metrics": {m["name"]: m["value"] for m in values}}
+
+
+def comparison_runs(store: Store) -> list[dict[str, Any]]:
+    """Stored method comparisons (`workbench compare --db`), newest first, with params."""
+    with store._connect() as con:
+        rows = _all(
+            con.execute(
+                "SELECT r.id, r.name, r.status, r.created_at, r.params,"
+                " (SELECT count(*) FROM explanations x WHERE x.run_id = r.id) AS methods"
+                " FROM runs r WHERE r.kind = 'compare' ORDER BY r.created_at DESC, r.name"
+            )
+        )
+    _decode(rows, "params", empty=dict)
+    return rows
+
+
+def comparison_detail(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """A comparison's explanations in the order of its methods (the random baseline last),
+    each as {"explanation": record, "metrics": {name: mean value}}."""
+    run = runs.get_run(store, run_id)
+    order = list((run or {}).get("params", {}).get("methods") or [])
+    records = explanations.run_explanations(store, run_id)
+    records.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    return [
+        {
+            "explanation": record,
+            "metrics": {
+                m["name"]: m["value"]
+                for m in metrics.get_metrics(store, record["id"], include_rows=False)
+            },
+        }
+        for record in records
+    ]
 
 
 def probes_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
