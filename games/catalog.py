@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from games.generation import file_id, game_seed, generate
 from games.levels import check_split, get_level, level_of_settings
 from workbench.errors import WorkbenchError
+from workbench.files import write_atomically
 
 MANIFEST = "manifest.json"
 GAME_SUFFIXES = (".z8", ".ulx")
@@ -232,15 +232,7 @@ def _read_manifest(folder: Path) -> list[dict[str, Any]]:
 
 
 def _write_manifest(folder: Path, games: list[dict[str, Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{MANIFEST}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"version": 1, "games": games}, fh, indent=1)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a game set is meant to be shared
-        os.replace(tmp, folder / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(folder / MANIFEST, json.dumps({"version": 1, "games": games}, indent=1))
 
 
 @contextlib.contextmanager

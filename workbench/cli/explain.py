@@ -30,10 +30,10 @@ from workbench.cli.render import (
     progress,
     status,
     working,
-    write_atomically,
     write_json,
 )
 from workbench.errors import WorkbenchError
+from workbench.files import write_atomically
 
 
 def explain(

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from workbench.errors import WorkbenchError
+from workbench.files import check_writable
 
 
 class ExplanationFormat(str, Enum):
@@ -85,11 +86,12 @@ ParamsForMethodsOption = typer.Option(
 
 
 def writable_file(path: Path | None, option: str = "--out") -> Path | None:
-    """`path` if its folder exists; checked before anything slow runs."""
-    if path is not None and not path.parent.exists():
-        raise WorkbenchError(f"cannot write {str(path)!r} ({option}): folder does not exist")
-    if path is not None and path.is_dir():
-        raise WorkbenchError(f"cannot write {str(path)!r} ({option}): it is a folder")
+    """`path` if it can be written; checked before anything slow runs."""
+    if path is not None:
+        try:
+            check_writable(path)
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"{exc} ({option})") from None
     return path
 
 

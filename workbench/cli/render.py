@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.errors import WorkbenchError
+from workbench.files import write_atomically
 
 err_console = Console(stderr=True)
 
@@ -36,27 +35,6 @@ def working(text: str):
 def write_json(payload: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a failure leaves no half-written file."""
-    if not path.parent.exists():
-        raise WorkbenchError(f"cannot write {str(path)!r}: folder does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager

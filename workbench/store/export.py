@@ -10,11 +10,10 @@ temporary file in the target folder, which is renamed over the target.
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from workbench.errors import StoreError, WorkbenchError
+from workbench.files import atomic_path, check_writable
 from workbench.store import Store, _all
 
 FORMATS = ("parquet", "jsonl")
@@ -84,25 +83,14 @@ def export_table(
     _check_table(table)
     if fmt not in FORMATS:
         raise WorkbenchError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise WorkbenchError(f"cannot write {str(out)!r}: folder does not exist")
-    if out.is_dir():
-        raise WorkbenchError(f"cannot write {str(out)!r}: it is a folder")
+    out = check_writable(out)
     with store._connect() as con:
         query, params = _query(con, store, table, run)
         count = con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(out) as tmp:
             copy_format = "PARQUET" if fmt == "parquet" else "JSON"
-            escaped = tmp.replace("'", "''")
+            escaped = str(tmp).replace("'", "''")
             con.execute(f"COPY ({query}) TO '{escaped}' (FORMAT {copy_format})", params)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
     return int(count)
 
 
@@ -119,9 +107,3 @@ def _query(con, store: Store, table: str, run: str | None) -> tuple[str, dict[st
     if row is None:
         raise StoreError(f"no run named {run!r} in {store.path}")
     return export_query(table, row[0]), {"run": row[0]}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
