@@ -268,6 +268,11 @@ class Patcher:
         order = sorted(
             range(len(rows)), key=lambda i: (first_block(rows[i]), first_position(rows[i]))
         )
+        # Greedy, in (block, position) order: a batch runs from its first row's block and
+        # position, and takes rows while they fit the token budget. A row that would move
+        # the start back (the next block, from position 0 again) opens a new batch, unless
+        # the batch computes every position already: short prompts fill whole batches with
+        # the rows of several blocks.
         batches: list[tuple[list[int], int, int]] = []
         k = 0
         while k < len(order):
@@ -275,7 +280,9 @@ class Patcher:
             size = self.batch_size or max(1, self._token_budget() // (self.n - start))
             batch = [order[k]]
             k += 1
-            while k < len(order) and len(batch) < size and first_block(rows[order[k]]) == block:
+            while k < len(order) and len(batch) < size:
+                if first_position(rows[order[k]]) < start:
+                    break
                 batch.append(order[k])
                 k += 1
             batches.append((batch, block, start))
