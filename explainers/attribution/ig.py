@@ -25,9 +25,9 @@ the model's next token; |delta| as a share of |expected|):
     "Is a fridge used to keep ..." (2.2)      145%     1159%       197%      0.5%, 197 knots*
     "You are in a kitchen. ..." (6.2)          27%       16%       209%      0.7%, 156 knots*
 
-Fixed steps ran in bfloat16, the default on a CPU with native bf16 (float32 gave 1471%
-and 147% at 32 steps on the last two). * auto in float32: in bfloat16, rounding noise kept
-both above 50% after the 512-knot budget, and the warning then says to load float32.
+Fixed steps ran in bfloat16 (float32 gave 1471% and 147% at 32 steps on the last two).
+* auto in float32, the CPU default: in bfloat16, rounding noise kept both above 50% after
+the 512-knot budget, and the warning then says to load float32.
 Fixed steps that miss the tolerance set the status "incomplete". Data-set mode
 (`ig_batch`) uses fixed steps, since that is what batches across inputs.
 
