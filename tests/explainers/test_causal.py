@@ -460,7 +460,7 @@ def test_patch_command_errors(capsys, tiny_model_dir, extra, message):
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1 and not out
 
 
-def test_probe_intervene_command(capsys, tiny_model_dir, tmp_path):
+def test_probe_intervene_command(capsys, tiny_model_dir, tiny_classifier_dir, tmp_path):
     path = tmp_path / "d.jsonl"
     words = ["milk", "apple", "key", "box"]
     path.write_text(
@@ -489,6 +489,17 @@ def test_probe_intervene_command(capsys, tiny_model_dir, tmp_path):
     layers = json.loads(out)["params"]["intervene"]["layers"]
     assert code == 0 and [r["layer"] for r in layers] == [1, 2]
     assert {"logprob_change", "random_change", "random_std", "excess"} <= set(layers[0])
+    code, out, err = run_inprocess(
+        capsys,
+        "probe",
+        "--dataset",
+        str(path),
+        "--model",
+        str(tiny_classifier_dir),
+        "--intervene",
+        "--no-save",
+    )
+    assert code == 1 and "--intervene needs a causal LM" in err and not out
 
 
 # -- the dashboard --------------------------------------------------------------------------

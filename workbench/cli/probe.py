@@ -115,6 +115,11 @@ def probe(
     lm = load_model(
         model, device=device, dtype=dtype, progress=fmt is TableFormat.table, device_map=device_map
     )
+    if intervene and lm.kind != "causal":
+        raise WorkbenchError(
+            "--intervene needs a causal LM (it measures the next token's log-probability); "
+            f"{lm.name} is a classifier"
+        )
     with progress(f"probing {task or 'the dataset'}") as update:
         result = run_probe(
             lm,
