@@ -31,6 +31,23 @@ def test_classifier_directory_is_detected(tiny_classifier_dir):
     assert lm.kind == "classifier" and lm.labels == ["neg", "neu", "pos"]
 
 
+def test_device_map_errors_are_one_line_before_anything_loads(tiny_model_dir, monkeypatch):
+    with pytest.raises(WorkbenchError, match="it does not go with --device cpu"):
+        load_model(str(tiny_model_dir), device="cpu", device_map="auto")
+    with pytest.raises(WorkbenchError, match="unknown --device-map 'everywhere'"):
+        load_model(str(tiny_model_dir), device="cuda", device_map="everywhere")
+    with pytest.raises(WorkbenchError, match="max memory applies with --device-map"):
+        load_model(str(tiny_model_dir), device="cpu", max_memory={0: "1GiB"})
+    if not torch.cuda.is_available():
+        with pytest.raises(WorkbenchError, match="no CUDA GPU is available"):
+            load_model(str(tiny_model_dir), device="auto", device_map="auto")
+    # Under torchrun every process holds a whole model; one spread over all GPUs is refused.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(WorkbenchError, match="without torchrun or --gpus"):
+        load_model(str(tiny_model_dir), device="cuda", device_map="auto")
+
+
 def test_unloadable_directory_is_a_model_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="could not load model"):
