@@ -19,8 +19,8 @@ The bridge between the two halves of the workbench. For a step of a played episo
    of the tips segment's tokens within that tip's text; the rest of the segment (the
    "Tips:" header, the bullets and line breaks) is its scaffold, so the tip masses plus the
    scaffold are the tips segment, token for token. Each token's segment is kept in the
-   explanation (`extras["token_segments"]`, and its tip in `extras["token_tips"]`), so
-   heatmaps can show the prompt in its sections.
+   explanation (`extras["token_segments"]`, its tip in `extras["token_tips"]` and its
+   characters in `extras["token_offsets"]`), so heatmaps show the prompt in its sections.
 4. Tip ablation: each tip is removed in turn and the command re-chosen with the run's own
    selection method (ranking or generation, same scoring and repeat penalty); a changed
    command means that tip was needed for this decision.
@@ -332,6 +332,11 @@ def _token_segments(
     return out
 
 
+def _offsets(lm: Any, text: str) -> list[list[int]]:
+    enc = lm.tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    return [[int(a), int(b)] for a, b in enc["offset_mapping"]]
+
+
 def explain_step(
     store: Store,
     run: str,
@@ -416,6 +421,10 @@ def explain_step(
     exp.extras["step"] = {"run": record["name"], "episode_id": episode_id, "step": step}
     exp.extras["token_segments"] = token_segment
     exp.extras["token_tips"] = tip_of
+    if exp.input_text == text:
+        # Where each token sits in the text: heatmaps show the prompt's own characters
+        # (spaces, line breaks) even where a tokenizer's decoding drops them.
+        exp.extras["token_offsets"] = _offsets(lm, text)
     exp_id = tips_store.save_step_explanation(
         store,
         {

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from explainers.base import Explanation
 
 SEGMENTS_KEY = "token_segments"  # extras: one section name per input token
+OFFSETS_KEY = "token_offsets"  # extras: [start, end) of each input token in input_text
 POSITIVE = (220, 40, 40)
 NEGATIVE = (40, 90, 220)
 NEWLINE = "⏎"
@@ -148,12 +149,31 @@ def token_heatmap_html(
     return f'<div style="max-width:100%;overflow-wrap:anywhere">{"".join(parts)}</div>'
 
 
+def text_labels(exp: Explanation) -> list[str]:
+    """One label per input token. Where the explanation records each token's characters
+    (`extras["token_offsets"]`), a token's label is the text from the end of the previous
+    token to its own end (the spaces and line breaks before it included), so the labels
+    join into the input exactly; a special token (no characters) keeps its own label."""
+    offsets = exp.extras.get(OFFSETS_KEY)
+    if not offsets or exp.aggregation != "token" or len(offsets) != len(exp.input_tokens):
+        return list(exp.input_tokens)
+    labels, cursor = [], 0
+    for token, (start, end) in zip(exp.input_tokens, offsets):
+        if end > cursor:
+            labels.append(exp.input_text[cursor:end])
+            cursor = end
+        else:
+            labels.append(token if start == end else "")
+    return labels
+
+
 def readable_sections(exp: Explanation) -> tuple[list[str], np.ndarray, list[str] | None]:
     """The explanation's tokens as a person reads them (pieces of one character merged,
-    scores summed, as `explainers.tokens.readable_columns`), with their sections where the
-    explanation records one per token (a merged cell takes its first token's section)."""
+    scores summed, as `explainers.tokens.readable_columns`; the text's own characters
+    where the explanation records offsets), with their sections where it records one per
+    token (a merged cell takes its first token's section)."""
     pieces = exp.extras.get(PIECES_KEY) if exp.aggregation == "token" else None
-    tokens, scores = merge_pieces(exp.input_tokens, exp.scores, pieces)
+    tokens, scores = merge_pieces(text_labels(exp), exp.scores, pieces)
     sections = exp.extras.get(SEGMENTS_KEY)
     if sections is None or exp.aggregation != "token" or len(sections) != len(exp.input_tokens):
         return tokens, scores, None

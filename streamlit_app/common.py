@@ -6,29 +6,36 @@ something, then reads afresh. The token itself is re-read at most every TOKEN_TT
 so a busy page costs the database one tiny query per interval.
 
 Game and LLM text is data, never markup: pages show it with `st.text`, `st.code` and
-`st.dataframe` only, and `token_heatmap_html` escapes every token it colours.
+`st.dataframe` only, and token heatmaps come from `explainers.heatmap`, which escapes every
+token it colours (the same builder as `Explanation.to_html()`).
 """
 
 from __future__ import annotations
 
 import argparse
-import html
 import importlib
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from agents.report import aggregate, compare
+from explainers.base import DEFAULT_TOLERANCE, Explanation, completeness_tolerance
+from explainers.heatmap import explanation_heatmap_html
+from explainers.metrics import HIGHER_IS_BETTER, better
 from workbench.errors import WorkbenchError
 from workbench.settings import db_path
 from workbench.store import Store, dashboard
 from workbench.store import play as play_store
 
 TOKEN_TTL = 2.0
+REFRESH_SECONDS = 3  # how often a page with a running run re-reads it
+# One colour per run, the same on every chart of a page (Tableau 10).
+RUN_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1"]
+RUN_COLOURS += ["#ff9da7", "#9c755f", "#bab0ac"]
 # The columns of a play summary by level and condition (`play_summary`), in table order.
 LEVEL_TABLE = ["run", "level", "condition", "games", "episodes", "success", "success_low"]
 LEVEL_TABLE += ["success_high", "score", "score_low", "score_high", "steps_to_win"]
@@ -107,6 +114,36 @@ def run_comparison(db: Store, a: str, b: str) -> dict[str, Any]:
     ).to_dict()
 
 
+def per_game_comparison(db: Store, a: str, b: str) -> list[dict[str, Any]]:
+    """Run `b` against run `a` game by game, paired on (condition, trial) within each game
+    (`agents.report.compare`): the difference in success and normalised score with its
+    95% interval (none where a game has fewer than two pairs)."""
+    episodes = play_store.episode_outcomes(db, (a, b))
+    games = sorted({(e["level"] or 0, e["game"]) for e in episodes})
+    rows = []
+    for level, game in games:
+        mine = [e for e in episodes if e["game"] == game]
+        tests = compare(
+            [e for e in mine if e["run_id"] == a],
+            [e for e in mine if e["run_id"] == b],
+            pair_by=("game", "condition", "trial"),
+        ).to_dict()
+        for measure, t in tests.items():
+            if t["n"]:
+                rows.append(
+                    {
+                        "level": level,
+                        "game": game,
+                        "measure": measure,
+                        "pairs": t["n"],
+                        "B - A": t["difference"],
+                        "low": t["low"],
+                        "high": t["high"],
+                    }
+                )
+    return rows
+
+
 def pager(key: str, total: int, default_size: int = 25) -> tuple[int, int]:
     """Page-size and page-number widgets; returns (limit, offset)."""
     left, right, info = st.columns([1, 1, 3])
@@ -147,32 +184,116 @@ def query_param(name: str) -> str | None:
     return value or None
 
 
+def all_or(value: Any) -> str:
+    """A filter choice as a selector shows it: None means no filter, "all"."""
+    return "all" if value is None else str(value)
+
+
+def run_colours(names: Sequence[str]) -> Any:
+    """An Altair colour scale that gives each run its own colour (not only a dash)."""
+    import altair as alt
+
+    names = list(dict.fromkeys(names))
+    palette = RUN_COLOURS * (len(names) // len(RUN_COLOURS) + 1)
+    return alt.Scale(domain=names, range=palette[: len(names)])
+
+
+def metric_label(name: str) -> str:
+    """A metric's name with the direction that is better, e.g. "sufficiency (lower is
+    better)"."""
+    return f"{name} ({better(name)} is better)" if name in HIGHER_IS_BETTER else name
+
+
+def metrics_table(values: dict[str, float], reference: dict[str, float] | None) -> list[dict]:
+    """Rows of metric, better direction, value and (with a random reference) the random
+    attribution's value and whether this one beats it."""
+    rows = []
+    for name, value in values.items():
+        row: dict[str, Any] = {"metric": name, "better": better(name), "value": value}
+        if name in HIGHER_IS_BETTER:
+            direction = 1 if HIGHER_IS_BETTER[name] else -1
+        else:
+            direction = 0
+        if reference is not None:
+            base = reference.get(name)
+            row["random baseline"] = base
+            beats = (
+                None
+                if base is None or value is None or not direction
+                else direction * (value - base) > 0
+            )
+            row["beats random"] = beats
+        rows.append(row)
+    return rows
+
+
+def explanation_warnings(exp: Explanation, advice: str = "--steps auto") -> list[str]:
+    """What the page must say before anyone reads the scores: the method's own warnings,
+    and every target row whose scores miss completeness (integrated gradients: the scores
+    should sum to f(input) - f(baseline)), with what to do about it."""
+    out = [f"{exp.method} warns ({exp.status}): {w}" for w in exp.warnings]
+    rows = exp.incomplete_rows()
+    if rows and exp.expected is not None and exp.delta is not None:
+        worst = max(rows, key=lambda r: abs(exp.delta[r]))
+        expected, delta = exp.expected[worst], exp.delta[worst]
+        out.append(
+            f"Not converged: the scores of {len(rows)} of {len(exp.expected)} target(s) miss "
+            f"completeness. Worst, target {worst + 1}: the scores sum to "
+            f"{expected + delta:+.4f} where f(input) - f(baseline) is {expected:+.4f} (delta "
+            f"{delta:+.4f}; tolerance {completeness_tolerance(expected):.4f}, "
+            f"{DEFAULT_TOLERANCE:.0%} of it). Don't read these scores as the model's "
+            f"reasons yet: re-run with {advice} (more integration steps until the delta is "
+            "within tolerance), and see the completeness line under each target."
+        )
+    return out
+
+
+def heatmap(exp: Explanation, key: str) -> int:
+    """The explanation's token heatmap with a selector for its target row (wrapped at the
+    text's line breaks, in prompt sections where it has them, with a colour scale);
+    returns the row shown."""
+    targets = exp.target_tokens or [""]
+    row = 0
+    if len(targets) > 1:
+        row = st.selectbox(
+            "target token",
+            range(len(targets)),
+            format_func=lambda i: f"{i + 1}: {targets[i]!r}",
+            key=key,
+        )
+    st.html(explanation_heatmap_html(exp, row))
+    if exp.expected is not None and exp.delta is not None:
+        expected, delta = exp.expected[row], exp.delta[row]
+        ok = abs(delta) <= completeness_tolerance(expected)
+        st.text(
+            f"completeness of target {row + 1}: sum {expected + delta:+.4f} vs "
+            f"f(input)-f(baseline) {expected:+.4f}, delta {delta:+.4f} "
+            f"[{'ok' if ok else 'NOT CONVERGED'}]"
+        )
+    return row
+
+
+def explanation_label(row: dict[str, Any], width: int = 48) -> str:
+    """An explanation in a picker: method, input and target, e.g. `ig · "the milk is
+    in the" -> " fridge" · tiny`."""
+    text = " ".join(str(row.get("input_text") or "").split())
+    if len(text) > width:
+        text = text[: width - 3] + "..."
+    target = row.get("target_text")
+    arrow = f" -> {target!r}" if target else ""
+    return f"{row['method']} · {text!r}{arrow} · {row['model']}"
+
+
 def llm_call(call: dict[str, Any]) -> None:
     """One LLM call in an expander: its prompt, completion and error, as inert text."""
     with st.expander(f"{call['purpose']} · {call['model']} · {call['created_at']}"):
         st.markdown("**prompt**")
-        st.code(call["prompt"], language=None)
+        st.code(call["prompt"], language=None, wrap_lines=True)
         st.markdown("**completion**")
-        st.code(call["completion"] or "", language=None)
+        st.code(call["completion"] or "", language=None, wrap_lines=True)
         if call["error"]:
-            st.code(call["error"], language=None)
+            st.code(call["error"], language=None, wrap_lines=True)
 
 
 def visible(token: str) -> str:
     return token.replace("\n", "\\n").replace("\t", "\\t")
-
-
-def token_heatmap_html(tokens: list[str], scores: list[float]) -> str:
-    """One line of tokens coloured by score (red towards the target, blue away), every
-    token HTML-escaped so that model text can never become markup."""
-    scale = max((abs(s) for s in scores), default=0.0)
-    spans = []
-    for token, score in zip(tokens, scores):
-        shade = 0.0 if scale <= 0 else max(-1.0, min(1.0, score / scale))
-        rgb = "220,40,40" if shade >= 0 else "40,90,220"
-        spans.append(
-            f'<span style="background:rgba({rgb},{abs(shade):.3f});white-space:pre;'
-            f'font-family:monospace;border-radius:2px" title="{score:+.5f}">'
-            f"{html.escape(visible(token))}</span>"
-        )
-    return f'<div style="line-height:1.9">{"".join(spans)}</div>'

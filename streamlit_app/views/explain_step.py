@@ -1,8 +1,12 @@
 """Explain this step: attribute a recorded action to the parts of its prompt (instructions,
-tips, history, observation, admissible list) and show what removing each tip does.
+tips, history, observation, admissible list), see the prompt's token heatmap in those
+sections, and what removing each tip does.
 
 The analysis is `agents.explain_step.explain_step` from the introspective-tips feature; in
-an installation without it this page says so instead of failing.
+an installation without it this page says so instead of failing. The tips segment's total
+is its tips' masses plus its scaffold (the "Tips:" header, bullets and line breaks), shown
+as its own row so the table adds up. An attribution that missed completeness (integrated
+gradients with too few steps) is flagged above its numbers.
 
 Deep link: `/explain-step?episode=ID&step=N`.
 """
@@ -16,12 +20,22 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, query, query_param, store
+from explainers.base import Explanation
+from streamlit_app.common import (
+    empty_state,
+    explanation_warnings,
+    heatmap,
+    query,
+    query_param,
+    store,
+)
 from workbench.errors import WorkbenchError
-from workbench.store import dashboard
+from workbench.store import dashboard, explanations
 from workbench.store import tips as tips_store
 
 METHODS = ("ig", "saliency", "input_x_gradient", "deeplift", "gradient_shap", "occlusion")
+SCAFFOLD = "(tips header, bullets and line breaks)"
+ADVICE = "steps auto (`workbench explain-step ... --param steps=auto`)"
 
 st.title("Explain this step")
 
@@ -58,13 +72,15 @@ if not runs:
 linked_episode = query_param("episode")
 linked = query(dashboard.episode_view, linked_episode, limit=1) if linked_episode else None
 names = {r["id"]: r["name"] for r in runs}
-run_ids = list(names)
-default_run = linked["episode"]["run_id"] if linked else None
+agents_of = {r["id"]: r["agents"] or "" for r in runs}
+# LLM runs first: only their steps have a decision to explain.
+run_ids = sorted(names, key=lambda r: "llm" not in agents_of[r].split(","))
+default_run = linked["episode"]["run_id"] if linked else run_ids[0]
 run_id = st.selectbox(
     "run",
     run_ids,
     index=run_ids.index(default_run) if default_run in run_ids else 0,
-    format_func=names.get,
+    format_func=lambda r: f"{names[r]} ({agents_of[r]} agent)",
     key="xs-run",
 )
 page = query(dashboard.episodes_page, run_id, limit=200)
@@ -94,7 +110,7 @@ view = query(dashboard.episode_view, episode_id, limit=1, offset=step)
 recorded = view["steps"].rows[0] if view and view["steps"].rows else None
 if recorded is not None:
     st.markdown("**recorded action**")
-    st.code(recorded["action"], language=None)
+    st.code(recorded["action"], language=None, wrap_lines=True)
     if recorded["prompt"] is None:
         st.warning(
             "This step has no recorded prompt (a random or expert agent chose it): there is no "
@@ -108,46 +124,82 @@ model_name = right.text_input(
 )
 
 if st.button("explain this step", type="primary", key="xs-go"):
+    bar = st.progress(0.0, text="loading the model ...")
+
+    def advance(done: int, total: int) -> None:
+        share = done / total if total else 0.0
+        bar.progress(min(1.0, share), text=f"attributing the action: {done} of {total}")
+
     try:
         lm = _model(model_name) if model_name.strip() else None
-        with st.spinner("attributing the action ..."):
-            result = explain_step(store(), names[run_id], episode_id, step, method=method, lm=lm)
+        bar.progress(0.0, text="attributing the action ...")
+        result = explain_step(
+            store(), names[run_id], episode_id, step, method=method, lm=lm, progress=advance
+        )
         st.session_state["xs-result"] = (episode_id, step, method, result)
+        bar.progress(1.0, text="done")
     except WorkbenchError as exc:
+        bar.empty()
         st.error(str(exc))
 
 
+def tip_rows(tips: list[dict], tips_total: float) -> pd.DataFrame:
+    """Per tip: its mass and what removing it did; then the scaffold, so that the masses
+    add up to the tips segment."""
+    rows = [
+        {
+            "label": f"tip {i + 1}",
+            "tip": t["tip"],
+            "mass": float(t["mass"]),
+            "action changes without it": bool(t["action_changed"]),
+            "action without it": t.get("new_action") or "",
+        }
+        for i, t in enumerate(tips)
+    ]
+    scaffold = tips_total - sum(r["mass"] for r in rows)
+    rows.append(
+        {
+            "label": "scaffold",
+            "tip": SCAFFOLD,
+            "mass": scaffold,
+            "action changes without it": None,
+            "action without it": "",
+        }
+    )
+    return pd.DataFrame(rows)
+
+
 def show(segments: dict[str, float], tips: list[dict], total: float, exp_id: str | None) -> None:
-    """Per-segment and per-tip bars of one explain-step result."""
+    """Per-segment and per-tip bars of one explain-step result, its warnings and heatmap."""
+    record = query(explanations.get_explanation, exp_id) if exp_id else None
+    exp = Explanation.from_dict(record) if record else None
+    for warning in explanation_warnings(exp, ADVICE) if exp else []:
+        st.warning(warning)
     st.subheader("Attribution by prompt segment")
-    st.caption(f"total attribution of the action {total:+.4f}")
+    st.caption(
+        f"total attribution of the action {total:+.4f} (the segments add up to it); "
+        "red pushes towards the recorded action, blue away"
+    )
     frame = pd.DataFrame({"segment": list(segments), "mass": [float(v) for v in segments.values()]})
+    base = alt.Chart(frame).encode(y=alt.Y("segment:N", sort=list(segments)))
     st.altair_chart(
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
+        base.mark_bar().encode(
             x=alt.X("mass:Q", title="attribution mass"),
-            y=alt.Y("segment:N", sort=list(segments)),
             color=alt.condition("datum.mass >= 0", alt.value("#d62728"), alt.value("#1f77b4")),
             tooltip=["segment", "mass"],
         )
+        + base.mark_tick(color="black", thickness=2).encode(x="mass:Q"),
+        use_container_width=True,
     )
     st.dataframe(frame, hide_index=True)
     st.subheader("Per tip: attribution mass and the effect of removing it")
     if not tips:
         st.text("(no tips were in force at this step)")
     else:
-        table = pd.DataFrame(
-            [
-                {
-                    "label": f"tip {i + 1}",
-                    "tip": t["tip"],
-                    "mass": float(t["mass"]),
-                    "action changes without it": bool(t["action_changed"]),
-                    "action without it": t.get("new_action") or "",
-                }
-                for i, t in enumerate(tips)
-            ]
+        table = tip_rows(tips, float(segments.get("tips", 0.0)))
+        st.caption(
+            f"the tips' masses plus the scaffold make the tips segment: "
+            f"{table['mass'].sum():+.4f} = {float(segments.get('tips', 0.0)):+.4f}"
         )
         st.altair_chart(
             alt.Chart(table)
@@ -157,10 +209,14 @@ def show(segments: dict[str, float], tips: list[dict], total: float, exp_id: str
                 y=alt.Y("label:N", sort=list(table["label"])),
                 color=alt.Color("action changes without it:N"),
                 tooltip=["tip", "mass", "action changes without it", "action without it"],
-            )
+            ),
+            use_container_width=True,
         )
         st.dataframe(table, hide_index=True)
-    if exp_id:
+    if exp is not None:
+        st.subheader("The prompt's tokens")
+        st.caption("the step's prompt in its sections; hover a token for its score")
+        heatmap(exp, key="xs-target")
         st.page_link(
             "views/explanations.py",
             label="the full token-level explanation",

@@ -1,7 +1,13 @@
 """A database filled the way a user fills one: real short runs on compiled level-1 games
-(random, expert, and an LLM agent behind the scripted OpenAI-compatible server whose
-replies are HTML), a stored explanation with faithfulness metrics, an attention
-explanation and a probe. Built once per session; the page tests only read it."""
+(random, expert, an LLM agent behind the scripted OpenAI-compatible server whose replies
+are HTML, and an LLM agent on a tiny local model that ranks the admissible commands), a
+run still running, a stored explanation with faithfulness metrics, an attention
+explanation, a probe, tip sets, an explained step (integrated gradients with too few steps
+to converge), a stored method comparison and an activation-patching result. Built once per
+session; the page tests only read it.
+
+The tiny model's vocabulary is the words of the games' texts and of the acting prompt, so
+its explanations of an agent step read like the prompt (few `<unk>`)."""
 
 from __future__ import annotations
 
@@ -9,10 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 import agents
 from agents import Condition
+from agents.explain_step import explain_step
+from agents.prompt import DEFAULT_TEMPLATE, PromptTemplate
+from agents.runner import episode_specs, run_episodes, run_params
+from explainers import explain
 from explainers.base import Explanation
+from explainers.metrics.compare import compare_methods, save_comparison
+from tests.conftest import WORDS, tiny_llama_config, tiny_tokenizer
 from tests.games.compiled import (  # noqa: F401
     compiled_sets,
     games_base,
@@ -20,8 +33,10 @@ from tests.games.compiled import (  # noqa: F401
     level_games,
 )
 from tests.workbench.openai_server import ScriptedOpenAIServer
+from workbench.llm.local import LocalLLM
 from workbench.llm.openai_backend import OpenAILLM
-from workbench.store import Store, new_id
+from workbench.models import LoadedModel, from_pretrained_objects
+from workbench.store import Store, new_id, runs
 from workbench.store import play as play_store
 from workbench.store.metrics import save_metrics
 from workbench.store.probes import save_probe
@@ -30,6 +45,8 @@ from workbench.store.tips import save_tipset
 SCRIPT = "<script>alert('xss')</script>"
 SCRIPT_TIP = f"{SCRIPT} Read the cookbook before cooking."
 SCRIPT_OBSERVATION = f"You see a fridge. {SCRIPT} <b>bold</b> [link](javascript:alert(1))"
+TIPS = ("Read the cookbook before cooking.", "Open the fridge first.", "Eat the meal last.")
+EXPLAINED_STEP = 2  # of the tiny model's episode: its prompt has about 300 tokens
 
 
 @dataclass
@@ -43,9 +60,33 @@ class Filled:
     attention: str
     probe: str
     tipsets: tuple[str, str]  # a first version and the one merged from it
+    tiny_run: str  # llm agent on the tiny model, ranking commands ("choose")
+    tiny_episode: str
+    step_explanation: str  # explanation id of its step EXPLAINED_STEP (IG, not converged)
+    comparison: str  # run id of a stored method comparison
+    patching: str
+    live_run: str  # a play run still running (1 of 4 planned episodes recorded)
+    model_dir: Path  # the tiny model, saved for pages that load one
 
 
-def fill(store: Store, games: list) -> Filled:
+def tiny_model(texts: list[str]) -> LoadedModel:
+    """A randomly initialised 2-layer Llama whose whole-word vocabulary covers `texts`,
+    the acting prompt's own words and the test words (seeded: the same in every run)."""
+    rendered = PromptTemplate().render(
+        objective="x", observation="x", commands=["x"], tips=["x"], history=[("x", "x")]
+    )
+    words = set(WORDS) | set(DEFAULT_TEMPLATE.split()) | set(rendered.split())
+    for text in texts:
+        words |= set(text.split())
+    tokenizer = tiny_tokenizer(sorted(words))
+    torch.manual_seed(0)
+    config = tiny_llama_config(len(tokenizer), max_position_embeddings=512)
+    from transformers import LlamaForCausalLM
+
+    return from_pretrained_objects(LlamaForCausalLM(config), tokenizer, name="tiny-llama")
+
+
+def fill(store: Store, games: list, model_dir: Path) -> Filled:
     random = agents.play(
         games,
         "random",
@@ -58,6 +99,70 @@ def fill(store: Store, games: list) -> Filled:
         workers=0,
     )
     expert = agents.play(games, "expert", parallel=2, store=store, run_name="expert-l1", workers=0)
+    texts = [*TIPS]
+    for e in random.episodes + expert.episodes:
+        for s in e.steps:
+            texts += [s.observation, s.feedback, *s.admissible]
+    lm = tiny_model(texts)
+    lm.model.save_pretrained(model_dir)
+    lm.tokenizer.save_pretrained(model_dir)
+    tiny = agents.play(
+        games[:1],
+        "llm",
+        llm=LocalLLM(lm),
+        max_steps=4,
+        store=store,
+        run_name="tiny-llm-l1",
+        conditions=[Condition("tipped", TIPS)],
+        workers=0,
+    )
+    tiny_episode = tiny.episodes[0].id
+    step = explain_step(store, "tiny-llm-l1", tiny_episode, EXPLAINED_STEP, lm=lm, steps=4)
+    pairs: list = []
+    compare_methods(
+        lm,
+        "the milk is in the fridge Q",
+        ["occlusion", "saliency"],
+        "milk",
+        on_explained=lambda exp, evaluation: pairs.append((exp, evaluation)),
+    )
+    comparison = save_comparison(
+        store, pairs, text="the milk is in the fridge Q", target="milk", name="milk-methods"
+    )
+    patching = explain(
+        lm,
+        "the milk is in the fridge",
+        method="activation_patching",
+        target="to",
+        corrupt="the apple is in the fridge",
+    ).save(store)
+    # A run caught while it runs: one episode of the four it plans is recorded (what a
+    # resumed `workbench play` of four episodes records before its first one ends).
+    live_specs = episode_specs(games, trials=2)
+    random_agent = agents.make_agent("random")
+    params = run_params(
+        games,
+        random_agent,
+        trials=2,
+        conditions=[Condition()],
+        max_steps=3,
+        seed=5,
+        parallel=1,
+    )
+    live = run_episodes(
+        live_specs[:1],
+        random_agent,
+        params=params,
+        max_steps=3,
+        seed=5,
+        store=store,
+        run_name="live-l1",
+        workers=0,
+        finish=False,
+    )
+    runs.start_play_run(
+        store, {"id": live.run_id, "name": "live-l1", "params": params}, len(live_specs)
+    )
     with ScriptedOpenAIServer(reply=lambda prompt: SCRIPT) as server:
         llm = OpenAILLM("scripted", base_url=server.base_url, backoff=0.01)
         played = agents.play(
@@ -177,7 +282,7 @@ def fill(store: Store, games: list) -> Filled:
                     "n_train": 30,
                     "n_test": 10,
                 }
-                for i, a in enumerate([0.6, 0.8, 0.7])
+                for i, a in enumerate([0.45, 0.8, 0.7])
             ],
         },
     )
@@ -244,13 +349,20 @@ def fill(store: Store, games: list) -> Filled:
         attention,
         probe,
         tipsets,
+        tiny.run_id,
+        tiny_episode,
+        step.explanation_id,
+        comparison,
+        patching,
+        live.run_id,
+        model_dir,
     )
 
 
 @pytest.fixture(scope="session")
 def filled(tmp_path_factory, level1_games) -> Filled:  # noqa: F811
-    store = Store(tmp_path_factory.mktemp("dashboard") / "filled.duckdb")
-    return fill(store, level1_games)
+    folder = tmp_path_factory.mktemp("dashboard")
+    return fill(Store(folder / "filled.duckdb"), level1_games, folder / "tiny-model")
 
 
 @pytest.fixture

@@ -11,12 +11,21 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.streamlit_app.conftest import SCRIPT, SCRIPT_OBSERVATION, SCRIPT_TIP
-from workbench.store import Store
+from tests.streamlit_app.conftest import (
+    EXPLAINED_STEP,
+    SCRIPT,
+    SCRIPT_OBSERVATION,
+    SCRIPT_TIP,
+    TIPS,
+)
+from workbench.store import Store, explanations
 from workbench.store import play as play_store
+from workbench.store import tips as tips_store
 
 APP = str(Path(__file__).parents[2] / "streamlit_app" / "app.py")
 TIMEOUT = 60
+PAGES = ("overview", "episode", "compare", "tips", "search", "explanations", "methods")
+PAGES += ("probing", "explain_step", "patching")
 
 
 def open_page(page: str | None = None, **params: str) -> AppTest:
@@ -40,78 +49,131 @@ def frame(at: AppTest, column: str):
     return next(d.value for d in at.dataframe if column in d.value.columns)
 
 
+def htmls(at: AppTest) -> list[str]:
+    return [h.proto.body for h in at.get("html")]
+
+
 def markup(at: AppTest) -> str:
     """Everything the browser interprets as markup: markdown, captions, HTML, labels."""
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
-    parts += [h.proto.body for h in at.get("html")]
+    parts += htmls(at)
     parts += [e.label for e in at.expander] + [m.label for m in at.metric]
     return "\n".join(parts)
+
+
+def main_links(at: AppTest) -> list[tuple[str, str]]:
+    """The page links of the page itself (the sidebar holds the menu)."""
+    return [(link.proto.page, link.proto.label) for link in at.main.get("page_link")]
 
 
 def test_empty_database_says_how_to_fill_it(tmp_path, monkeypatch):
     db = tmp_path / "empty.duckdb"
     Store(db).migrate()
     monkeypatch.setenv("WORKBENCH_DB", str(db))
-    for page in (None, "episode", "compare", "explanations", "probing"):
+    for page in PAGES:
         at = open_page(page)
         assert at.info, page
-        assert "workbench play" in at.info[0].value or "workbench probe" in " ".join(
-            i.value for i in at.info
-        )
+        shown = " ".join(i.value for i in at.info)
+        assert "workbench" in shown, page  # says which command fills it
         assert not at.dataframe, f"{page} shows a table on an empty database"
 
 
-def test_overview_charts_success_by_level_condition_and_trial(filled_env):
+def test_every_page_is_in_the_menu_and_the_home_page_is_the_overview(filled_env):
     at = open_page()
     assert at.title[0].value == "Runs overview"
+    menu = [link.proto.page for link in at.sidebar.get("page_link")]
+    assert menu == ["overview", "episode", "compare", "tips", "search", "explanations"] + [
+        "methods",
+        "probing",
+        "explain-step",
+        "patching",
+    ]
+
+
+def test_overview_shows_running_runs_and_charts_by_level_condition_and_trial(filled_env, filled):
+    at = open_page()
     metrics = {m.label: m.value for m in at.metric}
-    assert int(metrics["episodes"]) == 4 + 2 + 2  # random 2x2, expert 2, llm 1 + the script one
+    # random 2x2, expert 2, llm 1 + the script one, tiny llm 1, live 1 (of 4 planned)
+    assert int(metrics["episodes"]) == 4 + 2 + 2 + 1 + 1
+    running = [p.proto.text for p in at.get("progress")]
+    assert running == [running[0]] and running[0].startswith(
+        "live-l1 (play) is running: 1 of 4 episodes"
+    )
+    assert "steps/s" in running[0] and "elapsed" in running[0]
     runs = at.dataframe[0].value
-    assert {"random-l1", "expert-l1", "llm-l1"} <= set(runs["name"])
+    assert {"random-l1", "expert-l1", "llm-l1", "live-l1"} <= set(runs["name"])
+    live = runs[runs["name"] == "live-l1"].iloc[0]
+    assert live["status"] == "running" and live["progress"] == "1 / 4"
+    assert live["duration"].endswith("so far")
     expert = runs[runs["name"] == "expert-l1"].iloc[0]
-    assert expert["success"] == 1.0 and expert["episodes"] == 2
-    by_level = at.dataframe[1].value
+    assert expert["success"] == 1.0 and expert["episodes"] == 2 and expert["progress"] == "2 / 2"
+    assert expert["status"] == "finished" and not expert["duration"].endswith("so far")
+    at.multiselect(key="overview-runs").set_value([filled.random_run, filled.expert_run]).run()
+    by_level = frame(at, "success_low")
     expert_rows = by_level[by_level["run"] == "expert-l1"]
     assert list(expert_rows["success"]) == [1.0] and list(expert_rows["games"]) == [2]
     # Two won games of two: a Wilson interval, not [100%, 100%].
     assert expert_rows["success_low"].iloc[0] == pytest.approx(0.3424, abs=1e-4)
-    assert len(at.get("vega_lite_chart")) == 4  # two by level, two over trials
+    charts = [c.proto.spec for c in at.get("vega_lite_chart")]
+    assert len(charts) == 4  # two by level, two over trials
+    # Runs are told apart by colour (one colour per run), zero values by a tick.
+    assert all('"field": "run"' in spec.replace(":", ": ").replace(":  ", ": ") for spec in charts)
+    assert sum('"tick"' in spec for spec in charts) == 2
 
 
-def test_episode_viewer_shows_steps_prompts_and_invalid_actions(filled_env, filled):
+def test_episode_viewer_walks_steps_with_previous_and_next(filled_env, filled):
+    at = open_page("episode", episode=filled.tiny_episode)
+    assert at.selectbox(key="episode-id").value == filled.tiny_episode
+    steps = frame(at, "margin")
+    assert list(steps["step"]) == [0, 1, 2, 3] and steps["margin"].notna().all()
+    assert at.number_input(key="episode-step").value == 0
+    assert at.button(key="episode-prev").disabled
+    at.button(key="episode-next").click().run()
+    at.button(key="episode-next").click().run()
+    assert at.number_input(key="episode-step").value == 2
+    assert at.query_params["step"] == "2"
+    shown = texts(at)
+    stored = play_store.get_steps(Store(filled.path), filled.tiny_episode)[2]
+    assert stored["prompt"] in shown and stored["observation"] in shown
+    # Why this command: its margin over the runner-up, from the ranked candidates.
+    margin = next(m for m in at.metric if m.label == "margin over the runner-up")
+    assert float(margin.value) == pytest.approx(steps["margin"][2], abs=1e-3)
+    candidates = frame(at, "chosen")
+    assert candidates[candidates["chosen"]]["command"].tolist() == [stored["action"]]
+    # The game's state at the step: TextWorld facts.
+    assert frame(at, "fact")["fact"].tolist() == stored["facts"]
+    code = [c for c in at.code if c.value == stored["prompt"]][0]
+    assert code.proto.wrap_lines
+    at.button(key="episode-prev").click().run()
+    assert at.number_input(key="episode-step").value == 1
+
+
+def test_episode_viewer_shows_llm_text_and_invalid_actions(filled_env, filled):
     at = open_page("episode")
-    assert at.selectbox(key="episode-run").value in (
-        filled.random_run,
-        filled.expert_run,
-        filled.llm_run,
-    )
     at.selectbox(key="episode-run").set_value(filled.llm_run).run()
     episodes = play_store.list_episodes(Store(filled.path), filled.llm_run)
     real = next(e for e in episodes if e["id"] != filled.script_episode)
     at.selectbox(key="episode-id").set_value(real["id"]).run()
     assert not at.exception
-    steps = at.dataframe[-1].value
+    steps = frame(at, "margin")
     assert list(steps["step"]) == [0, 1] and not steps["valid"].any()
-    assert [e.label for e in at.expander][-2:] == [
-        "step 0 · score 0 · INVALID ACTION",
-        "step 1 · score 0 · INVALID ACTION",
-    ]
     assert any("Invalid action" in e.value for e in at.error)
     shown = texts(at)
     assert "Goal: You are hungry!" in shown  # the full prompt
     assert SCRIPT in shown  # the completion, verbatim
-    tips = at.dataframe[1].value
-    assert list(tips["tip"]) == [SCRIPT_TIP]
+    assert frame(at, "tip")["tip"].tolist() == [SCRIPT_TIP]
+    assert at.selectbox(key="episode-condition").format_func(None) == "all"
 
 
 def test_episode_deep_link_and_step_paging(filled_env, filled):
     store = Store(filled.path)
     episode = play_store.list_episodes(store, filled.random_run)[0]
-    at = open_page("episode", episode=episode["id"])
+    at = open_page("episode", episode=episode["id"], step="3")
     assert at.selectbox(key="episode-id").value == episode["id"]
+    assert at.number_input(key="episode-step").value == 3
     assert {m.label: m.value for m in at.metric}["moves"] == str(episode["moves"])
     at.selectbox(key="steps-size").set_value(10).run()
-    table = at.dataframe[-1].value
+    table = frame(at, "margin")
     actions = [s["action"] for s in play_store.get_steps(store, episode["id"])]
     assert list(table["action"]) == actions[:10]
 
@@ -120,54 +182,94 @@ def test_script_in_observation_tip_and_action_stays_inert_text(filled_env, fille
     at = open_page("episode", episode=filled.script_episode)
     shown = texts(at)
     assert SCRIPT_OBSERVATION in shown  # shown verbatim, as text
-    assert at.dataframe[1].value["tip"].tolist() == [SCRIPT_TIP]
+    assert frame(at, "tip")["tip"].tolist() == [SCRIPT_TIP]
     assert "<script" not in markup(at).lower()
 
 
-def test_run_comparison_puts_runs_side_by_side_per_game(filled_env, filled):
+def test_run_comparison_puts_runs_side_by_side_with_per_game_differences(filled_env, filled):
     at = open_page("compare")
     at.multiselect(key="compare-runs").set_value([filled.random_run, filled.expert_run]).run()
     assert not at.exception
-    table = frame(at, "game")
+    table = frame(at, "expert-l1")
     assert {"random-l1", "expert-l1"} <= set(table.columns)
     assert len(table) == 2 and (table["expert-l1"] == 1.0).all()
-    paired = frame(at, "measure").set_index("measure")
+    paired = frame(at, "test").set_index("measure")
     assert paired.loc["success", "test"] == "mcnemar" and paired.loc["success", "pairs"] == 2
     assert paired.loc["score", "test"] == "paired t"
+    # Per game: expert (B) against random (A) on the trial both played, with its interval.
+    per_game = next(d.value for d in at.dataframe if {"game", "B - A"} <= set(d.value.columns))
+    assert set(per_game["game"]) == set(table["game"]) and (per_game["pairs"] == 1).all()
+    assert (per_game[per_game["measure"] == "success"]["B - A"] == 1.0).all()
     at.radio(key="compare-measure").set_value("moves").run()
-    moves = frame(at, "game")
+    moves = frame(at, "random-l1")
     assert (moves["random-l1"] > 0).all()
 
 
-def test_explanation_heatmap_escapes_tokens_and_shows_metrics_and_curves(filled_env, filled):
+def test_explanation_heatmap_escapes_tokens_and_metrics_say_which_way_is_better(
+    filled_env, filled
+):
     at = open_page("explanations", explanation=filled.explanation)
     assert at.selectbox(key="exp-id").value == filled.explanation
-    heatmaps = [h.proto.body for h in at.get("html")]
-    assert len(heatmaps) == 2  # one per target token
+    label = at.selectbox(key="exp-id").format_func(filled.explanation)
+    assert "ig · " in label and "-> ' fridge<b>'" in label  # labelled by input and target
+    heatmaps = htmls(at)
+    assert len(heatmaps) == 1  # the chosen target's row
     assert "&lt;script&gt;alert(&#x27;xss&#x27;)&lt;/script&gt;" in heatmaps[0]
-    assert "<script" not in "".join(heatmaps)
-    assert repr("<b>") in texts(at)  # the target token, as text
-    means = frame(at, "metric")
-    assert dict(zip(means["metric"], means["mean"])) == {
-        "comprehensiveness": 0.42,
-        "deletion_auc": 0.45,
-    }
+    assert "section totals" not in heatmaps[0]  # no sections outside an agent prompt
+    assert "blue pushes away" in heatmaps[0]  # the colour scale
+    at.selectbox(key="exp-target").set_value(1).run()
+    assert "target 2" in texts(at)
+    means = frame(at, "better").set_index("metric")
+    assert means.loc["comprehensiveness", "value"] == 0.42
+    assert means.loc["comprehensiveness", "better"] == "higher"
+    assert means.loc["deletion_auc", "better"] == "lower"
     assert at.get("vega_lite_chart")  # the deletion curve
+    assert not at.warning  # converged: no warning
     assert "<script" not in markup(at).lower()
+    assert at.selectbox(key="exp-method").format_func(None) == "all"
 
 
-def test_attention_explanation_draws_its_map(filled_env, filled):
+def test_a_non_converged_ig_is_flagged_where_its_scores_are(filled_env, filled):
+    at = open_page("explanations", explanation=filled.step_explanation)
+    warning = " ".join(w.value for w in at.warning)
+    assert "Not converged" in warning and "--steps auto" in warning and "delta" in warning
+    (heatmap,) = htmls(at)
+    assert "section totals" in heatmap and "tips " in heatmap and "history " in heatmap
+    assert "NOT CONVERGED" in texts(at)
+
+
+def test_metrics_are_set_beside_the_random_baseline(filled_env, filled):
+    record = explanations.run_explanations(Store(filled.path), filled.comparison)[0]
+    at = open_page("explanations", explanation=record["id"])
+    table = frame(at, "random baseline")
+    assert table["random baseline"].notna().all()
+    assert set(table["beats random"].dropna()) <= {True, False}
+
+
+def test_attention_map_toggles_the_sink_token_and_scaling(filled_env, filled):
     at = open_page("explanations", explanation=filled.attention)
     assert at.selectbox(key="attention-map").options == ["final map"]
-    assert at.get("vega_lite_chart")
+    (chart,) = at.get("vega_lite_chart")
+    assert "masked" in chart.proto.spec  # the causal mask is drawn
+    cells = 9
+    assert chart.proto.spec.count('"query"') >= 1
+    at.toggle(key="attention-sink").set_value(True).run()
+    (chart,) = at.get("vega_lite_chart")
+    assert '"0: the"' not in chart.proto.spec and cells > 4
+    at.radio(key="attention-scale").set_value("log").run()
+    assert "log10 weight" in at.get("vega_lite_chart")[0].proto.spec
 
 
-def test_probing_plots_accuracy_by_layer(filled_env, filled):
+def test_probing_flags_negative_selectivity(filled_env, filled):
     at = open_page("probing")
     assert at.selectbox(key="probe-id").value == filled.probe
-    layers = at.dataframe[-1].value
+    layers = frame(at, "control_accuracy")
     assert list(layers["layer"]) == [0, 1, 2]
-    assert layers["accuracy"].tolist() == [0.6, 0.8, 0.7]
+    assert layers["accuracy"].tolist() == [0.45, 0.8, 0.7]
+    warning = " ".join(w.value for w in at.warning)
+    assert "Selectivity is zero or negative at layer(s) 0" in warning
+    assert "majority label at layer(s) 0" in warning
+    assert any("selectivity: higher is better" in c.value for c in at.caption)
     assert at.get("vega_lite_chart")
 
 
@@ -181,8 +283,7 @@ def test_tip_sets_show_tips_history_provenance_and_diff(filled_env, filled):
         d.value for d in at.dataframe if {"version"} == set(d.value.columns) & {"version", "n_tips"}
     )
     assert lineage["id"].tolist() == [first, merged]
-    links = [(link.proto.page, link.proto.label) for link in at.get("page_link")]
-    assert links == [("episode", f"episode {filled.script_episode}")]
+    assert main_links(at) == [("episode", f"episode {filled.script_episode}")]
     diff = frame(at, "change")
     assert dict(zip(diff["tip"], diff["change"])) == {
         "Open the fridge.": "only in A",
@@ -194,6 +295,36 @@ def test_tip_sets_show_tips_history_provenance_and_diff(filled_env, filled):
     assert "<script" not in markup(at).lower()
 
 
+def test_search_finds_prompts_and_links_their_steps(filled_env, filled):
+    at = open_page("search", q="Open the fridge first")
+    hits = frame(at, "context")
+    assert set(hits["run"]) == {"tiny-llm-l1"} and (hits["in"] == "prompt").all()
+    assert all("Open the fridge first" in c for c in hits["context"])
+    links = main_links(at)
+    assert links and all(page == "episode" for page, _ in links)
+    at.text_input(key="search-text").set_value("100%_no such text").run()
+    assert "No prompt or completion contains" in at.info[0].value
+
+
+def test_methods_side_by_side_against_the_random_baseline(filled_env, filled):
+    at = open_page("methods", comparison=filled.comparison)
+    table = frame(at, "method")
+    assert table["method"].tolist() == ["occlusion", "saliency", "random"]
+    assert "comprehensiveness (higher)" in table.columns
+    assert "sufficiency (lower)" in table.columns
+    assert len(htmls(at)) == 3  # one heatmap per method, the same input
+    assert [label for _, label in main_links(at)][0].startswith("occlusion")
+
+
+def test_patching_page_draws_the_layer_by_position_heatmap(filled_env, filled):
+    at = open_page("patching", explanation=filled.patching)
+    assert at.selectbox(key="patch-id").value == filled.patching
+    (chart,) = at.get("vega_lite_chart")
+    assert "restoration" in chart.proto.spec
+    cells = frame(at, "restoration")
+    assert set(cells["layer"]) == {0, 1, 2} or len(set(cells["layer"])) >= 2
+
+
 @dataclass
 class FakeStepExplanation:
     explanation_id: str
@@ -203,17 +334,19 @@ class FakeStepExplanation:
     total: float = 0.0
 
 
-def test_explain_this_step_shows_segment_and_tip_bars(filled_env, filled, monkeypatch):
+def test_explain_this_step_runs_the_analysis_with_progress(filled_env, filled, monkeypatch):
     calls = []
 
-    def explain_step(store, run, episode_id, step, method="ig", lm=None, **params):
+    def explain_step(store, run, episode_id, step, method="ig", lm=None, progress=None):
         calls.append((run, episode_id, step, method, lm))
+        progress(1, 2)
+        progress(2, 2)
         return FakeStepExplanation(
             "e1",
-            {"instructions": 0.1, "tips": 0.5, "history": 0.0, "observation": 0.3},
+            {"instructions": 0.1, "tips": 0.7, "history": 0.0, "observation": 0.3},
             [{"tip": SCRIPT_TIP, "mass": 0.5, "action_changed": True, "new_action": "look"}],
             SCRIPT,
-            0.9,
+            1.1,
         )
 
     module = types.ModuleType("agents.explain_step")
@@ -226,13 +359,49 @@ def test_explain_this_step_shows_segment_and_tip_bars(filled_env, filled, monkey
     at.button(key="xs-go").click().run()
     assert not at.exception
     assert calls == [("llm-l1", real["id"], 1, "ig", None)]
+    assert at.get("progress")[0].proto.text == "done"
     segments = frame(at, "segment")
-    assert dict(zip(segments["segment"], segments["mass"]))["tips"] == 0.5
+    assert dict(zip(segments["segment"], segments["mass"]))["tips"] == 0.7
     tips = frame(at, "action changes without it")
-    assert tips["tip"].tolist() == [SCRIPT_TIP]
-    assert tips["action changes without it"].tolist() == [True]
-    assert len(at.get("vega_lite_chart")) == 2
+    assert tips["tip"].tolist() == [SCRIPT_TIP, "(tips header, bullets and line breaks)"]
+    assert tips["mass"].tolist() == pytest.approx([0.5, 0.2])  # adds up to the segment
     assert "<script" not in markup(at).lower()
+
+
+def test_explain_this_step_defaults_to_llm_runs_and_its_masses_add_up(filled_env, filled):
+    at = open_page("explain_step")
+    assert "llm" in at.selectbox(key="xs-run").format_func(at.selectbox(key="xs-run").value)
+    at = open_page("explain_step", episode=filled.tiny_episode, step=str(EXPLAINED_STEP))
+    stored = tips_store.list_step_explanations(Store(filled.path), filled.tiny_episode)[0]
+    segments = frame(at, "segment")
+    masses = dict(zip(segments["segment"], segments["mass"]))
+    assert masses["tips"] == pytest.approx(stored["segments"]["tips"])
+    tips = frame(at, "action changes without it")
+    assert tips["tip"].tolist() == [*TIPS, "(tips header, bullets and line breaks)"]
+    assert tips["mass"].sum() == pytest.approx(masses["tips"], abs=1e-9)
+    assert tips["mass"].iloc[-1] != 0.0  # the "Tips:" header and bullets carry mass
+    warning = " ".join(w.value for w in at.warning)
+    assert "Not converged" in warning and "steps=auto" in warning
+    (heatmap,) = htmls(at)  # the step's prompt, inline, in its sections
+    for section in ("instructions", "tips", "history", "observation", "admissible"):
+        assert f"{section} " in heatmap
+    # The prompt's own characters: each line break marked and kept, so the heatmap wraps
+    # where the prompt does.
+    assert "⏎\nTips:</span>" in heatmap and "⏎\n-</span>" in heatmap
+
+
+def test_explain_this_step_live_on_a_model_directory(filled_env, filled):
+    at = open_page("explain_step", episode=filled.tiny_episode, step="1")
+    at.selectbox(key="xs-method").set_value("saliency").run()
+    at.text_input(key="xs-model").set_value(str(filled.model_dir)).run()
+    at.button(key="xs-go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("progress")[0].proto.text == "done"
+    assert at.success[0].value == "explained with saliency"
+    tips = frame(at, "action changes without it")
+    segments = frame(at, "segment")
+    tips_total = dict(zip(segments["segment"], segments["mass"]))["tips"]
+    assert tips["mass"].sum() == pytest.approx(tips_total, abs=1e-9)
 
 
 def test_explain_this_step_without_the_feature_says_so(filled_env, monkeypatch):
