@@ -25,6 +25,11 @@ CLEAN = "the milk is in the fridge"
 CORRUPT = "the apple is in the fridge"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(single_thread):
+    """Tiny-model forwards on a shared machine: one torch thread (see conftest)."""
+
+
 @pytest.fixture(scope="module")
 def tiny_gpt2(tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
