@@ -32,13 +32,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from explainers.base import Progress
 from explainers.causal.hooks import HookPoint, ModelHooks
 from explainers.probing.residual import _cache_argument
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
 ENGINES = ("auto", "suffix", "full")
-Progress = Callable[[int, int], None]
 
 
 class Patch(NamedTuple):
