@@ -140,7 +140,8 @@ def _cell_style(score: float) -> str:
 
 def render_patching_terminal(exp: PatchingExplanation, console: Console) -> None:
     """A heatmap: one line per prompt position (per layer for heads), one cell per layer
-    (per head); red restores the clean behaviour, blue pushes further away."""
+    (per head); red restores the clean behaviour, blue pushes further away. Up to 16
+    columns the cells show their values; wider maps show shades (" ░▒▓█" = 0 .. 1)."""
     for k, line in enumerate(_summary(exp)):
         console.print(Text(line, style="bold" if k == 0 else ""))
     for warning in exp.warnings:
@@ -166,11 +167,19 @@ def render_patching_terminal(exp: PatchingExplanation, console: Console) -> None
     console.print(Text(f"({axis}; hook names like {exp.hook_names[0]})", style="dim"))
 
 
+SHADES = " ░▒▓█"
+
+
 def _cell(value: float, numbers: bool, width: int) -> Text:
+    """A number on a coloured background; or, for wide maps, a shade glyph coloured red
+    (restores) or blue (pushes away), which still reads without colours (a pipe)."""
+    if not numbers:
+        level = SHADES[min(len(SHADES) - 1, round(min(abs(value), 1.0) * (len(SHADES) - 1)))]
+        colour = "rgb(220,40,40)" if value >= 0 else "rgb(40,90,220)"
+        return Text(level * width, style=colour)
     shown = 0.0 if abs(value) < 0.005 else value  # no "-0.00"
-    shown_text = f"{shown:+.2f}" if abs(shown) < 10 else f"{shown:+.0f}"
-    text = shown_text.rjust(width) if numbers else " " * width
-    return Text(text, style=_cell_style(float(value)))
+    text = f"{shown:+.2f}" if abs(shown) < 10 else f"{shown:+.0f}"
+    return Text(text.rjust(width), style=_cell_style(float(value)))
 
 
 def render_patching_html(exp: PatchingExplanation) -> str:
