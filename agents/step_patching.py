@@ -127,9 +127,7 @@ def patch_step(
     observation = turn.state.observation
     if old not in observation:
         shown = observation if len(observation) <= 80 else observation[:77] + "..."
-        raise WorkbenchError(
-            f"{old!r} does not occur in the observation of step {step}: {shown!r}"
-        )
+        raise WorkbenchError(f"{old!r} does not occur in the observation of step {step}: {shown!r}")
     edited = dataclasses.replace(
         turn, state=dataclasses.replace(turn.state, observation=observation.replace(old, new))
     )
