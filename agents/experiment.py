@@ -7,6 +7,9 @@
    writer's `max_tips`.
 3. Test games (unseen: another split or seed), one trial each, without tips and with the
    general set, zero-shot.
+4. With a fine-tuned LLM (a LoRA adapter trained on expert trajectories, `agents.finetune`),
+   the baseline the paper argues tips make unnecessary: `finetuned` (no tips) on the same
+   train and test games, and `finetuned+self` (self tips between trials) on the train games.
 
 The result holds success rate, normalised score (both means over games with 95% CIs) and
 moves to win, per phase, level, condition and trial, and each condition's paired comparison
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agents.report import Comparison, ReportRow, compare, summarize
@@ -39,6 +42,9 @@ from workbench.store import tips as tips_store
 
 TRAIN_CONDITIONS = ("none", "reflexion", "self", "expert")
 TEST_CONDITIONS = ("none", "general")
+# The fine-tuned agent's conditions: its tip mode under the name the table shows.
+FINETUNED_TRAIN = {"none": "finetuned", "self": "finetuned+self"}
+FINETUNED_TEST = {"none": "finetuned"}
 BASELINE = "none"  # every other condition is compared with it, game by game
 
 
@@ -80,12 +86,14 @@ class ExperimentResult:
     general: TipSet
     rows: list[ExperimentRow]
     tip_failures: int
+    finetuned_runs: list[str] = field(default_factory=list)  # train and test, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run": {"id": self.run_id, "name": self.name},
             "train_run": self.train_run,
             "test_run": self.test_run,
+            "finetuned_runs": self.finetuned_runs,
             "general_tipset": {
                 "id": self.general.id,
                 "version": self.general.version,
@@ -145,6 +153,7 @@ def introspective_tips(
     workers: int | str = "auto",
     on_episode: Callable[[Episode], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    finetuned: LLM | None = None,
     **agent_options: Any,
 ) -> ExperimentResult:
     """Run the whole comparison and store it as an experiment run named `name`.
@@ -153,6 +162,11 @@ def introspective_tips(
     (`NAME-train`, `NAME-test`) resume, and a general set already merged is reused.
     `writer` writes and merges the tips (by default `TipWriter(llm)`); the other
     arguments are those of `agents.tips.play_tips`.
+
+    `finetuned` (the same model with a fine-tuning adapter) adds its conditions in the play
+    runs `NAME-train-finetuned` and `NAME-test-finetuned`, on the same games and seeds. Its
+    self tips are written by the same `writer` as the paper's conditions, so the conditions
+    differ in the acting model only.
     """
     if not train:
         raise WorkbenchError("there are no train games")
@@ -176,6 +190,8 @@ def introspective_tips(
         "seed": seed,
         "llm": llm.describe(),
     }
+    if finetuned is not None:
+        params["finetuned"] = finetuned.describe()
     run_id = _open_experiment(store, name, params)
     common = {
         "llm": llm,
@@ -196,9 +212,25 @@ def introspective_tips(
     if on_phase:
         on_phase(f"test: {len(test)} games, none vs general ({len(general.tips)} tips)")
     tested = _play_or_reuse(store, test_name, test, TEST_CONDITIONS, 1, general, common)
-    rows = rows_by_trial("train", play_store.list_episodes(store, trained)) + rows_by_trial(
-        "test", play_store.list_episodes(store, tested)
-    )
+    train_episodes = play_store.list_episodes(store, trained)
+    test_episodes = play_store.list_episodes(store, tested)
+    finetuned_runs: list[str] = []
+    if finetuned is not None:
+        tuned = {**common, "llm": finetuned}
+        if on_phase:
+            on_phase(f"fine-tuned: {', '.join([*FINETUNED_TRAIN.values()])} on the same games")
+        for phase, games, names, trial_count, episodes in (
+            ("train", train, FINETUNED_TRAIN, trials, train_episodes),
+            ("test", test, FINETUNED_TEST, 1, test_episodes),
+        ):
+            run_name = f"{name}-{phase}-finetuned"
+            played = _play_or_reuse(store, run_name, games, list(names), trial_count, None, tuned)
+            finetuned_runs.append(run_name)
+            episodes.extend(
+                {**e, "condition": names[e["condition"]]}
+                for e in play_store.list_episodes(store, played)
+            )
+    rows = rows_by_trial("train", train_episodes) + rows_by_trial("test", test_episodes)
     tips_store.save_experiment_results(store, run_id, [r.to_dict() for r in rows])
     failures = sum(
         t["status"] == "failed"
@@ -206,7 +238,9 @@ def introspective_tips(
         for t in tips_store.list_tipsets(store, run_id=rid, limit=100_000)
     )
     runs.finish_run(store, run_id)
-    return ExperimentResult(run_id, name, train_name, test_name, general, rows, failures)
+    return ExperimentResult(
+        run_id, name, train_name, test_name, general, rows, failures, finetuned_runs
+    )
 
 
 def _open_experiment(store: Store, name: str, params: dict[str, Any]) -> str:

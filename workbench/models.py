@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ import torch
 
 from workbench import distributed
 from workbench.errors import ModelLoadError, WorkbenchError
+from workbench.files import share_folder
 from workbench.settings import cache_dir
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -61,6 +63,12 @@ class LoadedModel:
     device: torch.device  # where inputs go: the input embeddings' device
     dtype: torch.dtype
     device_map: dict[str, object] | None = None  # module -> device, for a model split over GPUs
+    adapter: str | None = None  # the LoRA adapter folder merged into the weights, if any
+
+    @property
+    def id(self) -> str:
+        """What the weights are: the base model's name, plus the adapter merged into it."""
+        return f"{self.name}+{self.adapter}" if self.adapter else self.name
 
     @property
     def labels(self) -> list[str]:
@@ -112,6 +120,7 @@ def load_model(
     progress: bool = True,
     device_map: str | dict[str, object] | None = None,
     max_memory: dict[int | str, int | str] | None = None,
+    adapter: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Load a causal LM or a sequence classifier for explanation.
 
@@ -127,6 +136,9 @@ def load_model(
             accelerate's big-model loading; inputs go to the input embeddings' GPU and every
             method follows the activations from GPU to GPU. CUDA only, one process.
         max_memory: with `device_map`, memory each GPU may hold ({0: "30GiB", 1: "70GiB"}).
+        adapter: a peft (LoRA) adapter folder, such as `workbench finetune` writes; it must
+            have been trained on this base model, and is merged into the weights, so every
+            explainer sees the fine-tuned model as a plain transformers model.
     """
     _check_device_map(device_map, device, max_memory)
     dev = resolve_device(device)
@@ -148,7 +160,45 @@ def load_model(
             raise ModelLoadError(f"model directory {label!r} does not exist")
         directory = str(Path(label).expanduser()) if looks_local else label
     placement = _frozen(device_map), _frozen(max_memory)
-    return _load_cached(str(directory), label, dev, dt, kind, placement)
+    adapter_dir = check_adapter(adapter, label) if adapter is not None else None
+    return _load_cached(str(directory), label, dev, dt, kind, placement, adapter_dir)
+
+
+def base_model_id(name: str | os.PathLike | None) -> str:
+    """How an adapter names its base model: the default model's name, a local directory's
+    absolute path, or a hub id as given."""
+    text = "" if name is None else str(name)
+    if text in ("", "default", DEFAULT_MODEL):
+        return DEFAULT_MODEL
+    local = Path(text).expanduser()
+    return str(local.resolve()) if local.exists() else text
+
+
+def check_adapter(adapter: str | os.PathLike, base: str | os.PathLike | None) -> str:
+    """The adapter folder's absolute path, once it is known to be a peft adapter for `base`
+    (checked before any weights load)."""
+    folder = Path(adapter).expanduser()
+    if not folder.exists():
+        raise ModelLoadError(f"adapter {str(adapter)!r} does not exist")
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} is not a peft adapter (no adapter_config.json); "
+            "train one with `workbench finetune`"
+        )
+    try:
+        trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} has an unreadable adapter_config.json"
+        ) from exc
+    wanted = base_model_id(base)
+    if trained_on and base_model_id(trained_on) != wanted:
+        raise ModelLoadError(
+            f"adapter {str(adapter)!r} was trained on base model {trained_on!r}, not {wanted!r}; "
+            f"load it with --model {trained_on}"
+        )
+    return str(folder.resolve())
 
 
 def _check_device_map(
@@ -187,6 +237,7 @@ def _load_cached(
     dtype: torch.dtype,
     kind: str,
     placement: tuple[object, object] = (None, None),
+    adapter: str | None = None,
 ) -> LoadedModel:
     # Cached per process: the CLI loads once, and notebooks calling load_model() twice
     # should not pay twice.
@@ -208,6 +259,8 @@ def _load_cached(
             model = _auto_class(kind).from_pretrained(directory, dtype=dtype, **spread)
     except Exception as exc:
         raise ModelLoadError(f"could not load model {label!r}: {_first_line(exc)}") from exc
+    if adapter is not None:
+        model = _merge_adapter(model, adapter, label)
     if device_map:
         placed = getattr(model, "hf_device_map", None) or {}
         device = model.get_input_embeddings().weight.device
@@ -217,7 +270,22 @@ def _load_cached(
     model.eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, label, kind, device, dtype, placed)
+    return LoadedModel(model, tokenizer, label, kind, device, dtype, placed, adapter)
+
+
+def _merge_adapter(model: torch.nn.Module, adapter: str, label: str) -> torch.nn.Module:
+    """The model with the adapter's weights merged in: the same modules and names as the
+    base model (hooks and layer names keep working), no peft wrapper left behind."""
+    from peft import PeftModel
+
+    try:
+        with _quiet_transformers():
+            merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except Exception as exc:  # peft raises many types for an adapter of another shape
+        raise ModelLoadError(
+            f"adapter {adapter!r} does not fit model {label!r}: {_first_line(exc)}"
+        ) from exc
+    return merged
 
 
 def from_pretrained_objects(
@@ -320,6 +388,7 @@ def _convert_gguf(gguf: Path, target: Path, progress: bool) -> None:
         tokenizer.save_pretrained(tmp)
         if target.exists():
             shutil.rmtree(target)
+        share_folder(tmp)  # mkdtemp made it private; the cache follows the umask
         tmp.rename(target)
     except Exception as exc:
         shutil.rmtree(tmp, ignore_errors=True)

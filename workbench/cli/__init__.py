@@ -26,6 +26,7 @@ from workbench.cli import (
     explain_step,
     explanations,
     export,
+    finetune,
     games,
     patch,
     play,
@@ -58,6 +59,7 @@ app.add_typer(runs.episodes_app, name="episodes")
 app.add_typer(tips.app, name="tips")
 app.add_typer(experiment.app, name="experiment")
 app.command("explain-step")(explain_step.explain_step)
+app.command("finetune")(finetune.finetune)
 app.command("export")(export.export)
 app.command("dashboard")(dashboard.dashboard)
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.cli.options import (
+    AdapterOption,
     DbOption,
     DeviceOption,
     DtypeOption,
@@ -44,6 +45,7 @@ def introspective_tips(
     seed: int = typer.Option(0, "--seed", help="Seeds random choices."),
     fmt: TableFormat = TableFormatOption,
     model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
@@ -51,6 +53,9 @@ def introspective_tips(
     """Introspective Tips (Chen et al. 2023): none/reflexion/self/expert on the training
     games over K trials, a general tip set merged from them, then none vs general zero-shot
     on the test games; a table of success, normalised score and moves to win with 95% CIs.
+
+    With --adapter (from `workbench finetune`), the fine-tuned model also plays the same
+    games: `finetuned` (no tips) and `finetuned+self`, tips beside fine-tuning.
 
     Example: workbench experiment introspective-tips --train game-sets/train
     --test game-sets/test --trials 3 --llm openai:gpt-4o-mini --select generate --format json
@@ -66,6 +71,11 @@ def introspective_tips(
     store = open_store(db)
     name = name or f"introspective-tips-{new_id()}"
     language_model = make_llm(llm, model=model, device=device, dtype=dtype)
+    finetuned = (
+        make_llm(llm, model=model, device=device, dtype=dtype, adapter=adapter)
+        if adapter is not None
+        else None
+    )
     try:
         result = run_experiment(
             train_games,
@@ -80,6 +90,7 @@ def introspective_tips(
             seed=seed,
             select=select,
             on_phase=status,
+            finetuned=finetuned,
         )
     except LLMUnavailableError as exc:
         raise WorkbenchError(f"{exc}; what finished is saved, resume with --name {name}") from exc

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from workbench.cli.options import (
+    AdapterOption,
     Aggregate,
     AggregateOption,
     DbOption,
@@ -21,6 +22,7 @@ from workbench.cli.options import (
     GpusOption,
     ModelOption,
     ParamOption,
+    dataset_only_gpus,
     method_params,
     open_store,
     writable_file,
@@ -71,6 +73,7 @@ def explain(
         None, "--out", help="Write the html/json rendering (JSONL with --dataset) to this file."
     ),
     model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
@@ -94,6 +97,7 @@ def explain(
 
     if (text is None) == (dataset is None):
         raise WorkbenchError("give either --text or --dataset")
+    dataset_only_gpus(gpus, dataset)
     distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
     writable_file(out)
     if dataset is not None and fmt is ExplanationFormat.html:
@@ -109,12 +113,21 @@ def explain(
         items = _dataset_items(dataset) if dataset is not None else None
         store = open_store(db) if save else None
         if llm != "local":
+            if adapter is not None:
+                raise WorkbenchError("--adapter applies to a local model; drop --llm")
             params["llm"] = _prompting_llm(explainer, llm, model, device, dtype)
             lm = getattr(params["llm"], "lm", None)  # an endpoint answers: no weights needed
         else:
             from workbench.models import load_model
 
-            lm = load_model(model, device=device, dtype=dtype, progress=True, device_map=device_map)
+            lm = load_model(
+                model,
+                device=device,
+                dtype=dtype,
+                progress=True,
+                device_map=device_map,
+                adapter=adapter,
+            )
     if items is not None:
         _explain_dataset(lm, items, method, request, aggregate, params, store, fmt, out)
         return
@@ -159,6 +172,8 @@ def _explain_dataset(
     def save(indices: list[int], exps: list) -> None:
         if run_id[0] is None:
             info = {"method": method, "model": getattr(lm, "name", None), "inputs": len(items)}
+            if getattr(lm, "adapter", None):
+                info["adapter"] = lm.adapter
             run_id[0] = runs_store.create_run(store, name, "explain-dataset", info)
         records = [
             {**e.to_record(), "extras": {**e.extras, "item": i}} for i, e in zip(indices, exps)
@@ -247,6 +262,8 @@ def _dataset_run_name(lm, items, method, request, aggregate: Aggregate, params) 
         "model": getattr(lm, "name", None),
         "dtype": str(getattr(lm, "dtype", None)),
     }
+    if getattr(lm, "adapter", None):
+        key["adapter"] = lm.adapter  # another model: another run
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     return f"explain-{method}-{digest[:12]}"
 

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 
 from workbench.cli.options import (
+    AdapterOption,
     DbOption,
     DeviceOption,
     DtypeOption,
@@ -32,6 +33,7 @@ def explain_step(
     param: list[str] = ParamOption,
     fmt: TableFormat = TableFormatOption,
     model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
@@ -58,15 +60,16 @@ def explain_step(
     --patch "the fridge is open=>the fridge is closed"
     """
     if patch is not None:
-        _patch_step(run, episode, step, patch, positions, layers, fmt, model, device, dtype, db)
+        _patch_step(
+            run, episode, step, patch, positions, layers, fmt, model, adapter, device, dtype, db
+        )
         return
     from agents.explain_step import explain_step as run_explain_step
     from explainers import get_method
-    from workbench.models import load_model
 
     params = method_params(get_method(method), {}, param)
     store = open_store(db)
-    lm = load_model(model, device=device, dtype=dtype, progress=True) if model else None
+    lm = _model(model, adapter, device, dtype)
     with progress(f"explaining step {step}") as update:
         result = run_explain_step(
             store, run, episode, step, method=method, lm=lm, progress=update, **params
@@ -78,17 +81,18 @@ def explain_step(
     status(f"saved as explanation {result.explanation_id} in {store.path}")
 
 
-def _patch_step(run, episode, step, patch, positions, layers, fmt, model, device, dtype, db):
+def _patch_step(
+    run, episode, step, patch, positions, layers, fmt, model, adapter, device, dtype, db
+):
     from agents.step_patching import POSITION_MODES, parse_patch, patch_step
     from explainers.causal.patching import parse_int_list
-    from workbench.models import load_model
 
     parse_patch(patch)  # a malformed request fails before the model loads
     if positions not in POSITION_MODES:
         raise WorkbenchError(f"--positions must be {', '.join(POSITION_MODES)}, not {positions!r}")
     layer_list = parse_int_list("--layers", layers)
     store = open_store(db)
-    lm = load_model(model, device=device, dtype=dtype, progress=True) if model else None
+    lm = _model(model, adapter, device, dtype)
     with progress(f"patching step {step}") as update:
         result = patch_step(
             store,
@@ -118,3 +122,13 @@ def _patch_step(run, episode, step, patch, positions, layers, fmt, model, device
     )
     result.explanation.show(console=out)
     status(f"saved as explanation {result.explanation_id} in {store.path}")
+
+
+def _model(model, adapter, device, dtype):
+    """The model named on the command line; None: the one the run played with (and its
+    adapter, as recorded)."""
+    from workbench.models import load_model
+
+    if model is None and adapter is None:
+        return None
+    return load_model(model, device=device, dtype=dtype, progress=True, adapter=adapter)

@@ -43,6 +43,13 @@ class Removal(str, Enum):
     replace = "replace"
 
 
+class Convention(str, Enum):
+    """Which definition of the faithfulness metrics (explainers.metrics.faithfulness)."""
+
+    eraser = "eraser"
+    ferret = "ferret"
+
+
 DbOption = typer.Option(
     None, "--db", help="DuckDB file (default: $WORKBENCH_DB or ./workbench.duckdb)."
 )
@@ -51,6 +58,13 @@ ModelOption = typer.Option(
     "--model",
     "-m",
     help="Hub id, local directory or .gguf file (default: SmolLM2-135M-Instruct).",
+)
+AdapterOption = typer.Option(
+    None,
+    "--adapter",
+    exists=True,
+    file_okay=False,
+    help="LoRA adapter folder (workbench finetune) to apply to the --model it was trained on.",
 )
 DeviceOption = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 DtypeOption = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16.")
@@ -77,12 +91,24 @@ RationaleOption = typer.Option(
     None, "--rationale", help="Human rationale: one 0/1 per token, e.g. 0,1,1,0, or a file."
 )
 RemovalOption = typer.Option(Removal.delete, "--removal", help="How metrics remove tokens.")
+ConventionOption = typer.Option(
+    Convention.eraser,
+    "--convention",
+    help="eraser: bins 1/5/10/20/50%, signed scores, k = rationale size; "
+    "ferret: bins 10..100%, positive scores, k = 5.",
+)
 AggregateOption = typer.Option(Aggregate.token, "--aggregate", help="token or word.")
 MaxTipsOption = typer.Option(5, "--max-tips", min=1, help="Tips per tip set at most.")
 ParamOption = typer.Option([], "--param", "-p", help="Method parameter KEY=VALUE (repeatable).")
 ParamsForMethodsOption = typer.Option(
     [], "--param", "-p", help="Method parameter KEY=VALUE or METHOD.KEY=VALUE (repeatable)."
 )
+
+
+def dataset_only_gpus(gpus: int | None, dataset: Path | None) -> None:
+    """--gpus splits a data set over GPUs; one input has nothing to split."""
+    if gpus is not None and dataset is None:
+        raise WorkbenchError("--gpus splits a --dataset over GPUs; one --text runs on one device")
 
 
 def writable_file(path: Path | None, option: str = "--out") -> Path | None:

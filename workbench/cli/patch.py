@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli.options import (
+    AdapterOption,
     DbOption,
     DeviceOption,
     DtypeOption,
@@ -87,6 +88,7 @@ def patch(
     fmt: ExplanationFormat = ExplanationFormatOption,
     out: Path | None = typer.Option(None, "--out", help="Write the html/json to this file."),
     model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
@@ -138,7 +140,7 @@ def patch(
     with err_console.status(f"loading {model or 'the default model'}"):
         from workbench.models import load_model
 
-        lm = load_model(model, device=device, dtype=dtype, progress=True)
+        lm = load_model(model, device=device, dtype=dtype, progress=True, adapter=adapter)
     from explainers import explain
 
     with progress(f"{name} ({component.value})") as update:

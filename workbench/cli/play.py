@@ -8,6 +8,7 @@ import typer
 
 from workbench.cli.interrupt import Interrupted
 from workbench.cli.options import (
+    AdapterOption,
     DbOption,
     DeviceOption,
     DtypeOption,
@@ -76,6 +77,7 @@ def play(
         help="Folder of self/expert/reflexion/merge.txt tip prompts.",
     ),
     model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
@@ -104,6 +106,8 @@ def play(
         raise WorkbenchError(f"unknown agent {agent!r}; choose one of {', '.join(agents.AGENTS)}")
     if workers != "auto" and not workers.isdigit():
         raise WorkbenchError(f"--workers takes auto or a number, not {workers!r}")
+    if adapter is not None and agent != "llm":
+        raise WorkbenchError(f"--adapter applies to the llm agent, not the {agent} agent")
     tip_options = _tip_options(tips, tipset, max_tips, tip_prompts, agent, conditions, db)
     found = [g for p in games_paths for g in game_sets.list_games(p)]
     conds = [_parse_condition(c) for c in conditions] or None
@@ -124,7 +128,9 @@ def play(
             if llm.startswith("openai")
             else {}
         )
-        language_model = make_llm(llm, model=model, device=device, dtype=dtype, **backend_options)
+        language_model = make_llm(
+            llm, model=model, device=device, dtype=dtype, adapter=adapter, **backend_options
+        )
         shown = game_sets.list_games(example)[0] if example else None
         options = {
             "select": select,

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.cli.options import (
+    AdapterOption,
     DbOption,
     DeviceMapOption,
     DeviceOption,
@@ -53,6 +54,7 @@ def probe(
     plot: Path | None = typer.Option(None, "--plot", help="Write accuracy by layer to this PNG."),
     fmt: TableFormat = TableFormatOption,
     model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
@@ -113,7 +115,12 @@ def probe(
         data = ProbeDataset.from_records(task, records)
     store = open_store(db) if save else None
     lm = load_model(
-        model, device=device, dtype=dtype, progress=fmt is TableFormat.table, device_map=device_map
+        model,
+        device=device,
+        dtype=dtype,
+        progress=fmt is TableFormat.table,
+        device_map=device_map,
+        adapter=adapter,
     )
     if intervene and lm.kind != "causal":
         raise WorkbenchError(

@@ -27,16 +27,21 @@ def make_llm(
     model: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
+    adapter: str | None = None,
     **options,
 ) -> LLM:
-    """An LLM from a `--llm` value: `local` (the `--model`, default SmolLM2-135M-Instruct)
-    or `openai:MODEL` (an OpenAI-compatible endpoint). Extra options go to the backend."""
+    """An LLM from a `--llm` value: `local` (the `--model`, default SmolLM2-135M-Instruct,
+    with a LoRA `adapter` merged in if given) or `openai:MODEL` (an OpenAI-compatible
+    endpoint). Extra options go to the backend."""
     backend, _, name = spec.partition(":")
     if backend == "local":
         from workbench.llm.local import LocalLLM
         from workbench.models import load_model
 
-        return LocalLLM(load_model(name or model, device=device, dtype=dtype), **options)
+        lm = load_model(name or model, device=device, dtype=dtype, adapter=adapter)
+        return LocalLLM(lm, **options)
+    if adapter is not None and backend == "openai":
+        raise WorkbenchError("--adapter applies to a local model; use it with --llm local")
     if backend == "openai":
         from workbench.llm.openai_backend import OpenAILLM
 

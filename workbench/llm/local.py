@@ -273,4 +273,9 @@ class LocalLLM(LLM):
         return [len(r) for r in rows]
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "dtype": str(self.lm.dtype)}
+        described = {"backend": self.backend, "model": self.model, "dtype": str(self.lm.dtype)}
+        # Recorded with every run (and checked when one resumes): a fine-tuned agent is
+        # another agent than its base model.
+        if self.lm.adapter:
+            described["adapter"] = self.lm.adapter
+        return described

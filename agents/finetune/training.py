@@ -1,0 +1,394 @@
+"""LoRA fine-tuning on expert demonstrations: the baseline the Introspective Tips paper
+(Chen et al. 2023) argues tips can replace.
+
+The adapter is peft's LoRA (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language
+Models") trained with a plain torch loop. Each example is the acting prompt, formatted the
+way the local backend formats it (the chat template), followed by the expert's command and
+the end-of-sequence token, encoded the way the backend encodes a candidate command; the loss
+is the cross-entropy of the command's tokens only. Games, not steps, are split into training
+and held-out sets (seeded), so the held-out loss measures games the adapter never saw.
+
+The adapter folder holds what peft saves (`adapter_config.json`, naming the base model, and
+`adapter_model.safetensors`), the demonstrations it was trained on (`demonstrations.jsonl`)
+and a manifest (`finetune.json`): base model, games, hyperparameters, losses, seconds.
+
+    >>> from agents.finetune import FinetuneSettings, finetune
+    >>> result = finetune(load_model(), games.list_games("game-sets/l1-3"),
+    ...                   "adapters/l1-3", FinetuneSettings(epochs=2))   # doctest: +SKIP
+    >>> load_model(adapter="adapters/l1-3")                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.finetune.demonstrations import Demonstration, demonstrations, write_demonstrations
+from agents.prompt import PromptTemplate
+from games import GameInfo
+from workbench.errors import WorkbenchError
+from workbench.llm.local import LocalLLM
+from workbench.models import LoadedModel, base_model_id
+
+MANIFEST = "finetune.json"
+DEMONSTRATIONS = "demonstrations.jsonl"
+Progress = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The hyperparameters of one fine-tuning run, checked on creation.
+
+    Args:
+        epochs: passes over the training examples (at least 1).
+        lr: AdamW's peak learning rate (linear warm-up over the first tenth, then decay).
+        rank / alpha / dropout: LoRA's rank, scale (default 2 x rank) and dropout.
+        batch_size: examples per optimizer step.
+        heldout_fraction: share of the games held out for the held-out loss (0 for none).
+        seed: fixes the held-out games, the example order, LoRA's initialisation and dropout.
+        target_modules: the layers LoRA adapts ("all-linear": every linear layer of the
+            transformer blocks, not the output layer).
+    """
+
+    epochs: int = 2
+    lr: float = 5e-4
+    rank: int = 16
+    alpha: int | None = None
+    dropout: float = 0.05
+    batch_size: int = 4
+    heldout_fraction: float = 0.1
+    seed: int = 0
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise WorkbenchError(f"epochs must be at least 1, not {self.epochs}")
+        if not self.lr > 0:
+            raise WorkbenchError(f"lr must be positive, not {self.lr}")
+        if self.rank < 1:
+            raise WorkbenchError(f"rank must be at least 1, not {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise WorkbenchError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.batch_size < 1:
+            raise WorkbenchError(f"batch size must be at least 1, not {self.batch_size}")
+        if not 0 <= self.heldout_fraction < 1:
+            raise WorkbenchError(f"heldout fraction must be in [0, 1), not {self.heldout_fraction}")
+
+    @property
+    def lora_alpha(self) -> int:
+        return self.alpha if self.alpha is not None else 2 * self.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        found = asdict(self)
+        found["alpha"] = self.lora_alpha
+        if not isinstance(self.target_modules, str):
+            found["target_modules"] = list(self.target_modules)
+        return found
+
+
+@dataclass
+class FinetuneResult:
+    """A trained adapter: where it is and its manifest (what `finetune.json` holds)."""
+
+    out: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def heldout_loss(self) -> float | None:
+        return self.manifest["loss"]["heldout"]
+
+    @property
+    def train_loss(self) -> float:
+        return self.manifest["loss"]["train"]
+
+
+def split_games(game_ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(training, held-out) game ids: a seeded shuffle of the sorted ids, at least one game
+    held out when `fraction` > 0 and there are two games or more, at least one trained on."""
+    ids = sorted(set(game_ids))
+    random.Random(f"finetune-split:{seed}").shuffle(ids)
+    held = (
+        0
+        if fraction == 0 or len(ids) < 2
+        else min(len(ids) - 1, max(1, round(fraction * len(ids))))
+    )
+    return sorted(ids[held:]), sorted(ids[:held])
+
+
+def check_out(out: str | os.PathLike) -> Path:
+    """The adapter folder, checked before anything slow: not a file, no adapter in it yet."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise WorkbenchError(f"--out {str(folder)!r} is a file, not a folder")
+    if (folder / MANIFEST).exists() or (folder / "adapter_config.json").exists():
+        raise WorkbenchError(
+            f"--out {str(folder)!r} already holds an adapter; pick another folder or remove it"
+        )
+    return folder
+
+
+def finetune(
+    lm: LoadedModel,
+    games: Sequence[GameInfo],
+    out: str | os.PathLike,
+    settings: FinetuneSettings | None = None,
+    *,
+    template: PromptTemplate | None = None,
+    parallel: int = 8,
+    workers: int | str = "auto",
+    progress: Progress | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> FinetuneResult:
+    """Train a LoRA adapter for `lm` on the expert demonstrations of `games` into `out`.
+
+    The model is left as it was (the adapter is removed from it after saving); load the
+    fine-tuned model with `load_model(..., adapter=out)`.
+
+    Args:
+        lm: the base model (a causal LM, without an adapter).
+        games: the games whose walkthroughs are the demonstrations.
+        out: a new folder for the adapter, its demonstrations and manifest.
+        settings: hyperparameters (`FinetuneSettings`).
+        template: the acting prompt (default: the one `play` uses).
+        parallel / workers: games replayed together, as for `agents.play`.
+        progress: `progress(done, total, description=...)` after each optimizer step.
+        on_phase: told what happens next, in a line.
+    """
+    settings = settings or FinetuneSettings()
+    template = template or PromptTemplate()
+    folder = check_out(out)
+    if lm.kind != "causal":
+        raise WorkbenchError(f"fine-tuning needs a causal LM; {lm.name} is a classifier")
+    if lm.adapter:
+        raise WorkbenchError("fine-tuning starts from a base model, not one with an adapter")
+    if not games:
+        raise WorkbenchError("no games to fine-tune on")
+    started = time.perf_counter()
+    if on_phase:
+        on_phase(f"replaying {len(games)} walkthroughs")
+    demos = demonstrations(games, template, parallel=parallel, workers=workers)
+    write_demonstrations(demos, folder / DEMONSTRATIONS)
+    train_ids, heldout_ids = split_games(
+        [d.game for d in demos], settings.heldout_fraction, settings.seed
+    )
+    llm = LocalLLM(lm)  # the backend's own prompt formatting and thread count
+    held = set(heldout_ids)
+    train = [_encode(llm, d) for d in demos if d.game not in held]
+    heldout = [_encode(llm, d) for d in demos if d.game in held]
+    if on_phase:
+        on_phase(
+            f"training on {len(train)} steps of {len(train_ids)} games"
+            f" ({len(heldout)} steps of {len(heldout_ids)} games held out)"
+        )
+    trainer = _Trainer(lm, settings)
+    try:
+        history = trainer.fit(train, heldout, progress)
+        trainer.save(folder)
+    finally:
+        trainer.restore()
+    final = history[-1]
+    manifest = {
+        "base_model": base_model_id(lm.name),
+        "games": sorted({g.id for g in games}),
+        "game_sets": sorted({str(g.path.parent) for g in games}),
+        "levels": sorted({g.level for g in games if g.level is not None}),
+        "train_games": train_ids,
+        "heldout_games": heldout_ids,
+        "examples": {"train": len(train), "heldout": len(heldout)},
+        "hyperparameters": settings.to_dict(),
+        "prompt": {"template": template.text, "history_steps": template.history_steps},
+        "loss": {
+            "train": final["train_loss"],
+            "heldout": final["heldout_loss"],
+            "heldout_before": history[0]["heldout_loss"],
+        },
+        "history": history,
+        "device": str(lm.device),
+        "dtype": str(lm.dtype).removeprefix("torch."),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return FinetuneResult(folder, manifest)
+
+
+@dataclass
+class _Example:
+    ids: list[int]
+    answer: int  # the last `answer` ids are the command and end-of-sequence token
+
+
+def _encode(llm: LocalLLM, demo: Demonstration) -> _Example:
+    """The prompt as the backend formats it, then the command as the backend encodes a
+    candidate, then end-of-sequence (so that generation also learns to stop)."""
+    tokenizer = llm.lm.tokenizer
+    prompt, command = tokenizer(
+        [llm.format_prompt(demo.prompt), demo.command], add_special_tokens=False
+    )["input_ids"]
+    eos = tokenizer.eos_token_id
+    answer = command + ([eos] if eos is not None else [])
+    return _Example(prompt + answer, len(answer))
+
+
+class _Trainer:
+    """The torch loop around a peft LoRA model; `restore` gives the base model back."""
+
+    def __init__(self, lm: LoadedModel, settings: FinetuneSettings) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        self.lm = lm
+        self.settings = settings
+        self._grad = {n: p.requires_grad for n, p in lm.model.named_parameters()}
+        torch.manual_seed(settings.seed)  # LoRA's initialisation, then dropout
+        config = LoraConfig(
+            r=settings.rank,
+            lora_alpha=settings.lora_alpha,
+            lora_dropout=settings.dropout,
+            target_modules=(
+                settings.target_modules
+                if isinstance(settings.target_modules, str)
+                else list(settings.target_modules)
+            ),
+            task_type="CAUSAL_LM",
+        )
+        with warnings.catch_warnings():
+            # peft asks transformers a deprecated question (is_gradient_checkpointing).
+            warnings.simplefilter("ignore", FutureWarning)
+            self.model = get_peft_model(lm.model, config)
+        self.model.peft_config["default"].base_model_name_or_path = base_model_id(lm.name)
+        forward = inspect.signature(lm.model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in forward
+
+    def fit(
+        self, train: list[_Example], heldout: list[_Example], progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        s = self.settings
+        if not train:
+            raise WorkbenchError("no training examples (every game is held out)")
+        rng = random.Random(f"finetune-order:{s.seed}")
+        steps_per_epoch = math.ceil(len(train) / s.batch_size)
+        total = steps_per_epoch * s.epochs
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
+        warmup = max(1, total // 10)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda i: (
+                (i + 1) / warmup if i < warmup else max(0.0, (total - i) / (total - warmup + 1))
+            ),
+        )
+        history = [{"epoch": 0, "train_loss": None, "heldout_loss": self.evaluate(heldout)}]
+        done = 0
+        if progress:
+            progress(0, total, description=f"epoch 1/{s.epochs}")
+        for epoch in range(1, s.epochs + 1):
+            self.model.train()
+            summed, tokens = 0.0, 0
+            for batch in _batches(train, s.batch_size, rng):
+                loss, n = self._loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                (loss / n).backward()
+                optimizer.step()
+                schedule.step()
+                summed += loss.item()
+                tokens += n
+                done += 1
+                if progress:
+                    progress(
+                        done,
+                        total,
+                        description=f"epoch {epoch}/{s.epochs} loss {summed / tokens:.3f}",
+                    )
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": round(summed / tokens, 5),
+                    "heldout_loss": self.evaluate(heldout),
+                }
+            )
+        self.model.eval()
+        return history
+
+    @torch.no_grad()
+    def evaluate(self, examples: list[_Example]) -> float | None:
+        """Mean cross-entropy per answer token (None without examples)."""
+        if not examples:
+            return None
+        self.model.eval()
+        summed, tokens = 0.0, 0
+        ordered = sorted(examples, key=lambda e: len(e.ids))  # little padding
+        for start in range(0, len(ordered), self.settings.batch_size):
+            loss, n = self._loss(ordered[start : start + self.settings.batch_size])
+            summed += loss.item()
+            tokens += n
+        return round(summed / tokens, 5)
+
+    def _loss(self, batch: list[_Example]) -> tuple[torch.Tensor, int]:
+        """Summed cross-entropy of the answer tokens, and how many there are. Rows are
+        left-padded, so every answer ends at the last position and only the last
+        `longest answer + 1` positions need the vocabulary projection."""
+        device = self.lm.device
+        pad = self.lm.tokenizer.pad_token_id or 0
+        width = max(len(e.ids) for e in batch)
+        keep = max(e.answer for e in batch) + 1
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        targets = torch.full((len(batch), width), -100, dtype=torch.long)
+        for i, e in enumerate(batch):
+            ids[i, width - len(e.ids) :] = torch.tensor(e.ids)
+            mask[i, width - len(e.ids) :] = 1
+            targets[i, width - e.answer :] = torch.tensor(e.ids[-e.answer :])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        extra = {"logits_to_keep": keep} if self._keeps_logits else {}
+        logits = self.model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            **extra,
+        ).logits[:, -keep:]
+        # Position t predicts token t + 1.
+        wanted = targets[:, width - keep + 1 :].to(device)
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+            wanted.reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        return loss, int((wanted != -100).sum())
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Only the LoRA weights, also where the output layer is adapted.
+        self.model.save_pretrained(str(folder), save_embedding_layers=False)
+
+    def restore(self) -> None:
+        """Take the LoRA layers out again: the cached base model is shared with every
+        other user of `load_model` in this process."""
+        base = self.model.unload()
+        for name, param in base.named_parameters():
+            param.requires_grad_(self._grad.get(name, param.requires_grad))
+        base.eval()
+
+
+def _batches(examples: list[_Example], size: int, rng: random.Random) -> list[list[_Example]]:
+    """A seeded shuffle into batches of similar length (less padding): shuffle, sort runs
+    of 8 batches' worth by length, cut into batches, shuffle the batches."""
+    order = list(examples)
+    rng.shuffle(order)
+    batches = []
+    run = 8 * size
+    for start in range(0, len(order), run):
+        chunk = sorted(order[start : start + run], key=lambda e: len(e.ids))
+        batches.extend(chunk[i : i + size] for i in range(0, len(chunk), size))
+    rng.shuffle(batches)
+    return batches

@@ -1,0 +1,222 @@
+"""Fine-tuning on expert trajectories: the demonstrations are the agent's own prompts, a tiny
+LoRA adapter lowers the loss and changes the agent's choices, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents import PromptTemplate
+from agents.finetune import (
+    DEMONSTRATIONS,
+    MANIFEST,
+    FinetuneSettings,
+    demonstrations,
+    finetune,
+    read_demonstrations,
+    split_games,
+)
+from agents.policies import LLMAgent, Turn
+from tests.run_cli import run_inprocess
+from workbench.errors import WorkbenchError
+from workbench.llm.local import LocalLLM
+from workbench.models import load_model
+
+# A random 2-layer model's output layer is random too: adapting it (as well as the blocks)
+# lets a few steps show learning.
+TINY = FinetuneSettings(
+    epochs=10,
+    lr=1e-2,
+    rank=8,
+    batch_size=2,
+    heldout_fraction=0.5,
+    seed=3,
+    target_modules=(
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "lm_head",
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def demos(level1_games):
+    return demonstrations(level1_games, workers=0)
+
+
+@pytest.fixture(scope="module")
+def game_model_dir(demos, tmp_path_factory):
+    """A tiny Llama whose word-level vocabulary covers the games' words (so that commands
+    are told apart), saved as a model folder."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from tests.conftest import WORDS, tiny_llama_config, tiny_tokenizer
+
+    words = sorted({w for d in demos for w in f"{d.prompt} {d.command}".split()})
+    tokenizer = tiny_tokenizer([*WORDS, *words])
+    torch.manual_seed(0)
+    config = tiny_llama_config(
+        len(tokenizer), hidden_size=64, intermediate_size=128, max_position_embeddings=1024
+    )
+    model = LlamaForCausalLM(config)
+    path = tmp_path_factory.mktemp("models") / "tiny-game-llama"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def adapter(game_model_dir, level1_games, demos, tmp_path_factory):
+    """A tiny adapter trained on the two level-1 games, and the base model's scores of the
+    commands on the same prompts, taken before training."""
+    lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    out = tmp_path_factory.mktemp("adapters") / "l1"
+    before = _scores(lm, demos)
+    result = finetune(lm, level1_games, out, TINY, workers=0)
+    return result, before
+
+
+def _scores(lm, demos) -> list[list[float]]:
+    llm = LocalLLM(lm)
+    prompts = [d.prompt for d in demos]
+    candidates = [_commands(d.prompt) for d in demos]
+    return [s.ranked("sum") for s in llm.score(prompts, candidates)]
+
+
+def _commands(prompt: str) -> list[str]:
+    listed = prompt.split("Valid commands:\n", 1)[1].split("\n\nAnswer with", 1)[0]
+    return listed.splitlines()
+
+
+def test_demonstrations_are_the_prompts_play_shows_along_the_walkthrough(
+    demos, level1_games, tiny_causal
+):
+    for game in level1_games:
+        steps = [d for d in demos if d.game == game.id]
+        assert [d.step for d in steps] == list(range(len(steps)))
+        assert len(steps) == game.walkthrough_steps
+        for d in steps:
+            # The expert's command is one of the valid commands the prompt lists.
+            assert d.command in _commands(d.prompt)
+            assert "Tips:" not in d.prompt
+        # Later prompts show the expert's earlier commands as the agent's history.
+        assert f"> {steps[0].command}\n" in steps[1].prompt
+    # The same rendering as the llm agent's: the first prompt of a game from a fresh state.
+    import games as game_sets
+    from agents.trajectory import EpisodeSpec
+
+    with game_sets.BatchEnv(1, workers=0) as env:
+        state = env.reset({0: level1_games[0].path})[0]
+    agent = LLMAgent(LocalLLM(tiny_causal), template=PromptTemplate())
+    turn = Turn(EpisodeSpec(level1_games[0], 0), state, [], None)
+    assert agent.prompt(turn) == demos[0].prompt
+
+
+def test_split_is_by_game_and_seeded():
+    ids = [f"g{i}" for i in range(10)]
+    train, held = split_games(ids, 0.2, seed=1)
+    assert len(held) == 2 and not set(train) & set(held) and sorted(train + held) == ids
+    assert split_games(ids, 0.2, seed=1) == (train, held)
+    assert split_games(ids, 0.2, seed=2) != (train, held)
+    assert split_games(["a"], 0.5, seed=0) == (["a"], [])
+
+
+def test_loss_falls_and_the_adapter_is_saved_with_its_manifest(adapter, level1_games):
+    result, _ = adapter
+    history = result.manifest["history"]
+    assert history[-1]["train_loss"] < history[1]["train_loss"]
+    assert result.heldout_loss < result.manifest["loss"]["heldout_before"]
+    manifest = json.loads((result.out / MANIFEST).read_text())
+    assert manifest["games"] == sorted(g.id for g in level1_games)
+    assert len(manifest["heldout_games"]) == 1
+    assert manifest["hyperparameters"]["rank"] == 8 and manifest["hyperparameters"]["alpha"] == 16
+    assert manifest["base_model"].endswith("tiny-game-llama") and manifest["seconds"] > 0
+    config = json.loads((result.out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == manifest["base_model"]
+    data = read_demonstrations(result.out / DEMONSTRATIONS)
+    assert len(data) == manifest["examples"]["train"] + manifest["examples"]["heldout"]
+
+
+def test_the_adapter_loads_and_changes_the_choices(adapter, game_model_dir, demos):
+    result, before = adapter
+    tuned = load_model(str(game_model_dir), device="cpu", dtype="float32", adapter=result.out)
+    assert tuned.adapter == str(result.out.resolve())
+    assert tuned.id.endswith("+" + tuned.adapter)
+    assert LocalLLM(tuned).describe()["adapter"] == tuned.adapter
+    after = _scores(tuned, demos)
+
+    def expert_ranks(scores) -> list[int]:
+        """Where the expert's command ranks among the valid commands (0: chosen)."""
+        ranks = []
+        for demo, values in zip(demos, scores):
+            commands = _commands(demo.prompt)
+            order = sorted(range(len(values)), key=lambda i: -values[i])
+            ranks.append([commands[i] for i in order].index(demo.command))
+        return ranks
+
+    assert after != before
+    # The agent's choices move towards the expert's: its commands rank far higher.
+    assert sum(expert_ranks(after)) < 0.6 * sum(expert_ranks(before))
+    # Training left the shared (cached) base model as it was.
+    base = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    assert base.adapter is None and _scores(base, demos) == before
+
+
+def test_same_seed_same_adapter(adapter, game_model_dir, level1_games, tmp_path):
+    result, _ = adapter
+    lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    again = finetune(lm, level1_games, tmp_path / "again", TINY, workers=0)
+    assert again.manifest["history"] == result.manifest["history"]
+    weights = "adapter_model.safetensors"
+    assert (again.out / weights).read_bytes() == (result.out / weights).read_bytes()
+
+
+def test_bad_settings_and_an_adapter_of_another_model(adapter, tiny_causal, tmp_path):
+    with pytest.raises(WorkbenchError, match="epochs must be at least 1"):
+        FinetuneSettings(epochs=0)
+    with pytest.raises(WorkbenchError, match="heldout fraction"):
+        FinetuneSettings(heldout_fraction=1.0)
+    result, _ = adapter
+    other = tmp_path / "other-model"
+    tiny_causal.model.save_pretrained(other)
+    tiny_causal.tokenizer.save_pretrained(other)
+    with pytest.raises(WorkbenchError, match="was trained on base model .*tiny-game-llama"):
+        load_model(str(other), device="cpu", adapter=result.out)
+    with pytest.raises(WorkbenchError, match="already holds an adapter"):
+        finetune(tiny_causal, [], result.out)
+
+
+def test_cli_bad_input_is_one_line(capsys, tmp_path, adapter, game_model_dir):
+    result, _ = adapter
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        (["finetune", "--games", str(empty), "--out", str(tmp_path / "a")], 1, "no games in"),
+        (
+            ["finetune", "--games", str(empty), "--out", str(tmp_path / "a"), "--epochs", "0"],
+            2,
+            "--epochs",
+        ),
+        (
+            ["play", "--games", str(empty), "--adapter", str(tmp_path / "nope")],
+            2,
+            "does not exist",
+        ),
+        (
+            ["explain", "--text", "open the", "--target", " door", "--no-save"]
+            + ["--model", str(tmp_path), "--adapter", str(result.out)],
+            1,
+            "was trained on base model",
+        ),
+    ]
+    for args, code, message in cases:
+        got, _, err = run_inprocess(capsys, *args)
+        assert got == code, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1, err
