@@ -36,7 +36,6 @@ agent, and this measures whether they did.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -372,7 +371,7 @@ def explain_step(
             "explain-step needs an attribution method, such as ig"
         )
     if lm is None:
-        lm = _run_model(store, run)
+        lm = run_model(store, run)
     record, recorded = recorded_step(store, run, episode_id, step, lm)
     agent, turn, prompt = recorded.agent, recorded.turn, recorded.prompt
     text = agent.llm.format_prompt(prompt)
@@ -438,7 +437,7 @@ def explain_step(
             "tips": tips,
             "params": {**exp.params, "reproduced": rechosen == recorded.action},
         },
-        json.loads(exp.to_json()),
+        exp.to_record(),
     )
     exp.id = exp_id
     return StepExplanation(
@@ -495,7 +494,7 @@ def _ablate(agent: LLMAgent, turn: Turn) -> tuple[str, list[str]]:
     return actions[0], actions[1:]
 
 
-def _run_model(store: Store, run: str) -> Any:
+def run_model(store: Store, run: str) -> Any:
     """The local model a run played with (a run on an endpoint needs an explicit model)."""
     from workbench.models import load_model
 

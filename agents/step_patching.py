@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from agents.explain_step import _run_model, recorded_step
+from agents.explain_step import recorded_step, run_model
 from explainers.causal.engine import Progress, Readout
 from explainers.causal.patching import exact_patching, setup_from_ids, to_explanation
 from explainers.causal.result import PatchingExplanation
@@ -119,7 +119,7 @@ def patch_step(
             f"positions must be one of {', '.join(POSITION_MODES)}, not {positions!r}"
         )
     if lm is None:
-        lm = _run_model(store, run)
+        lm = run_model(store, run)
     if lm.kind != "causal":
         raise WorkbenchError(f"step patching needs a causal LM; {lm.name} is a classifier")
     record, recorded = recorded_step(store, run, episode_id, step, lm)

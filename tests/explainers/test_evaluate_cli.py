@@ -246,3 +246,43 @@ def test_bad_dataset_lines_name_the_line(tiny_model_dir, tmp_path, capsys):
         capsys, "evaluate", "--dataset", str(dataset), "--model", str(tiny_model_dir)
     )
     assert code == 1 and f"{dataset}:2:" in err
+
+
+def test_evaluate_convention_ferret_gives_the_librarys_ferret_values(tiny_model_dir, capsys):
+    from explainers import explain
+    from explainers.metrics import evaluate
+    from workbench.models import load_model
+
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        "--model",
+        str(tiny_model_dir),
+        "--method",
+        "occlusion",
+        "--text",
+        TEXT,
+        "--target",
+        "milk",
+        "--convention",
+        "ferret",
+        "--format",
+        "json",
+        "--no-save",
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["params"]["convention"] == "ferret"
+    lm = load_model(str(tiny_model_dir))
+    exp = explain(lm, TEXT, target="milk", method="occlusion")
+    ferret = evaluate(exp, lm, convention="ferret")
+    eraser = evaluate(exp, lm, convention="eraser")
+    assert data["comprehensiveness"] == pytest.approx(ferret.metrics["comprehensiveness"])
+    assert ferret.metrics["comprehensiveness"] != pytest.approx(eraser.metrics["comprehensiveness"])
+
+
+def test_gpus_without_a_dataset_is_one_line(capsys):
+    code, _, err = run(capsys, "evaluate", "--method", "occlusion", "--text", TEXT, "--gpus", "2")
+    assert code == 1 and err.strip().splitlines() == [
+        "error: --gpus splits a --dataset over GPUs; one --text runs on one device"
+    ]
