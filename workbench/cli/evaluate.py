@@ -13,6 +13,8 @@ from rich.table import Table
 from workbench.cli.options import (
     Aggregate,
     AggregateOption,
+    Convention,
+    ConventionOption,
     DbOption,
     DeviceOption,
     DtypeOption,
@@ -25,6 +27,7 @@ from workbench.cli.options import (
     TableFormat,
     TableFormatOption,
     TargetOption,
+    dataset_only_gpus,
     method_params,
     method_params_for,
     open_store,
@@ -49,6 +52,7 @@ def evaluate(
     ),
     fmt: TableFormat = TableFormatOption,
     removal: Removal = RemovalOption,
+    convention: Convention = ConventionOption,
     aggregate: Aggregate = AggregateOption,
     random_reference: bool = typer.Option(
         True, "--random/--no-random", help="With --dataset, also summarise a random attribution."
@@ -80,6 +84,7 @@ def evaluate(
             "give one of --explanation ID, --text TEXT (with --method) or --dataset FILE"
             + (f", not {' and '.join(modes)}" if modes else "")
         )
+    dataset_only_gpus(gpus, dataset)
     mask = parse_rationale(rationale) if rationale is not None else None
     if dataset is not None:
         if mask is not None:
@@ -88,7 +93,17 @@ def evaluate(
 
         distributed.launch(gpus)  # --gpus N: the data set split over N GPUs (torchrun)
         _evaluate_dataset(
-            dataset, method, param, fmt, removal, aggregate, random_reference, model, device, dtype
+            dataset,
+            method,
+            param,
+            fmt,
+            removal,
+            convention,
+            aggregate,
+            random_reference,
+            model,
+            device,
+            dtype,
         )
         return
     from explainers import Explanation
@@ -114,7 +129,7 @@ def evaluate(
         )
         if store is not None:
             exp.save(store)
-    result = evaluate_explanation(exp, lm, mask, removal=removal.value)
+    result = evaluate_explanation(exp, lm, mask, removal=removal.value, convention=convention.value)
     if store is not None and save:
         result.explanation_id = exp.id
         result.save(store)
@@ -137,6 +152,7 @@ def _evaluate_dataset(
     param: list[str],
     fmt: TableFormat,
     removal: Removal,
+    convention: Convention,
     aggregate: Aggregate,
     random_reference: bool,
     model: str | None,
@@ -158,6 +174,7 @@ def _evaluate_dataset(
             params=params,
             aggregate=aggregate.value,
             removal=removal.value,
+            convention=convention.value,
             with_random=random_reference,
             on_result=lambda index, _evaluation: update(index + 1, len(items)),
         )
@@ -202,6 +219,7 @@ def compare(
     ),
     fmt: TableFormat = TableFormatOption,
     removal: Removal = RemovalOption,
+    convention: Convention = ConventionOption,
     aggregate: Aggregate = AggregateOption,
     random_reference: bool = typer.Option(
         True, "--random/--no-random", help="Also evaluate a random attribution (the floor)."
@@ -261,6 +279,7 @@ def compare(
             params=params,
             aggregate=aggregate.value,
             removal=removal.value,
+            convention=convention.value,
             with_random=random_reference,
             progress=update,
             on_explained=lambda exp, evaluation: pairs.append((exp, evaluation)),
@@ -271,7 +290,11 @@ def compare(
             pairs,
             text=text,
             target=target,
-            params={"removal": removal.value, "aggregate": aggregate.value},
+            params={
+                "removal": removal.value,
+                "convention": convention.value,
+                "aggregate": aggregate.value,
+            },
             name=run_name,
         )
         status(f"saved the comparison as run {run_id} in {store.path}")
