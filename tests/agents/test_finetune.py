@@ -193,8 +193,9 @@ def test_bad_settings_and_an_adapter_of_another_model(adapter, tiny_causal, tmp_
         finetune(tiny_causal, [], result.out)
 
 
-def test_cli_bad_input_is_one_line(capsys, tmp_path, adapter, game_model_dir):
+def test_cli_bad_input_is_one_line(capsys, tmp_path, adapter, level1_games):
     result, _ = adapter
+    level1 = str(level1_games[0].path.parent)
     empty = tmp_path / "empty"
     empty.mkdir()
     cases = [
@@ -215,8 +216,53 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, adapter, game_model_dir):
             1,
             "was trained on base model",
         ),
+        (
+            ["experiment", "introspective-tips", "--train", level1, "--test", level1]
+            + ["--llm", "openai:gpt-4o-mini", "--adapter", str(result.out)],
+            1,
+            "--adapter applies to a local model",
+        ),
     ]
     for args, code, message in cases:
         got, _, err = run_inprocess(capsys, *args)
         assert got == code, (args, err)
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_experiment_adds_the_finetuned_conditions_on_the_same_games(
+    level1_games, games_base, store
+):
+    """The fine-tuned LLM plays the same train and test games: `finetuned` and
+    `finetuned+self` beside the paper's conditions, each compared with `none`."""
+    from agents.experiment import introspective_tips
+    from tests.agents.test_tips import scripted_actor
+    from tests.games.compiled import compiled
+    from tests.workbench.openai_server import ScriptedOpenAIServer
+    from workbench.llm.openai_backend import OpenAILLM
+
+    test_games = compiled(games_base, 1, 1, seed=3, split="test")
+    with ScriptedOpenAIServer(scripted_actor()) as server:
+        llm = OpenAILLM("scripted", base_url=server.base_url, backoff=0.01)
+        tuned = OpenAILLM("scripted-finetuned", base_url=server.base_url, backoff=0.01)
+        result = introspective_tips(
+            level1_games,
+            test_games,
+            llm=llm,
+            finetuned=tuned,
+            store=store,
+            name="it-ft",
+            trials=2,
+            max_steps=6,
+            parallel=4,
+            select="generate",
+            workers=0,
+        )
+    table = {(r["phase"], r["condition"], r["trial"]): r for r in result.to_dict()["rows"]}
+    assert result.finetuned_runs == ["it-ft-train-finetuned", "it-ft-test-finetuned"]
+    # The scripted actor cooks only with tips: finetuned+self learns like self does.
+    assert table[("train", "finetuned", 1)]["success"] == 0.0
+    assert table[("train", "finetuned+self", 1)]["success"] == 1.0
+    assert table[("train", "finetuned+self", 1)]["games"] == 2
+    assert table[("train", "finetuned+self", 1)]["success_diff"] == 1.0
+    assert table[("test", "finetuned", 0)]["games"] == 1
+    assert ("test", "finetuned+self", 0) not in table
