@@ -495,7 +495,8 @@ def _ablate(agent: LLMAgent, turn: Turn) -> tuple[str, list[str]]:
 
 
 def run_model(store: Store, run: str) -> Any:
-    """The local model a run played with (a run on an endpoint needs an explicit model)."""
+    """The local model a run played with, with the fine-tuning adapter it played with (a run
+    on an endpoint needs an explicit model)."""
     from workbench.models import load_model
 
     record = runs.get_run(store, run, kind="play")
@@ -507,4 +508,4 @@ def run_model(store: Store, run: str) -> Any:
             f"run {run!r} was played by {llm.get('backend') or 'no'} LLM "
             f"{llm.get('model', '')!r}; attribution needs the weights: pass --model"
         )
-    return load_model(llm.get("model"), progress=False)
+    return load_model(llm.get("model"), progress=False, adapter=llm.get("adapter"))

@@ -266,3 +266,28 @@ def test_experiment_adds_the_finetuned_conditions_on_the_same_games(
     assert table[("train", "finetuned+self", 1)]["success_diff"] == 1.0
     assert table[("test", "finetuned", 0)]["games"] == 1
     assert ("test", "finetuned+self", 0) not in table
+
+
+def test_a_run_records_its_adapter_and_explain_step_reloads_it(
+    adapter, game_model_dir, level1_games, store
+):
+    import agents
+    from agents.explain_step import run_model
+    from workbench.store import runs
+
+    result, _ = adapter
+    tuned = load_model(str(game_model_dir), device="cpu", dtype="float32", adapter=result.out)
+    agents.play(
+        level1_games[:1],
+        "llm",
+        llm=LocalLLM(tuned),
+        max_steps=2,
+        store=store,
+        run_name="ft",
+        workers=0,
+    )
+    played_with = runs.get_run(store, "ft", kind="play")["params"]["llm"]
+    assert played_with["adapter"] == tuned.adapter
+    assert played_with["model"] == str(game_model_dir)
+    # Explaining a step of that run without --model explains the fine-tuned weights.
+    assert run_model(store, "ft").adapter == tuned.adapter
