@@ -49,11 +49,12 @@ def shade(score: float, scale: float) -> float:
     return 0.0 if scale <= 0 else max(-1.0, min(1.0, score / scale))
 
 
-def colour(score: float, scale: float) -> str:
-    """The CSS background of a score: red for positive, blue for negative."""
+def colour(score: float, scale: float, strength: float = 1.0) -> str:
+    """The CSS background of a score: red for positive, blue for negative; `strength` caps
+    the opacity (labels on the colour stay readable)."""
     s = shade(score, scale)
     r, g, b = POSITIVE if s >= 0 else NEGATIVE
-    return f"rgba({r},{g},{b},{abs(s):.3f})"
+    return f"rgba({r},{g},{b},{strength * abs(s):.3f})"
 
 
 def colour_scale_html(scale: float, what: str = "attribution") -> str:
@@ -119,7 +120,7 @@ def token_heatmap_html(
         totals = section_totals(values, sections)
         top = max((abs(v) for v in totals.values()), default=0.0)
         chips = "".join(
-            f'<span style="background:{colour(total, top)};border:1px solid #ccc;'
+            f'<span style="background:{colour(total, top, 0.45)};border:1px solid #ccc;'
             f'border-radius:3px;padding:0 6px;margin:0 6px 4px 0;display:inline-block">'
             f"{html.escape(str(name))} {total:+.4f}</span>"
             for name, total in totals.items()
@@ -150,21 +151,53 @@ def token_heatmap_html(
 
 
 def text_labels(exp: Explanation) -> list[str]:
-    """One label per input token. Where the explanation records each token's characters
-    (`extras["token_offsets"]`), a token's label is the text from the end of the previous
-    token to its own end (the spaces and line breaks before it included), so the labels
-    join into the input exactly; a special token (no characters) keeps its own label."""
+    """One label per input token, the characters of the input it stands for. Where the
+    explanation records each token's characters (`extras["token_offsets"]`), a label runs
+    from its token's first character to the next token's (spaces and line breaks after a
+    token belong to it, so a line ends with its last token and sections start on a new
+    line); the labels join into the input exactly. A special token the tokenizer added (no
+    characters) keeps its own label. Without offsets, tokens are aligned to the input
+    where they can be."""
     offsets = exp.extras.get(OFFSETS_KEY)
     if not offsets or exp.aggregation != "token" or len(offsets) != len(exp.input_tokens):
-        return list(exp.input_tokens)
-    labels, cursor = [], 0
-    for token, (start, end) in zip(exp.input_tokens, offsets):
-        if end > cursor:
-            labels.append(exp.input_text[cursor:end])
-            cursor = end
-        else:
-            labels.append(token if start == end else "")
+        return _aligned(exp.input_tokens, exp.input_text)
+    starts = [int(a) if int(b) > int(a) else None for a, b in offsets]
+    return _spans(exp.input_tokens, exp.input_text, starts)
+
+
+def _spans(tokens: Sequence[str], text: str, starts: Sequence[int | None]) -> list[str]:
+    """Labels from each token's first character (None: a token without characters) to the
+    next token's; the first label also takes what precedes it, the last what follows it."""
+    labels: list[str] = []
+    begun, previous = False, -1
+    for i, (token, start) in enumerate(zip(tokens, starts)):
+        if start is None:
+            labels.append(token)
+            continue
+        if start <= previous:  # a byte piece of the character the previous token began
+            labels.append("")
+            continue
+        following = (s for s in starts[i + 1 :] if s is not None and s > start)
+        end = next(following, len(text))
+        labels.append(text[0 if not begun else start : end])
+        begun, previous = True, start
     return labels
+
+
+def _aligned(tokens: Sequence[str], text: str) -> list[str]:
+    """Tokens given back the characters of `text` their decoding dropped (a tokenizer that
+    splits on whitespace decodes "the milk" as "the", "milk"). Only where every token
+    follows the previous one in the text with nothing but whitespace between them; else
+    the tokens as they are."""
+    starts: list[int | None] = []
+    cursor = 0
+    for token in tokens:
+        at = text.find(token, cursor) if token else cursor
+        if at < 0 or text[cursor:at].strip():  # only whitespace may have been dropped
+            return list(tokens)
+        starts.append(at if token else None)
+        cursor = at + len(token)
+    return _spans(tokens, text, starts)
 
 
 def readable_sections(exp: Explanation) -> tuple[list[str], np.ndarray, list[str] | None]:

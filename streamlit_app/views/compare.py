@@ -1,7 +1,10 @@
 """Run comparison: two or more runs side by side, per game (success rate, normalised score,
 moves), with their overall figures by level and condition on top, a paired test of two runs
 on the games both played, and their per-game paired differences with 95% intervals
-(`agents.report.compare`)."""
+(`agents.report.compare`).
+
+Deep link: `/compare?runs=ID,ID`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from streamlit_app.common import (
     per_game_comparison,
     play_summary,
     query,
+    query_param,
     run_colours,
     run_comparison,
 )
@@ -31,10 +35,11 @@ if len(runs) < 2:
     st.stop()
 
 names = {r["id"]: r["name"] for r in runs}
+linked = [r for r in (query_param("runs") or "").split(",") if r in names]
 chosen = st.multiselect(
     "runs",
     list(names),
-    default=list(names)[:2],
+    default=linked or list(names)[:2],
     format_func=names.get,
     key="compare-runs",
 )

@@ -173,8 +173,9 @@ def show(segments: dict[str, float], tips: list[dict], total: float, exp_id: str
     """Per-segment and per-tip bars of one explain-step result, its warnings and heatmap."""
     record = query(explanations.get_explanation, exp_id) if exp_id else None
     exp = Explanation.from_dict(record) if record else None
-    for warning in explanation_warnings(exp, ADVICE) if exp else []:
-        st.warning(warning)
+    warnings = explanation_warnings(exp, ADVICE) if exp else []
+    if warnings:
+        st.warning("\n\n".join(warnings))
     st.subheader("Attribution by prompt segment")
     st.caption(
         f"total attribution of the action {total:+.4f} (the segments add up to it); "
@@ -197,6 +198,12 @@ def show(segments: dict[str, float], tips: list[dict], total: float, exp_id: str
         st.text("(no tips were in force at this step)")
     else:
         table = tip_rows(tips, float(segments.get("tips", 0.0)))
+        table["removing it"] = [
+            "(not a tip)"
+            if changed is None
+            else ("changes the action" if changed else "keeps the action")
+            for changed in table["action changes without it"]
+        ]
         st.caption(
             f"the tips' masses plus the scaffold make the tips segment: "
             f"{table['mass'].sum():+.4f} = {float(segments.get('tips', 0.0)):+.4f}"
@@ -207,12 +214,18 @@ def show(segments: dict[str, float], tips: list[dict], total: float, exp_id: str
             .encode(
                 x=alt.X("mass:Q", title="attribution mass"),
                 y=alt.Y("label:N", sort=list(table["label"])),
-                color=alt.Color("action changes without it:N"),
-                tooltip=["tip", "mass", "action changes without it", "action without it"],
+                color=alt.Color(
+                    "removing it:N",
+                    scale=alt.Scale(
+                        domain=["changes the action", "keeps the action", "(not a tip)"],
+                        range=["#d62728", "#9ecae9", "#bbbbbb"],
+                    ),
+                ),
+                tooltip=["tip", "mass", "removing it", "action without it"],
             ),
             use_container_width=True,
         )
-        st.dataframe(table, hide_index=True)
+        st.dataframe(table.drop(columns="removing it"), hide_index=True)
     if exp is not None:
         st.subheader("The prompt's tokens")
         st.caption("the step's prompt in its sections; hover a token for its score")
@@ -244,7 +257,7 @@ else:
     if stored:
         latest = stored[0]
         st.caption(
-            f"stored result: {latest['method']} at {latest['created_at']} "
+            f"stored result: {latest['method']} at {latest['created_at']:%Y-%m-%d %H:%M:%S} "
             f"({len(stored)} stored for this step); press the button to explain again"
         )
         show(latest["segments"], latest["tips"], latest["total"], latest["explanation_id"])

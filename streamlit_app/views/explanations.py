@@ -78,8 +78,9 @@ st.caption(
     f"{exp.method} ({exp.category}) on {exp.model} · {exp.seconds:.2f} s"
     f" · {len(exp.input_tokens)} input tokens · {len(exp.target_tokens)} target(s)"
 )
-for warning in explanation_warnings(exp, "`--steps auto`"):
-    st.warning(warning)
+warnings = explanation_warnings(exp, "`--steps auto`")
+if warnings:
+    st.warning("\n\n".join(warnings))
 left, right = st.columns(2)
 with left:
     st.markdown("**input**")

@@ -98,8 +98,9 @@ if len(targets) > 1:
 st.subheader(f"Heatmaps for target {targets[row]!r}")
 for exp, _ in explained:
     st.markdown(f"**{exp.method}**" + (" (the floor to beat)" if exp.method == "random" else ""))
-    for warning in explanation_warnings(exp, "`--param ig.steps=auto`"):
-        st.warning(warning)
+    warnings = explanation_warnings(exp, "`--param ig.steps=auto`")
+    if warnings:
+        st.warning("\n\n".join(warnings))
     st.html(explanation_heatmap_html(exp, row))
     if exp.id:
         st.page_link(

@@ -96,8 +96,11 @@ shown = ("games", "success", "score", "moves", "invalid_actions")
 rows = []
 for r in runs.rows:
     row = {**r, **{k: figures.get(r["id"], {}).get(k) for k in shown}}
+    # A run adds to its plan when it resumes or plays a further trial: never "5 / 4".
     row["progress"] = (
-        f"{r['episodes']} / {r['planned']}" if r["planned"] else str(r["episodes"] or "")
+        f"{r['episodes']} / {max(r['planned'], r['episodes'])}"
+        if r["planned"]
+        else str(r["episodes"] or "")
     )
     row["duration"] = duration(r["seconds"]) + (" so far" if r["status"] == "running" else "")
     row["steps/s"] = round(r["steps"] / r["seconds"], 1) if r["steps"] and r["seconds"] else None

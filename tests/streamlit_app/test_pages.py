@@ -70,8 +70,10 @@ def test_empty_database_says_how_to_fill_it(tmp_path, monkeypatch):
     db = tmp_path / "empty.duckdb"
     Store(db).migrate()
     monkeypatch.setenv("WORKBENCH_DB", str(db))
+    at = open_page()
     for page in PAGES:
-        at = open_page(page)
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, (page, [e.message for e in at.exception])
         assert at.info, page
         shown = " ".join(i.value for i in at.info)
         assert "workbench" in shown, page  # says which command fills it
@@ -205,9 +207,7 @@ def test_run_comparison_puts_runs_side_by_side_with_per_game_differences(filled_
     assert (moves["random-l1"] > 0).all()
 
 
-def test_explanation_heatmap_escapes_tokens_and_metrics_say_which_way_is_better(
-    filled_env, filled
-):
+def test_explanation_heatmap_escapes_tokens_and_metrics_say_which_way_is_better(filled_env, filled):
     at = open_page("explanations", explanation=filled.explanation)
     assert at.selectbox(key="exp-id").value == filled.explanation
     label = at.selectbox(key="exp-id").format_func(filled.explanation)
@@ -372,7 +372,9 @@ def test_explain_this_step_defaults_to_llm_runs_and_its_masses_add_up(filled_env
     at = open_page("explain_step")
     assert "llm" in at.selectbox(key="xs-run").format_func(at.selectbox(key="xs-run").value)
     at = open_page("explain_step", episode=filled.tiny_episode, step=str(EXPLAINED_STEP))
-    stored = tips_store.list_step_explanations(Store(filled.path), filled.tiny_episode)[0]
+    stored = tips_store.list_step_explanations(
+        Store(filled.path), filled.tiny_episode, EXPLAINED_STEP
+    )[-1]  # the fixture's, the oldest
     segments = frame(at, "segment")
     masses = dict(zip(segments["segment"], segments["mass"]))
     assert masses["tips"] == pytest.approx(stored["segments"]["tips"])
@@ -386,8 +388,9 @@ def test_explain_this_step_defaults_to_llm_runs_and_its_masses_add_up(filled_env
     for section in ("instructions", "tips", "history", "observation", "admissible"):
         assert f"{section} " in heatmap
     # The prompt's own characters: each line break marked and kept, so the heatmap wraps
-    # where the prompt does.
-    assert "⏎\nTips:</span>" in heatmap and "⏎\n-</span>" in heatmap
+    # where the prompt does, and the tips section starts on its own line.
+    assert ">Tips:⏎\n</span>" in heatmap and ">- </span>" in heatmap
+    assert "tips (17 tokens" in heatmap
 
 
 def test_explain_this_step_live_on_a_model_directory(filled_env, filled):
