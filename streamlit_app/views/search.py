@@ -32,6 +32,11 @@ first = query(dashboard.search_calls, text, limit=1)
 if not first.total:
     st.info(f"No prompt or completion contains {text!r}.")
     st.stop()
+if first.total > dashboard.SEARCH_CAP:
+    st.caption(
+        f"more than {dashboard.SEARCH_CAP} matches; the pages below go that far "
+        "(a longer text narrows the search)"
+    )
 limit, offset = pager("search", first.total, default_size=10)
 found = query(dashboard.search_calls, text, limit=limit, offset=offset)
 st.dataframe(

@@ -249,19 +249,32 @@ def episode_view(
     }
 
 
+SEARCH_CAP = 1000  # matches counted at most: a common word needs no full count
+
+
 def search_calls(store: Store, text: str, limit: int = 25, offset: int = 0) -> Page:
     """LLM calls whose prompt or completion contains `text` (any case), newest first: run,
     episode, step, purpose, and where the text was found (`in`: prompt or completion)
-    with the characters around it (`context`)."""
-    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    where = "(c.prompt ILIKE ? ESCAPE '\\' OR c.completion ILIKE ? ESCAPE '\\')"
+    with the characters around it (`context`). `total` counts at most SEARCH_CAP + 1
+    matches (more than SEARCH_CAP: "1000+")."""
+    if any(c in text for c in "\\%_"):
+        # Wildcards searched as themselves (an ESCAPE clause halves ILIKE's speed: only
+        # where needed).
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where = "(c.prompt ILIKE ? ESCAPE '\\' OR c.completion ILIKE ? ESCAPE '\\')"
+    else:
+        pattern = f"%{text}%"
+        where = "(c.prompt ILIKE ? OR c.completion ILIKE ?)"
+    # The matching ids are found first and the texts read for the page's rows only.
     page = _page(
         store,
-        f"SELECT count(*) FROM llm_calls c WHERE {where}",
-        "SELECT c.id, r.name AS run, c.run_id, c.episode_id, c.step_idx AS step, c.purpose,"
+        f"SELECT count(*) FROM (SELECT 1 FROM llm_calls c WHERE {where} LIMIT {SEARCH_CAP + 1})",
+        "WITH hits AS (SELECT c.id FROM llm_calls c"
+        f" WHERE {where} ORDER BY c.created_at DESC, c.id LIMIT ? OFFSET ?)"
+        " SELECT c.id, r.name AS run, c.run_id, c.episode_id, c.step_idx AS step, c.purpose,"
         " c.model, c.created_at, c.prompt, c.completion"
-        f" FROM llm_calls c LEFT JOIN runs r ON r.id = c.run_id WHERE {where}"
-        " ORDER BY c.created_at DESC, c.id LIMIT ? OFFSET ?",
+        " FROM hits JOIN llm_calls c ON c.id = hits.id LEFT JOIN runs r ON r.id = c.run_id"
+        " ORDER BY c.created_at DESC, c.id",
         [pattern, pattern],
         limit,
         offset,
