@@ -15,6 +15,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from streamlit_app.common import live_status
+
 VIEWS = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="workbench", layout="wide")
@@ -47,6 +49,7 @@ def _home() -> None:
 home = st.Page(_home, title="workbench", url_path="home", default=True)
 page = st.navigation([home, *(p for pages in SECTIONS.values() for p in pages)], position="hidden")
 with st.sidebar:
+    live_status()
     for section, pages in SECTIONS.items():
         st.caption(section)
         for p in pages:

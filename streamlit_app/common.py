@@ -97,6 +97,20 @@ def query(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return _cached(fn.__module__, fn.__name__, path, _token(path), args, key)
 
 
+def live_status() -> None:
+    """The runs running now, in a line each (for the sidebar of every page); re-read every
+    REFRESH_SECONDS while any runs, without reloading the page around it."""
+    running = dashboard.live_runs(store())
+
+    @st.fragment(run_every=REFRESH_SECONDS if running else None)
+    def lines() -> None:
+        for run in dashboard.live_runs(store()):
+            planned = f" of {run['planned']}" if run["planned"] else ""
+            st.caption(f"running: {run['name']}, {run['episodes']}{planned} episodes")
+
+    lines()
+
+
 def play_summary(db: Store, run_ids: tuple[str, ...], by: tuple[str, ...]) -> list[dict]:
     """Success rate and normalised score of the runs' episodes per group of `by`, as
     `workbench report` computes them (`agents.report.aggregate`)."""

@@ -13,7 +13,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import empty_state, pager, pick, query, visible
+from streamlit_app.common import empty_state, explanation_label, pager, pick, query, visible
 from workbench.store import dashboard, explanations
 
 CAUSAL_METHODS = ("activation_patching", "attribution_patching", "causal_tracing")
@@ -33,9 +33,18 @@ method = st.selectbox("method", methods, key="patch-method")
 first = query(dashboard.explanations_page, limit=1, method=method)
 limit, offset = pager("patching", first.total, default_size=10)
 page = query(dashboard.explanations_page, limit=limit, offset=offset, method=method)
-st.dataframe(pd.DataFrame(page.rows), hide_index=True)
+st.dataframe(
+    pd.DataFrame(page.rows),
+    hide_index=True,
+    column_order=["input_text", "target_text", "model", "n_input_tokens", "seconds"]
+    + ["created_at", "id"],
+    column_config={
+        "input_text": st.column_config.TextColumn("clean input", width="large"),
+        "target_text": st.column_config.TextColumn("target"),
+    },
+)
 
-labels = {e["id"]: f"{e['model']} · {e['created_at']} · {e['id']}" for e in page.rows}
+labels = {e["id"]: explanation_label(e) for e in page.rows}
 exp_id, _ = pick("result", labels, key="patch-id", param="explanation")
 detail = query(dashboard.explanation_detail, exp_id)
 if detail is None or detail["explanation"].get("category") != "causal":

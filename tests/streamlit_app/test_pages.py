@@ -83,6 +83,8 @@ def test_empty_database_says_how_to_fill_it(tmp_path, monkeypatch):
 def test_every_page_is_in_the_menu_and_the_home_page_is_the_overview(filled_env):
     at = open_page()
     assert at.title[0].value == "Runs overview"
+    # Every page's sidebar says what is running.
+    assert [c.value for c in at.sidebar.caption][0] == "running: live-l1, 1 of 4 episodes"
     menu = [link.proto.page for link in at.sidebar.get("page_link")]
     assert menu == ["overview", "episode", "compare", "tips", "search", "explanations"] + [
         "methods",

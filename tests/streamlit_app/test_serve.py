@@ -264,7 +264,8 @@ def test_browser_pages_read_well_and_say_what_to_trust(served, browser, filled, 
         ("search", "/search?q=Open%20the%20fridge%20first", "tiny-llm-l1: episode", None),
         ("methods", f"/methods?comparison={filled.comparison}", "Heatmaps for target", None),
         ("probing", f"/probing?probe={filled.probe}", "Selectivity is zero or negative", None),
-        ("patching", f"/patching?explanation={filled.patching}", "Restoration", None),
+        ("patching", f"/patching?explanation={filled.patching}", "Restoration",
+         "Restoration (0 = corrupted, 1 = clean)"),
     ]:  # fmt: skip
         show(page, url + path, expect)
         no_wider_than_the_window(page)
