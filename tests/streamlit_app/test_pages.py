@@ -150,6 +150,7 @@ def test_episode_viewer_walks_steps_with_previous_and_next(filled_env, filled):
     assert code.proto.wrap_lines
     at.button(key="episode-prev").click().run()
     assert at.number_input(key="episode-step").value == 1
+    assert not at.warning and not at.exception
 
 
 def test_episode_viewer_shows_llm_text_and_invalid_actions(filled_env, filled):
@@ -252,12 +253,11 @@ def test_attention_map_toggles_the_sink_token_and_scaling(filled_env, filled):
     at = open_page("explanations", explanation=filled.attention)
     assert at.selectbox(key="attention-map").options == ["final map"]
     (chart,) = at.get("vega_lite_chart")
-    assert "masked" in chart.proto.spec  # the causal mask is drawn
-    cells = 9
-    assert chart.proto.spec.count('"query"') >= 1
+    assert "datum.masked" in chart.proto.spec  # the causal mask is drawn, in grey
+    assert "0: the" in chart.proto.spec
     at.toggle(key="attention-sink").set_value(True).run()
     (chart,) = at.get("vega_lite_chart")
-    assert '"0: the"' not in chart.proto.spec and cells > 4
+    assert "0: the" not in chart.proto.spec  # the sink token is gone from both axes
     at.radio(key="attention-scale").set_value("log").run()
     assert "log10 weight" in at.get("vega_lite_chart")[0].proto.spec
 
@@ -324,7 +324,8 @@ def test_patching_page_draws_the_layer_by_position_heatmap(filled_env, filled):
     (chart,) = at.get("vega_lite_chart")
     assert "restoration" in chart.proto.spec
     cells = frame(at, "restoration")
-    assert set(cells["layer"]) == {0, 1, 2} or len(set(cells["layer"])) >= 2
+    assert cells["layer"].nunique() == 3  # resid before each of the two blocks and after
+    assert cells["position"].nunique() == len("the milk is in the fridge".split())
 
 
 @dataclass
