@@ -1,5 +1,7 @@
 """Read queries behind the Streamlit dashboard (`streamlit_app/`) that no other reader
-shares: the change token, table counts, pages of listings and the episode viewer. Pages
+shares: the change token, table counts, pages of listings, the runs running now, the
+episode viewer (with each step's scored candidates and game facts), text search over LLM
+calls, stored method comparisons and the random baseline beside an explanation. Pages
 reuse the table modules' functions for everything else, and aggregate play statistics
 through `agents.report` (one definition of success rate, score and their intervals).
 
