@@ -33,35 +33,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SHAPES = {
-    # hidden, layers, heads, kv heads, intermediate, vocab
-    "tiny": (64, 2, 4, 4, 128, 49152),
-    "smollm": (576, 30, 9, 3, 1536, 49152),  # SmolLM2-135M
-    "1b": (2048, 16, 32, 8, 8192, 128256),  # Llama-3.2-1B
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shapes import random_llama  # noqa: E402
+
+# The shapes this benchmark offers, with their vocabularies (SmolLM2's tokenizer encodes the
+# prompts; Llama-3.2-1B keeps its own, larger output layer).
+VOCAB = {"tiny": 49152, "smollm": 49152, "1b": 128256}
+SHAPES = tuple(VOCAB)
 PEAK_FLOPS = 800e12
 STEPS = 32
 
 
 def build(shape: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     from workbench.models import default_model_dir, from_pretrained_objects
 
-    hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+    model = random_llama(shape, VOCAB[shape], device, dtype, tie_word_embeddings=True)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_dir())
     lm = from_pretrained_objects(model, tokenizer, name=f"random-{shape}")
     return lm

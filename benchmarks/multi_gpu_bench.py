@@ -42,12 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-SHAPES = {
-    # hidden, layers, heads, kv heads, intermediate
-    "1.1b": (2048, 22, 32, 4, 5632),  # TinyLlama-1.1B
-    "smollm": (576, 30, 9, 3, 1536),  # SmolLM2-135M
-    "tiny": (64, 2, 4, 4, 128),  # a CPU smoke run of this script (--device cpu)
-}
+from shapes import random_llama  # noqa: E402
+
+SHAPES = ("1.1b", "smollm", "tiny")  # tiny: a CPU smoke run of this script (--device cpu)
 STEPS = 31  # 32 knots
 
 
@@ -61,29 +58,22 @@ def tokenizer_dir(given: str | None) -> str:
 
 def model_dir(shape: str, tokenizer: str, work: Path, device: str = "cuda") -> Path:
     """A random-initialised Llama of `shape` saved in bf16 (once per work folder)."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     target = work / f"random-{shape}"
     if (target / "config.json").is_file():
         return target
     tok = AutoTokenizer.from_pretrained(tokenizer)
-    hidden, layers, heads, kv, inter = SHAPES[shape]
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        max_position_embeddings=4096,
+    model = random_llama(
+        shape,
+        len(tok),
+        device,
+        torch.bfloat16,
         tie_word_embeddings=shape == "smollm",
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(target)
     tok.save_pretrained(target)
     del model

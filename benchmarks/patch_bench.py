@@ -38,33 +38,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SHAPES = {
-    # hidden, layers, heads, kv heads, intermediate, vocab
-    "tiny": (64, 2, 4, 4, 128, 1000),
-    "smollm": (576, 30, 9, 3, 1536, 49152),  # SmolLM2-135M
-    "1.1b": (2048, 22, 32, 4, 5632, 32000),  # TinyLlama-1.1B
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shapes import SHAPES as ALL_SHAPES  # noqa: E402
+from shapes import random_llama  # noqa: E402
+
+VOCAB = {"tiny": 1000, "smollm": 49152, "1.1b": 32000}  # each shape's own vocabulary
+SHAPES = tuple(VOCAB)
 
 
 def build(shape: str, device: str, dtype: torch.dtype):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from workbench.models import from_pretrained_objects
 
-    hidden, layers, heads, kv, inter, vocab = SHAPES[shape]
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+    model = random_llama(shape, VOCAB[shape], device, dtype)
 
     class Tokenizer:  # patching needs only decode (for token labels) of a tokenizer
         pad_token_id, eos_token_id = 0, 1
@@ -184,8 +170,8 @@ def main() -> None:
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     lm = build(args.shape, args.device, dtype)
-    clean, corrupt, target = inputs(SHAPES[args.shape][5], args.tokens)
-    n_layers = SHAPES[args.shape][1]
+    clean, corrupt, target = inputs(VOCAB[args.shape], args.tokens)
+    n_layers = ALL_SHAPES[args.shape][1]
     cells = (n_layers + 1) * args.tokens
 
     def forward() -> None:
