@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,17 @@ def tiny_llama_config(vocab_size: int, **overrides):
     )
     kwargs.update(overrides)
     return LlamaConfig(**kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """streamlit's AppTest runs a page as `__main__` and leaves it in sys.modules; a later
+    test that spawns a process (the games' batched environment) would then re-run that page
+    in the child, which fails. Each test gets the `__main__` it started with back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")

@@ -65,20 +65,23 @@ def test_a_failing_chunk_stops_before_it_is_saved():
     assert saved == [[0, 1]]
 
 
-def test_gpus_and_device_errors_without_cuda(capsys, tiny_model_dir):
+def test_gpus_and_device_errors_without_cuda(capsys, tiny_model_dir, tmp_path):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("checks the machine without CUDA")
+    data = tmp_path / "one.jsonl"
+    data.write_text(json.dumps({"text": "the milk is in the", "target": "fridge"}) + "\n")
+    one_text = ["--text", "the milk is in the", "--target", "fridge"]
     for args, message in [
-        (["--gpus", "2"], "--gpus 2 was asked for but no CUDA GPU is available"),
-        (["--device", "cuda"], "--device cuda was asked for but no CUDA GPU is available"),
-        (["--device-map", "auto", "--device", "cpu"], "--device-map"),
+        (["--dataset", str(data), "--gpus", "2"], "--gpus 2 was asked for but no CUDA GPU"),
+        ([*one_text, "--gpus", "2"], "--gpus splits a --dataset over GPUs"),
+        ([*one_text, "--device", "cuda"], "--device cuda was asked for but no CUDA GPU"),
+        ([*one_text, "--device-map", "auto", "--device", "cpu"], "--device-map"),
     ]:
         code, _, err = run_inprocess(
-            capsys, "explain", "--text", "the milk is in the", "--target", "fridge",
-            "--model", str(tiny_model_dir), "--no-save", *args,
-        )  # fmt: skip
+            capsys, "explain", "--model", str(tiny_model_dir), "--no-save", *args
+        )
         assert code == 1
         assert err.count("\n") == 1 and message in err, err
 
