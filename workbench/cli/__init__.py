@@ -18,6 +18,7 @@ import typer
 
 from workbench import distributed
 from workbench.cli import (
+    compare,
     dashboard,
     demo,
     evaluate,
@@ -48,7 +49,7 @@ app.command("demo")(demo.demo)
 app.command("explain")(explain.explain)
 app.add_typer(explanations.app, name="explanations")
 app.command("evaluate")(evaluate.evaluate)
-app.command("compare")(evaluate.compare)
+app.command("compare")(compare.compare)
 app.command("probe")(probe.probe)
 app.command("patch")(patch.patch)
 app.add_typer(games.app, name="games")
