@@ -8,15 +8,15 @@
    commands ranked by log-likelihood) within --max-steps, and with the random agent; win
    rates with Wilson 95% intervals.
 
-    python benchmarks/finetune_bench.py --work /tmp/finetune-bench        # CPU, ~15 min
+    python benchmarks/finetune_bench.py --work /tmp/finetune-bench
 
 The same adapter from the command line:
 
-    for L in 1 2 3; do workbench games make --level $L --count 10 --seed 1 --split train \
+    for L in 1 2 3; do workbench games make --level $L --count 15 --seed 1 --split train \
         --out DIR/train; done
     workbench games make --level 1 --count 7 --seed 2 --split valid --out DIR/valid  # and
     #   --level 2 --count 7, --level 3 --count 6: the same 20 held-out games
-    workbench finetune --games DIR/train --out DIR/adapter --epochs 2
+    workbench finetune --games DIR/train --out DIR/adapter --epochs 2 --lr 1e-3 --top-layers 15
     workbench play --games DIR/valid --adapter DIR/adapter --select choose --max-steps 25
 """
 
@@ -31,6 +31,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 import agents
 import games
@@ -82,9 +84,10 @@ def win_rate(episodes: list[agents.Episode]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/finetune-bench"))
-    parser.add_argument("--train-count", type=int, default=10, help="Train games per level.")
+    parser.add_argument("--train-count", type=int, default=15, help="Train games per level.")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=FinetuneSettings.lr)
+    parser.add_argument("--top-layers", type=int, default=15, help="Adapt the last N blocks.")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--rank", type=int, default=FinetuneSettings.rank)
     parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     parser.add_argument("--seed", type=int, default=0)
@@ -105,7 +108,12 @@ def main() -> None:
     adapter = args.work / "adapter"
     shutil.rmtree(adapter, ignore_errors=True)
     settings = FinetuneSettings(
-        epochs=args.epochs, lr=args.lr, rank=args.rank, batch_size=args.batch_size, seed=args.seed
+        epochs=args.epochs,
+        lr=args.lr,
+        rank=args.rank,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        top_layers=args.top_layers,
     )
 
     def progress(done: int, total: int | None = None, description: str | None = None) -> None:
@@ -147,6 +155,7 @@ def main() -> None:
         "dtype": str(lm.dtype).removeprefix("torch."),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "train_games": len(train),
         "heldout_games": len(heldout),

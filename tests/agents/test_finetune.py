@@ -178,6 +178,19 @@ def test_same_seed_same_adapter(adapter, game_model_dir, level1_games, tmp_path)
     assert (again.out / weights).read_bytes() == (result.out / weights).read_bytes()
 
 
+def test_top_layers_adapts_only_the_last_blocks(game_model_dir, level1_games, tmp_path):
+    from dataclasses import replace
+
+    lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    top = finetune(lm, level1_games, tmp_path / "top", replace(TINY, epochs=1, top_layers=1))
+    targets = json.loads((top.out / "adapter_config.json").read_text())["target_modules"]
+    assert targets and all(".layers.1." in t for t in targets)
+    assert not any(t.endswith("lm_head") for t in targets)  # blocks only
+    assert top.manifest["hyperparameters"]["top_layers"] == 1
+    with pytest.raises(WorkbenchError, match="at most the model's 2 blocks"):
+        finetune(lm, level1_games, tmp_path / "deep", replace(TINY, top_layers=3))
+
+
 def test_bad_settings_and_an_adapter_of_another_model(adapter, tiny_causal, tmp_path):
     with pytest.raises(WorkbenchError, match="epochs must be at least 1"):
         FinetuneSettings(epochs=0)
@@ -291,3 +304,16 @@ def test_a_run_records_its_adapter_and_explain_step_reloads_it(
     assert played_with["model"] == str(game_model_dir)
     # Explaining a step of that run without --model explains the fine-tuned weights.
     assert run_model(store, "ft").adapter == tuned.adapter
+
+
+def test_cli_trains_an_adapter_and_prints_its_manifest(
+    capsys, tmp_path, game_model_dir, level1_games
+):
+    out = tmp_path / "cli-adapter"
+    args = ["finetune", "--games", str(level1_games[0].path.parent), "--out", str(out)]
+    options = ["--model", str(game_model_dir), "--device", "cpu", "--dtype", "float32"]
+    code, printed, err = run_inprocess(capsys, *args, *options, "--epochs", "1", "--json")
+    assert code == 0, err
+    manifest = json.loads(printed)
+    assert manifest["hyperparameters"]["epochs"] == 1 and manifest["examples"]["train"] > 0
+    assert (out / "adapter_model.safetensors").is_file() and (out / DEMONSTRATIONS).is_file()

@@ -20,6 +20,9 @@ def finetune(
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
     rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Steps per optimizer step."),
+    top_layers: int | None = typer.Option(
+        None, "--top-layers", min=1, help="Adapt only the last N blocks (faster; default all)."
+    ),
     heldout_fraction: float = typer.Option(
         0.1,
         "--heldout-fraction",
@@ -57,6 +60,7 @@ def finetune(
         batch_size=batch_size,
         heldout_fraction=heldout_fraction,
         seed=seed,
+        top_layers=top_layers,
     )
     template = PromptTemplate(history_steps=history)
     check_out(out)
