@@ -173,12 +173,19 @@ def browser(served):
             browser.close()
 
 
-def show(page, url: str, expect: str) -> str:
-    """Open `url`, wait until `expect` is on the page and the script has finished; return
-    the page's text."""
+def show(page, url: str, *expect: str) -> str:
+    """Open `url` and return the page's text once the script has finished and every text in
+    `expect` is on the page at the same time. A page re-runs on its own while a run is live,
+    and a finished state can be seen before the first run has drawn, so the texts are polled
+    together (playwright's wait_for_function, with a deadline) rather than read once."""
     page.goto(url, timeout=60_000)
-    page.get_by_text(expect).first.wait_for(timeout=60_000)
-    settle(page)
+    page.wait_for_function(
+        """texts => document.querySelector('[data-testid="stApp"]')
+            ?.getAttribute('data-test-script-state') === 'notRunning'
+            && texts.every(t => document.body.innerText.includes(t))""",
+        arg=list(expect),
+        timeout=60_000,
+    )
     return page.inner_text("body")
 
 
@@ -219,14 +226,16 @@ def test_browser_pages_read_well_and_say_what_to_trust(served, browser, filled, 
     store = Store(filled.path)
 
     # The overview has its own address, and a run that is running says so.
-    body = show(page, f"{url}/overview", "Runs overview")
-    assert "live-l1 (play) is running: 1 of 4 episodes" in body
+    running = "live-l1 (play) is running: 1 of 4 episodes"
+    body = show(page, f"{url}/overview", "Runs overview", running)
+    assert running in body
     no_wider_than_the_window(page)
     screenshot(page, "overview", tmp_path)
 
     # An agent step read step by step, with the tiny model's ranked candidates.
-    body = show(page, f"{url}/episode?episode={filled.tiny_episode}&step=2", "Step 2 of 4")
-    assert "margin over the runner-up" in body and "game state at this step" in body
+    why = ("margin over the runner-up", "game state at this step")
+    body = show(page, f"{url}/episode?episode={filled.tiny_episode}&step=2", "Step 2 of 4", *why)
+    assert all(text in body for text in why)
     no_wider_than_the_window(page)
     screenshot(page, "episode", tmp_path, top="Step 2 of 4")
     page.get_by_role("button", name="next step →").click()
@@ -236,7 +245,13 @@ def test_browser_pages_read_well_and_say_what_to_trust(served, browser, filled, 
     # wider than the window; and its IG, run with too few steps, is flagged.
     prompt = explanations.get_explanation(store, filled.step_explanation)
     assert len(prompt["input_tokens"]) >= 300
-    body = show(page, f"{url}/explanations?explanation={filled.step_explanation}", "Token heatmap")
+    body = show(
+        page,
+        f"{url}/explanations?explanation={filled.step_explanation}",
+        "Token heatmap",
+        "Not converged",
+        "--steps auto",
+    )
     assert "Not converged" in body and "--steps auto" in body
     heatmap = page.get_by_test_id("stHtml").filter(has_text="section totals").first
     box = heatmap.bounding_box()
@@ -249,6 +264,7 @@ def test_browser_pages_read_well_and_say_what_to_trust(served, browser, filled, 
         page,
         f"{url}/explain-step?episode={filled.tiny_episode}&step={EXPLAINED_STEP}",
         "the tips' masses plus the scaffold make the tips segment",
+        "Not converged",
     )
     parts = body.split("the tips' masses plus the scaffold make the tips segment: ")[1]
     left, right = parts.split()[0], parts.split()[2]
