@@ -141,13 +141,40 @@ def use_gpu(here: World | None = None) -> torch.device:
 
 
 def shutdown() -> None:
-    """Leave the job (registered at exit by `init`)."""
+    """Leave the job (registered at exit by `init`; `finish` calls it first)."""
     import torch
 
     global _objects
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     _objects = None
+
+
+def finish(code: int) -> None:
+    """End a torchrun rank's process with `code`, after the job's last collective.
+
+    A rank that tore its process group down while a peer was still finishing, or left the
+    group to the interpreter's teardown, could die of SIGABRT ("terminate called without an
+    active exception", once in a busy CI run): gloo's threads outlived the objects they
+    use. So a rank that succeeded waits at a barrier for the others, leaves the group while
+    the interpreter is whole, and exits at once without running C++ static destructors.
+    A rank that failed exits at once: the launcher stops the others (a barrier could wait
+    for a peer stuck in another collective). The store closes its connection after every
+    transaction, so nothing is lost by skipping the interpreter's teardown.
+    """
+    import torch
+
+    if code == 0 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        try:
+            _collective(torch.distributed.barrier, group=_objects)
+            shutdown()
+        except WorkbenchError as exc:  # a peer died after its last chunk was stored
+            if is_main():
+                sys.stderr.write(f"error: {exc}\n")
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def shard_bounds(

@@ -116,4 +116,6 @@ def main(args: list[str] | None = None) -> None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         _error(f"unexpected {type(exc).__name__}: {first} (set WORKBENCH_DEBUG=1 for details)")
         code = 1
+    if distributed.launched():
+        distributed.finish(code)  # a torchrun rank: see there why it does not just exit
     sys.exit(code)
