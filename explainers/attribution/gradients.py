@@ -2,13 +2,15 @@
 
 Many prompt-embedding variants (IG's interpolation knots, SmoothGrad/GradientSHAP's noisy
 samples) go through the model together in one forward pass; every target row's gradient
-is then taken from that same forward, one backward per row. Gradients land in float32
+is then taken from that same forward, all rows in one batched backward (`row_gradients`).
+Gradients land in float32
 (the leaf embeddings are float32 even when the model runs in bf16), and each is reduced
 to a per-token score at once so memory stays at [variants, rows, tokens].
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -22,17 +24,63 @@ Reduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 CPU_TOKENS_PER_BATCH = 4096
 
 
-def tokens_per_batch(obj: Objective) -> int:
-    """How many (variant x position) tokens one forward may hold; bounded by free GPU memory."""
+# One backward for every target row at once (autograd's is_grads_batched, a vmap over the
+# rows' output gradients): T small passes become one pass of T-times larger matmuls, which
+# a GPU runs near its peak where T separate passes leave it waiting on kernel launches.
+# False: one backward per row (the reference the tests compare with).
+BATCHED_BACKWARD = True
+
+
+def tokens_per_batch(obj: Objective, rows: int = 1) -> int:
+    """How many (variant x position) tokens one forward may hold; bounded by free GPU memory.
+
+    `rows` is the number of target rows whose gradients one batched backward carries.
+    """
     if obj.lm.device.type != "cuda":
         return CPU_TOKENS_PER_BATCH
     free, _ = torch.cuda.mem_get_info(obj.lm.device)
     config = obj.lm.model.config
     hidden = getattr(config, "hidden_size", 1024)
     layers = getattr(config, "num_hidden_layers", 12)
+    inner = getattr(config, "intermediate_size", 4 * hidden)
+    width = torch.finfo(obj.lm.dtype).bits // 8
     # Activations kept for backward: roughly 24 values per hidden unit per layer per token.
-    per_token = 24 * hidden * layers * torch.finfo(obj.lm.dtype).bits // 8
+    per_token = 24 * hidden * layers * width
+    if BATCHED_BACKWARD and rows > 1:
+        # One layer's gradients at a time, for every row, and the float32 input gradients.
+        per_token += rows * ((8 * hidden + 3 * inner) * width + 4 * hidden)
     return max(256, int(0.5 * free / per_token))
+
+
+def row_gradients(values: torch.Tensor, leaf: torch.Tensor) -> list[torch.Tensor]:
+    """d values[:, r].sum() / d leaf for each row r of values [B, rows]: `rows` tensors
+    shaped like `leaf`. Samples never interact, so row r's gradient at sample b is that
+    sample's own. Frees the graph.
+
+    One batched backward (see BATCHED_BACKWARD); an operation that autograd cannot batch
+    makes it fall back to one backward per row, with the same numbers.
+    """
+    rows = values.shape[1]
+    if BATCHED_BACKWARD and rows > 1:
+        eye = torch.eye(rows, dtype=values.dtype, device=values.device)
+        try:
+            with warnings.catch_warnings():
+                # An op without a batching rule runs row by row inside vmap: still right.
+                warnings.filterwarnings("ignore", message=".*performance drop.*")
+                (grads,) = torch.autograd.grad(
+                    values,
+                    leaf,
+                    eye.unsqueeze(1).expand(rows, values.shape[0], rows),
+                    retain_graph=True,
+                    is_grads_batched=True,
+                )
+            return list(grads.unbind(0))
+        except (RuntimeError, NotImplementedError):
+            pass  # the graph was retained: the loop below can still use it
+    return [
+        torch.autograd.grad(values[:, r].sum(), leaf, retain_graph=r < rows - 1)[0]
+        for r in range(rows)
+    ]
 
 
 def batched_row_gradients(
@@ -58,7 +106,7 @@ def batched_row_gradients(
     """
     n, length = embeds.shape[0], embeds.shape[1] + max(obj.target_ids.numel() - 1, 0)
     if batch_size is None:
-        batch_size = max(1, tokens_per_batch(obj) // max(length, 1))
+        batch_size = max(1, tokens_per_batch(obj, obj.n_rows) // max(length, 1))
     values, reduced = [], []
     for start in range(0, n, batch_size):
         chunk = embeds[start : start + batch_size].to(obj.lm.device).detach().requires_grad_(True)
@@ -68,11 +116,7 @@ def batched_row_gradients(
             extra = context[start : start + batch_size].to(obj.lm.device)
         with torch.enable_grad():
             out = obj.forward_embeddings(chunk)  # [B, rows]
-            rows = out.shape[1]
-            per_row = []
-            for r in range(rows):
-                (grad,) = torch.autograd.grad(out[:, r].sum(), chunk, retain_graph=r < rows - 1)
-                per_row.append(reduce(grad.float(), extra))
+            per_row = [reduce(grad.float(), extra) for grad in row_gradients(out, chunk)]
         values.append(out.detach().float().cpu())
         reduced.append(torch.stack(per_row, dim=1).cpu())
         if progress is not None:

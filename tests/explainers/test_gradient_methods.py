@@ -142,3 +142,44 @@ def test_bad_parameters_are_one_line_errors(tiny_causal):
         explain(tiny_causal, TEXT, target="door", method="deeplift", baseline="ones")
     with pytest.raises(WorkbenchError, match="baseline must be one of zero, pad, eos, not 'x'"):
         explain(tiny_causal, TEXT, target="door", method="gradient_shap", baseline="zero,x")
+
+
+def spy_batched_backwards(monkeypatch) -> list[int]:
+    """A list that grows by one for every batched backward that returned."""
+    real, calls = torch.autograd.grad, []
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if kwargs.get("is_grads_batched"):
+            calls.append(1)
+        return out
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["ig", "saliency", "deeplift", "gradient_shap"])
+def test_one_batched_backward_equals_one_backward_per_target_row(tiny_causal, monkeypatch, method):
+    from explainers.attribution import gradients
+
+    params = {"steps": 4} if method == "ig" else {}
+    batched_calls = spy_batched_backwards(monkeypatch)
+    batched = explain(tiny_causal, TEXT, target=TARGET, method=method, **params)
+    assert batched.scores.shape[0] == 2 and batched_calls  # it ran, without falling back
+    monkeypatch.setattr(gradients, "BATCHED_BACKWARD", False)
+    looped = explain(tiny_causal, TEXT, target=TARGET, method=method, **params)
+    np.testing.assert_allclose(batched.scores, looped.scores, rtol=1e-5, atol=1e-7)
+
+
+def test_data_set_ig_batched_backward_equals_one_backward_per_target_row(tiny_causal, monkeypatch):
+    from explainers.attribution import gradients
+    from explainers.attribution.ig_batch import explain_dataset
+
+    items = [{"text": TEXT, "target": TARGET}, {"text": "open the door", "target": " milk"}]
+    batched_calls = spy_batched_backwards(monkeypatch)
+    batched = explain_dataset(tiny_causal, items, steps=4)
+    assert batched_calls
+    monkeypatch.setattr(gradients, "BATCHED_BACKWARD", False)
+    looped = explain_dataset(tiny_causal, items, steps=4)
+    for a, b in zip(batched, looped):
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-7)
