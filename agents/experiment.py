@@ -28,9 +28,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from agents.report import Comparison, ReportRow, compare, summarize
+from agents.runner import on_rank0
 from agents.tips import TipSet, TipWriter, build_general, play_tips
 from agents.trajectory import Episode
 from games import GameInfo
@@ -143,7 +145,7 @@ def introspective_tips(
     test: Sequence[GameInfo],
     *,
     llm: LLM,
-    store: Store,
+    store: Store | None,
     name: str,
     writer: TipWriter | None = None,
     trials: int = 3,
@@ -162,6 +164,11 @@ def introspective_tips(
     (`NAME-train`, `NAME-test`) resume, and a general set already merged is reused.
     `writer` writes and merges the tips (by default `TipWriter(llm)`); the other
     arguments are those of `agents.tips.play_tips`.
+
+    Under torchrun (`workbench experiment ... --gpus N`) every rank plays its share of each
+    trial's games with its own model replica; rank 0 alone opens `store` (the other ranks
+    pass None), writes and merges the tips and builds the table, and hands the tips to
+    every rank before the next trial. The stored episodes and tips are those of one process.
 
     `finetuned` (the same model with a fine-tuning adapter) adds its conditions in the play
     runs `NAME-train-finetuned` and `NAME-test-finetuned`, on the same games and seeds. Its
@@ -192,7 +199,7 @@ def introspective_tips(
     }
     if finetuned is not None:
         params["finetuned"] = finetuned.describe()
-    run_id = _open_experiment(store, name, params)
+    run_id = on_rank0(partial(_open_experiment, store, name, params))
     common = {
         "llm": llm,
         "store": store,
@@ -208,38 +215,61 @@ def introspective_tips(
     if on_phase:
         on_phase(f"train: {len(train)} games x {trials} trials x {', '.join(TRAIN_CONDITIONS)}")
     trained = _play_or_reuse(store, train_name, train, TRAIN_CONDITIONS, trials, None, common)
-    general = _general_set(store, trained, writer, on_phase)
+    # Rank 0 merges the general set from the store; every rank plays the test games with it.
+    general = on_rank0(partial(_general_set, store, trained, writer, on_phase))
     if on_phase:
         on_phase(f"test: {len(test)} games, none vs general ({len(general.tips)} tips)")
     tested = _play_or_reuse(store, test_name, test, TEST_CONDITIONS, 1, general, common)
-    train_episodes = play_store.list_episodes(store, trained)
-    test_episodes = play_store.list_episodes(store, tested)
-    finetuned_runs: list[str] = []
+    tuned_runs: list[tuple[str, str | None, dict[str, str]]] = []
     if finetuned is not None:
         tuned = {**common, "llm": finetuned}
         if on_phase:
             on_phase(f"fine-tuned: {', '.join([*FINETUNED_TRAIN.values()])} on the same games")
-        for phase, games, names, trial_count, episodes in (
-            ("train", train, FINETUNED_TRAIN, trials, train_episodes),
-            ("test", test, FINETUNED_TEST, 1, test_episodes),
+        for phase, games, names, trial_count in (
+            ("train", train, FINETUNED_TRAIN, trials),
+            ("test", test, FINETUNED_TEST, 1),
         ):
             run_name = f"{name}-{phase}-finetuned"
             played = _play_or_reuse(store, run_name, games, list(names), trial_count, None, tuned)
-            finetuned_runs.append(run_name)
-            episodes.extend(
-                {**e, "condition": names[e["condition"]]}
-                for e in play_store.list_episodes(store, played)
-            )
-    rows = rows_by_trial("train", train_episodes) + rows_by_trial("test", test_episodes)
+            tuned_runs.append((phase, played, names))
+    return on_rank0(partial(_conclude, store, run_id, name, trained, tested, general, tuned_runs))
+
+
+def _conclude(
+    store: Store,
+    run_id: str,
+    name: str,
+    trained: str,
+    tested: str,
+    general: TipSet,
+    tuned_runs: list[tuple[str, str, dict[str, str]]],
+) -> ExperimentResult:
+    """The table from the stored episodes, stored with the experiment run (rank 0's work)."""
+    episodes = {
+        "train": play_store.list_episodes(store, trained),
+        "test": play_store.list_episodes(store, tested),
+    }
+    for phase, played, names in tuned_runs:
+        episodes[phase].extend(
+            {**e, "condition": names[e["condition"]]}
+            for e in play_store.list_episodes(store, played)
+        )
+    rows = rows_by_trial("train", episodes["train"]) + rows_by_trial("test", episodes["test"])
     tips_store.save_experiment_results(store, run_id, [r.to_dict() for r in rows])
     failures = sum(
         t["status"] == "failed"
-        for rid in (trained,)
-        for t in tips_store.list_tipsets(store, run_id=rid, limit=100_000)
+        for t in tips_store.list_tipsets(store, run_id=trained, limit=100_000)
     )
     runs.finish_run(store, run_id)
     return ExperimentResult(
-        run_id, name, train_name, test_name, general, rows, failures, finetuned_runs
+        run_id,
+        name,
+        f"{name}-train",
+        f"{name}-test",
+        general,
+        rows,
+        failures,
+        [f"{name}-{phase}-finetuned" for phase, _, _ in tuned_runs],
     )
 
 
@@ -262,14 +292,19 @@ def _play_or_reuse(
     trials: int,
     tipset: TipSet | None,
     common: dict[str, Any],
-) -> str:
-    """The id of the finished play run `run_name`, playing (or resuming) it first."""
-    done = runs.get_run(store, run_name, kind="play")
-    if done is not None and done["status"] == "finished":
-        return done["id"]
+) -> str | None:
+    """The id of the finished play run `run_name`, playing (or resuming) it first; under
+    torchrun every rank plays its share, and rank 0 alone gets the id (None elsewhere)."""
+    done = on_rank0(partial(_finished_run, store, run_name))
+    if done is not None:
+        return done
     result = play_tips(games, modes, trials=trials, tipset=tipset, run_name=run_name, **common)
-    assert result.run_id is not None
     return result.run_id
+
+
+def _finished_run(store: Store, run_name: str) -> str | None:
+    done = runs.get_run(store, run_name, kind="play")
+    return done["id"] if done is not None and done["status"] == "finished" else None
 
 
 def _general_set(

@@ -14,12 +14,13 @@ condition), so a resumed run makes the same choices as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from agents.policies import Agent, Decision, Turn, make_agent
 from agents.trajectory import Condition, Episode, EpisodeSpec, Step
@@ -29,6 +30,8 @@ from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 from workbench.store import Store, new_id, runs
 from workbench.store import play as play_store
+
+T = TypeVar("T")
 
 # Run parameters that decide which episodes exist and how they are played: a resumed run
 # must agree on them, or its episodes would not be comparable.
@@ -225,8 +228,9 @@ def run_episodes(
         if distributed.world().size == 1:
             n_steps = _play_specs(pending, agent, record, **options)
         else:
-            # Each rank plays its block of every chunk of episodes with its own model
-            # replica (its own GPU); rank 0 records the chunk's episodes.
+            # Each rank plays its block of every chunk of episodes (4 x parallel a rank, or
+            # $WORKBENCH_CHUNK_SIZE) with its own model replica (its own GPU); rank 0
+            # records the chunk's episodes, so a stopped run keeps whole chunks.
             def play_block(block: list[EpisodeSpec]) -> list[Episode]:
                 episodes: list[Episode] = []
                 _play_specs(block, agent, episodes.append, **options)
@@ -237,7 +241,7 @@ def run_episodes(
                 pending,
                 play_block,
                 save=lambda episodes: [record(e) for e in episodes],
-                chunk_size=4 * parallel,
+                chunk_size=int(os.environ.get(distributed.CHUNK_ENV) or 4 * parallel),
             )
             n_steps = sum(len(e.steps) for e in chunk)
     except BaseException as exc:
@@ -257,6 +261,31 @@ def run_episodes(
         seconds,
         n_steps,
     )
+
+
+def on_rank0(fn: Callable[[], T]) -> T:
+    """`fn()` on rank 0 alone (under torchrun the one process that may open the store), its
+    result handed to every rank; in a one-process run, just `fn()`.
+
+    A `WorkbenchError` on rank 0 stops every rank: rank 0 raises it as it is, the others
+    raise a `WorkbenchError` naming rank 0 (which the CLI leaves to rank 0 to print).
+    """
+    here = distributed.world()
+    if here.size == 1:
+        return fn()
+    value: Any = None
+    failure: WorkbenchError | None = None
+    if here.main:
+        try:
+            value = fn()
+        except WorkbenchError as exc:
+            failure = exc
+    message, value = distributed.broadcast((None if failure is None else str(failure), value))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise WorkbenchError(f"rank 0: {message}")
+    return value
 
 
 def _play_specs(

@@ -2,16 +2,22 @@
 
 Trial t+1 of a game plays with the tips a `TipWriter` wrote after trial t (self, expert,
 reflexion); `general` plays every trial with a given tip set, and `none` without tips.
+
+Under torchrun every rank plays its share of each trial's games with its own model replica
+(`agents.runner.run_episodes`: rank 0 stores them chunk by chunk). Between trials rank 0
+alone reads the stored trajectories, writes and stores the tips, and hands them to every
+rank, so each rank prompts with the same tips as a one-process run would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from agents.policies import Agent, make_agent
-from agents.runner import run_episodes, run_params
+from agents.runner import on_rank0, run_episodes, run_params
 from agents.tips.tipset import TipSet
 from agents.tips.writer import TipRequest, TipWriter
 from agents.trajectory import Condition, Episode, EpisodeSpec
@@ -67,7 +73,7 @@ def play_tips(
     modes: Sequence[str],
     *,
     llm: LLM,
-    store: Store,
+    store: Store | None,
     writer: TipWriter | None = None,
     trials: int = 1,
     tipset: TipSet | None = None,
@@ -92,6 +98,7 @@ def play_tips(
         modes: any of none, self, expert, reflexion, general.
         llm: the acting LLM.
         store / run_name: where everything is recorded (tips need a store: provenance).
+            Under torchrun rank 0's store and `tipset` count; the other ranks pass None.
         writer: writes the tips (its own LLM, prompts, caps and retries); by default a
             `TipWriter(llm)`.
         write_after_last: also write tips after the last trial (what a general set is
@@ -103,14 +110,12 @@ def play_tips(
     ...                    writer=TipWriter(make_llm(), max_tips=3), trials=3,
     ...                    store=Store(), run_name="self-l1")        # doctest: +SKIP
     """
+    # Under torchrun rank 0 alone holds the store (the others pass None) and the tip set.
+    tipset, has_store, run_name = distributed.broadcast(
+        (tipset, store is not None, run_name or f"tips-{new_id()}")
+    )
     modes = check_modes(modes, tipset)
-    if distributed.launched():
-        # Each trial's tips are written from the store between trials: one process's work.
-        raise WorkbenchError(
-            "play --tips and experiment run in one process; drop torchrun/--gpus "
-            "(play without --tips splits its games over GPUs)"
-        )
-    if store is None:
+    if not has_store:
         raise WorkbenchError("playing with tips needs a store (tips are recorded with provenance)")
     writer = writer or TipWriter(llm)
     player = agent or make_agent("llm", llm, **agent_options)
@@ -124,7 +129,6 @@ def play_tips(
         parallel=parallel,
         tips={"modes": modes, "tipset": tipset.id if tipset else None, **writer.describe()},
     )
-    run_name = run_name or f"tips-{new_id()}"
     held: dict[tuple[str, str], TipSet | None] = {
         (m, g.id): tipset if m != "none" else None for m in modes for g in games
     }
@@ -157,20 +161,41 @@ def play_tips(
         result.steps += played.steps
         if not learning or (trial == trials - 1 and not write_after_last):
             continue
-        requests = _requests(store, result.run_id, trial, learning, held, by_id)
-        for request, written in zip(requests, writer.write(requests)):
-            if written is None:
-                continue
-            version, calls = written
-            version.save(store, calls)
+        held, written = on_rank0(
+            partial(_write_tips, store, writer, result.run_id, trial, learning, held, by_id)
+        )
+        for version in written:
             result.tipsets.append(version)
             result.failures += version.status == "failed"
-            held[(request.mode, request.game.id)] = version
             if on_tips is not None:
                 on_tips(version)
     if result.run_id is not None:
         runs.finish_run(store, result.run_id)
     return result
+
+
+def _write_tips(
+    store: Store,
+    writer: TipWriter,
+    run_id: str | None,
+    trial: int,
+    learning: list[str],
+    held: dict[tuple[str, str], TipSet | None],
+    by_id: dict[str, GameInfo],
+) -> tuple[dict[tuple[str, str], TipSet | None], list[TipSet]]:
+    """Write and store the tips of the trial's episodes (rank 0's work): the tip sets held
+    for the next trial, and the versions written now."""
+    held = dict(held)
+    requests = _requests(store, run_id, trial, learning, held, by_id)
+    written: list[TipSet] = []
+    for request, answer in zip(requests, writer.write(requests)):
+        if answer is None:
+            continue
+        version, calls = answer
+        version.save(store, calls)
+        written.append(version)
+        held[(request.mode, request.game.id)] = version
+    return held, written
 
 
 def _requests(

@@ -13,6 +13,7 @@ from workbench.cli.options import (
     DbOption,
     DeviceOption,
     DtypeOption,
+    GpusOption,
     LlmOption,
     MaxTipsOption,
     ModelOption,
@@ -49,6 +50,7 @@ def introspective_tips(
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     db: Path | None = DbOption,
+    gpus: int | None = GpusOption,
 ) -> None:
     """Introspective Tips (Chen et al. 2023): none/reflexion/self/expert on the training
     games over K trials, a general tip set merged from them, then none vs general zero-shot
@@ -57,15 +59,20 @@ def introspective_tips(
     With --adapter (from `workbench finetune`), the fine-tuned model also plays the same
     games: `finetuned` (no tips) and `finetuned+self`, tips beside fine-tuning.
 
+    With --gpus N (or under torchrun) each trial's games split over the GPUs, one model
+    replica a GPU; rank 0 writes the tips between trials and stores everything.
+
     Example: workbench experiment introspective-tips --train game-sets/train
     --test game-sets/test --trials 3 --llm openai:gpt-4o-mini --select generate --format json
     """
     import games as game_sets
     from agents.experiment import introspective_tips as run_experiment
     from agents.tips import TipWriter
+    from workbench import distributed
     from workbench.llm import LLMUnavailableError, make_llm
     from workbench.store import new_id
 
+    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
     train_games = game_sets.list_games(train)
     test_games = game_sets.list_games(test)
     store = open_store(db)

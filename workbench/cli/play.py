@@ -88,6 +88,9 @@ def play(
     With --tips, trial t+1 of a game plays with the tips the LLM wrote after trial t
     (self, expert, reflexion), or every trial with a general set (--tips general --tipset ID).
 
+    With --gpus N (or under torchrun) the games split over the GPUs, one model replica a
+    GPU; with --tips rank 0 writes the tips between trials and every rank plays with them.
+
     Example: workbench play --games game-sets/l3 --agent llm --trials 3 --parallel 8
     --run-name l3-llm
     """
@@ -97,10 +100,6 @@ def play(
     from workbench.llm import LLMUnavailableError, make_llm
     from workbench.store import new_id
 
-    if (gpus is not None or distributed.launched()) and tips is not None:
-        raise WorkbenchError(
-            "play --tips runs in one process (tips are written between trials); drop --gpus"
-        )
     distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
     if agent not in agents.AGENTS:
         raise WorkbenchError(f"unknown agent {agent!r}; choose one of {', '.join(agents.AGENTS)}")
@@ -238,8 +237,9 @@ def _tip_options(
         )
     from agents.tips import DEFAULT_TIP_PROMPTS, TipPrompts, TipSet
 
+    store = open_store(db, read_only=True) if tipset else None  # None on ranks other than 0
     return {
-        "tipset": TipSet.load(open_store(db, read_only=True), tipset) if tipset else None,
+        "tipset": TipSet.load(store, tipset) if store is not None else None,
         "writer": {
             "max_tips": max_tips,
             "prompts": TipPrompts.from_dir(tip_prompts) if tip_prompts else DEFAULT_TIP_PROMPTS,
