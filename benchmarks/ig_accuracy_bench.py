@@ -4,7 +4,7 @@ A user wants integrated gradients whose completeness error |sum(attributions) - 
 is within 5% of |expected| = |f(x) - f(x')| (the workbench's DEFAULT_TOLERANCE, with its
 1e-3 absolute floor). On the default model (SmolLM2-135M-Instruct, float32, CPU) and ten
 prompts of this script's own (recorded-agent-style decisions and plain factual prompts,
-12-55 tokens), each explained for the model's greedy next token (the chat-template agent
+12-33 tokens), each explained for the model's greedy next token (the chat-template agent
 decisions: the first token of the right command):
 
 - captum: `LayerIntegratedGradients` on the embedding layer, its default Gauss-Legendre
@@ -59,17 +59,13 @@ PROMPTS: list[tuple[str, str, str | None]] = [
     ("capital", "Question: What is the capital of France?\nAnswer: The capital of France is", None),
     (
         "agent-kitchen",
-        chat(
-            "Goal: eat the apple.\nWhat you see now:\nYou are in a kitchen. There is a "
-            "closed fridge.\nValid commands:\nopen fridge\ngo west"
-        ),
+        chat("Goal: eat the apple. A closed fridge is here.\nCommands: open fridge, go west"),
         "open",
     ),
     ("boils", "Water freezes at zero degrees Celsius and boils at one hundred degrees", None),
     (
         "agent-key",
-        "Goal: open the locked door.\nYou see a key on the table and a locked door.\n"
-        "Valid commands: take key, go north, look.\nCommand:",
+        "Goal: open the door. A key is on the table.\nCommands: take key, go north.\nCommand:",
         None,
     ),
     (
@@ -81,17 +77,16 @@ PROMPTS: list[tuple[str, str, str | None]] = [
     (
         "agent-history",
         chat(
-            "Goal: cook the potato.\nYour last command:\n> take potato\n"
-            "You take the potato.\nWhat you see now:\nA kitchen with a stove.\n"
-            "Valid commands:\ncook potato with stove\ngo east"
+            "Goal: cook the potato.\n> take potato\nTaken. A stove is here.\n"
+            "Commands: cook potato, go east"
         ),
         "cook",
     ),
     ("shakespeare", "Shakespeare wrote many plays, including Hamlet, Macbeth and Romeo and", None),
     (
         "agent-cellar",
-        "Goal: find the lantern.\nYou are in a dark cellar. A lantern hangs on the wall.\n"
-        "Valid commands: take lantern, go up, wait.\nYour command:",
+        "Goal: find the lantern. A lantern hangs on the wall.\nCommands: take lantern, go up.\n"
+        "Command:",
         None,
     ),
     ("sun", "Every morning the sun rises in the east and sets in the", None),
