@@ -32,10 +32,10 @@ from functools import partial
 from typing import Any
 
 from agents.report import Comparison, ReportRow, compare, summarize
-from agents.runner import on_rank0
 from agents.tips import TipSet, TipWriter, build_general, play_tips
 from agents.trajectory import Episode
 from games import GameInfo
+from workbench import distributed
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 from workbench.store import Store, runs
@@ -199,7 +199,7 @@ def introspective_tips(
     }
     if finetuned is not None:
         params["finetuned"] = finetuned.describe()
-    run_id = on_rank0(partial(_open_experiment, store, name, params))
+    run_id = distributed.on_main(partial(_open_experiment, store, name, params))
     common = {
         "llm": llm,
         "store": store,
@@ -216,7 +216,7 @@ def introspective_tips(
         on_phase(f"train: {len(train)} games x {trials} trials x {', '.join(TRAIN_CONDITIONS)}")
     trained = _play_or_reuse(store, train_name, train, TRAIN_CONDITIONS, trials, None, common)
     # Rank 0 merges the general set from the store; every rank plays the test games with it.
-    general = on_rank0(partial(_general_set, store, trained, writer, on_phase))
+    general = distributed.on_main(partial(_general_set, store, trained, writer, on_phase))
     if on_phase:
         on_phase(f"test: {len(test)} games, none vs general ({len(general.tips)} tips)")
     tested = _play_or_reuse(store, test_name, test, TEST_CONDITIONS, 1, general, common)
@@ -232,7 +232,9 @@ def introspective_tips(
             run_name = f"{name}-{phase}-finetuned"
             played = _play_or_reuse(store, run_name, games, list(names), trial_count, None, tuned)
             tuned_runs.append((phase, played, names))
-    return on_rank0(partial(_conclude, store, run_id, name, trained, tested, general, tuned_runs))
+    return distributed.on_main(
+        partial(_conclude, store, run_id, name, trained, tested, general, tuned_runs)
+    )
 
 
 def _conclude(
@@ -295,7 +297,7 @@ def _play_or_reuse(
 ) -> str | None:
     """The id of the finished play run `run_name`, playing (or resuming) it first; under
     torchrun every rank plays its share, and rank 0 alone gets the id (None elsewhere)."""
-    done = on_rank0(partial(_finished_run, store, run_name))
+    done = distributed.on_main(partial(_finished_run, store, run_name))
     if done is not None:
         return done
     result = play_tips(games, modes, trials=trials, tipset=tipset, run_name=run_name, **common)

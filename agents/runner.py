@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from agents.policies import Agent, Decision, Turn, make_agent
 from agents.trajectory import Condition, Episode, EpisodeSpec, Step
@@ -30,8 +30,6 @@ from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 from workbench.store import Store, new_id, runs
 from workbench.store import play as play_store
-
-T = TypeVar("T")
 
 # Run parameters that decide which episodes exist and how they are played: a resumed run
 # must agree on them, or its episodes would not be comparable.
@@ -261,31 +259,6 @@ def run_episodes(
         seconds,
         n_steps,
     )
-
-
-def on_rank0(fn: Callable[[], T]) -> T:
-    """`fn()` on rank 0 alone (under torchrun the one process that may open the store), its
-    result handed to every rank; in a one-process run, just `fn()`.
-
-    A `WorkbenchError` on rank 0 stops every rank: rank 0 raises it as it is, the others
-    raise a `WorkbenchError` naming rank 0 (which the CLI leaves to rank 0 to print).
-    """
-    here = distributed.world()
-    if here.size == 1:
-        return fn()
-    value: Any = None
-    failure: WorkbenchError | None = None
-    if here.main:
-        try:
-            value = fn()
-        except WorkbenchError as exc:
-            failure = exc
-    message, value = distributed.broadcast((None if failure is None else str(failure), value))
-    if failure is not None:
-        raise failure
-    if message is not None:
-        raise WorkbenchError(f"rank 0: {message}")
-    return value
 
 
 def _play_specs(

@@ -254,6 +254,31 @@ def broadcast(obj: T) -> T:
     return box[0]
 
 
+def on_main(fn: Callable[[], T]) -> T:
+    """`fn()` on rank 0 alone (the one process that may open the store), its result handed
+    to every rank; in a one-process run, just `fn()`.
+
+    A `WorkbenchError` on rank 0 stops every rank: rank 0 raises it as it is, the others
+    raise a `WorkbenchError` naming rank 0 (which the CLI leaves to rank 0 to print).
+    """
+    here = world()
+    if here.size == 1:
+        return fn()
+    value: Any = None
+    failure: WorkbenchError | None = None
+    if here.main:
+        try:
+            value = fn()
+        except WorkbenchError as exc:
+            failure = exc
+    message, value = broadcast((None if failure is None else str(failure), value))
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise WorkbenchError(f"rank 0: {message}")
+    return value
+
+
 def barrier() -> None:
     import torch
 

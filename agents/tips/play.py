@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from agents.policies import Agent, make_agent
-from agents.runner import on_rank0, run_episodes, run_params
+from agents.runner import run_episodes, run_params
 from agents.tips.tipset import TipSet
 from agents.tips.writer import TipRequest, TipWriter
 from agents.trajectory import Condition, Episode, EpisodeSpec
@@ -161,7 +161,7 @@ def play_tips(
         result.steps += played.steps
         if not learning or (trial == trials - 1 and not write_after_last):
             continue
-        held, written = on_rank0(
+        held, written = distributed.on_main(
             partial(_write_tips, store, writer, result.run_id, trial, learning, held, by_id)
         )
         for version in written:
