@@ -53,9 +53,11 @@ def leave_one_out(
     scores = torch.zeros(obj.n_rows, len(obj.prompt_ids))
     if len(masks) == 0:
         return scores
-    full = obj.row_values().float().cpu()
-    values, _ = evaluate_kept(obj, ~masks, removal, baseline, batch_size, progress)  # [U, rows]
-    drop = full.unsqueeze(0) - values  # [U, rows]
+    # The full prompt is one more variant of the same batched forwards (with the prompt's
+    # cache reused, it costs only its target rows).
+    keep = torch.cat([~masks, torch.ones(1, masks.shape[1], dtype=torch.bool)])
+    values, _ = evaluate_kept(obj, keep, removal, baseline, batch_size, progress)  # [U + 1, rows]
+    drop = values[-1:] - values[:-1]  # [U, rows]
     for u, mask in enumerate(masks):
         scores[:, mask] = (drop[u] / mask.sum()).unsqueeze(1)
     return scores
