@@ -262,9 +262,13 @@ def report(row: dict, args) -> None:
     print(
         f"{row['method']:>11} {row['who']:>9} {row['removal']:>7} reuse {row['reuse']:>3}: "
         f"{row['evaluations']:4d} evals {row['seconds']:8.3f} s  "
-        f"{row['efficiency']:7.1%} of the bound",
+        f"{pct(row['efficiency']):>7} of the bound",
         flush=True,
     )
+
+
+def pct(x: float) -> str:
+    return f"{x:.1%}" if x >= 0.001 else f"{100 * x:.2g}%"
 
 
 def table(rows: list[dict]) -> str:
@@ -277,11 +281,11 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         speed = anchor.get(r["method"])
         speed_up = f"{speed / r['seconds']:.1f}x" if speed and r["who"] == "workbench" else ""
-        hardware = f"{r['hardware']:.1%}" if r.get("hardware") is not None else ""
+        hardware = pct(r["hardware"]) if r.get("hardware") is not None else ""
         lines.append(
             f"| {r['method']} | {r['who']} | {r['removal']} | {r['reuse']} | "
             f"{r['evaluations']} | {r['forwards'] if r['forwards'] is not None else ''} | "
-            f"{r['seconds']:.3f} s | {r['bound_s'] * 1e3:.2f} ms | {r['efficiency']:.1%} | "
+            f"{r['seconds']:.3f} s | {r['bound_s'] * 1e3:.2f} ms | {pct(r['efficiency'])} | "
             f"{hardware} | {speed_up} |"
         )
     return "\n".join(lines)
@@ -302,7 +306,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory")
     parser.add_argument("--skip", default="", help="comma list of anchors to skip: captum,shap")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on a CPU")
     args = parser.parse_args()
+    if args.device == "cpu":  # shared machines: more threads than free cores run far slower
+        torch.set_num_threads(args.threads)
 
     from explainers.attribution.objective import prepare
 
@@ -322,6 +329,10 @@ def main() -> None:
     )
 
     rows, ours = workbench_runs(obj, args, methods, args.removals.split(","))
+    from explainers.attribution import perturbation
+
+    reuse_active = perturbation._prompt_prefix(obj) is not None
+    print(f"prefix reuse active for this model: {reuse_active}")
     theirs: dict = {}
     if "captum" not in skip and {"occlusion", "lime", "kernel_shap"} & set(methods):
         captum_rows, captum_scores = captum_runs(lm, prompt, target, args, methods)
@@ -359,6 +370,7 @@ def main() -> None:
         "peak_flops": PEAK_FLOPS,
         "rows": rows,
         "agreement": agreement,
+        "prefix_reuse_active": reuse_active,
     }
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
 from explainers.attribution.gradients import CPU_TOKENS_PER_BATCH
 from explainers.attribution.objective import Objective
@@ -423,17 +424,25 @@ def _plan(
     picked = n_rows * sizes["vocab"] * 12  # the target rows, gathered and in float32
 
     total = len(order)
+    most = min(most, total)
+    count = np.arange(1, most + 1)  # a run of `count` prompts ending at sorted index j
+    # Row j of these windows holds the values of the prompts j - most + 1 .. j, latest first.
+    windows = [
+        sliding_window_view(np.concatenate([np.zeros(most - 1, np.int64), a]), most)[:, ::-1]
+        for a in (lengths, starts)
+    ]
     best = np.full(total + 1, np.inf)
     best[0] = 0.0
     cut = np.zeros(total + 1, dtype=np.int64)
-    for j in range(1, total + 1):
-        lo = max(0, j - most)
-        count = np.arange(1, j - lo + 1)  # batch = sorted prompts j - count .. j - 1
-        longest = np.maximum.accumulate(lengths[lo:j][::-1])
-        shortest = np.minimum.accumulate(lengths[lo:j][::-1])
-        start = np.minimum.accumulate(starts[lo:j][::-1])
+    block = max(1, 2**20 // most)
+    for first in range(0, total, block):
+        ends = np.arange(first, min(total, first + block))
+        run_lengths, run_starts = windows[0][ends], windows[1][ends]
+        longest = np.maximum.accumulate(run_lengths, axis=1)
+        shortest = np.minimum.accumulate(run_lengths, axis=1)
+        start = np.minimum.accumulate(run_starts, axis=1)
         positions = longest - start + n_rows - 1
-        cost = best[j - count] + overhead + count * positions
+        cost = overhead + count * positions.astype(np.float64)
         if budget is not None:
             memory = count * (
                 (start + positions) * kv
@@ -441,11 +450,14 @@ def _plan(
                 + (longest - shortest + n_rows) * logit
                 + picked
             )
-            cost[1:][memory[1:] > budget] = np.inf  # one prompt always runs
+            cost[:, 1:][memory[:, 1:] > budget] = np.inf  # one prompt always runs
         elif batch_size is None:
-            cost[1:][(count * positions)[1:] > CPU_TOKENS_PER_BATCH] = np.inf
-        k = int(np.argmin(cost))
-        best[j], cut[j] = cost[k], j - count[k]
+            cost[:, 1:][(count * positions)[:, 1:] > CPU_TOKENS_PER_BATCH] = np.inf
+        for row, j in enumerate(ends.tolist()):
+            m = min(most, j + 1)
+            options = best[j + 1 - count[:m]] + cost[row, :m]
+            k = int(np.argmin(options))
+            best[j + 1], cut[j + 1] = options[k], j - k
     batches = []
     j = total
     while j > 0:
