@@ -36,8 +36,11 @@ def tokens_per_batch(obj: Objective, rows: int = 1) -> int:
 
     `rows` is the number of target rows whose gradients one batched backward carries.
     """
+    batched_rows = rows if BATCHED_BACKWARD and rows > 1 else 1
     if obj.lm.device.type != "cuda":
-        return CPU_TOKENS_PER_BATCH
+        # A batched backward holds every row's gradients at once; a CPU is no faster with
+        # larger batches, so it keeps the memory of one row's.
+        return max(256, CPU_TOKENS_PER_BATCH // batched_rows)
     free, _ = torch.cuda.mem_get_info(obj.lm.device)
     config = obj.lm.model.config
     hidden = getattr(config, "hidden_size", 1024)
@@ -46,7 +49,7 @@ def tokens_per_batch(obj: Objective, rows: int = 1) -> int:
     width = torch.finfo(obj.lm.dtype).bits // 8
     # Activations kept for backward: roughly 24 values per hidden unit per layer per token.
     per_token = 24 * hidden * layers * width
-    if BATCHED_BACKWARD and rows > 1:
+    if batched_rows > 1:
         # One layer's gradients at a time, for every row, and the float32 input gradients.
         per_token += rows * ((8 * hidden + 3 * inner) * width + 4 * hidden)
     return max(256, int(0.5 * free / per_token))
