@@ -2,8 +2,10 @@
 shap's own `Partition` explainer, in one run.
 
 Random-initialised Llama shapes (benchmarks/shapes.py; the arithmetic does not depend on the
-weights), bf16 on GPU, a prompt of P tokens and a target of T tokens (" the" repeated: one
-token each, so P and T are exact), as in ../shared/BENCHMARKS-PROTOCOL.md.
+weights), bf16 on GPU, as in ../shared/BENCHMARKS-PROTOCOL.md. The prompt is P distinct
+one-token words drawn with a fixed seed from the tokenizer's vocabulary (distinct tokens: a
+repeated token would let a deleted token's successors match the prompt and flatter prefix
+reuse), the target " the" repeated T times.
 
 Workbench, for each removal (replace: a pad token stands in, captum's semantics; delete):
 
@@ -40,6 +42,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import re
 import statistics
 import sys
 import time
@@ -68,6 +72,13 @@ def build(shape: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None
     model = random_llama(shape, VOCAB[shape], device, dtype, tie_word_embeddings=True)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_dir())
     return from_pretrained_objects(model, tokenizer, name=f"random-{shape}")
+
+
+def distinct_words(tokenizer, n: int, seed: int = 0) -> str:
+    """n different words, each one token after a space (" word"), joined: n tokens."""
+    vocab = sorted(w for w in tokenizer.get_vocab() if re.fullmatch("\u0120[a-z]{3,9}", w))
+    words = random.Random(seed).sample(vocab, n)
+    return "".join(" " + w[1:] for w in words)
 
 
 def matmul_params(model: torch.nn.Module) -> int:
@@ -315,7 +326,7 @@ def main() -> None:
 
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     lm = build(args.shape, args.device, dtype, args.tokenizer)
-    prompt, target = " the" * args.prompt, " the" * args.targets
+    prompt, target = distinct_words(lm.tokenizer, args.prompt), " the" * args.targets
     obj = prepare(lm, prompt, target)
     assert obj.prompt_ids.numel() == args.prompt and obj.target_ids.numel() == args.targets
     args.n_params = matmul_params(lm.model)

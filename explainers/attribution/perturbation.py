@@ -389,8 +389,18 @@ def _model_sizes(obj: Objective) -> dict[str, int]:
         "kv": int(getattr(config, "num_key_value_heads", None) or heads)
         * int(getattr(config, "head_dim", None) or hidden // heads),
         "vocab": int(getattr(config, "vocab_size", 32000)),
-        "params": sum(p.numel() for p in obj.lm.model.parameters()),
+        "params": _position_params(obj.lm.model),
     }
+
+
+def _position_params(model: torch.nn.Module) -> int:
+    """Parameters every prompt position multiplies by: all but the input embedding table
+    (a lookup) and the LM head (run for the target rows only)."""
+    skip = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        skip.add(id(head.weight))
+    return max(1, sum(p.numel() for p in model.parameters() if id(p) not in skip))
 
 
 def _plan(
@@ -398,8 +408,9 @@ def _plan(
 ) -> list[list[int]]:
     """Batches of prompt indices. Prompts are sorted by the suffix each needs (length minus
     shared prefix), and a dynamic program cuts that order where the total cost is least:
-    a forward costs a fixed `overhead` (in positions) plus its padded positions, and must
-    fit the memory budget (GPU) or 4096 positions (CPU) or `batch_size` prompts."""
+    a forward costs a fixed `overhead` (in positions) plus its padded positions plus the
+    LM head's rows, and must fit the memory budget (GPU) or 4096 positions (CPU) or
+    `batch_size` prompts."""
     n_rows = int(obj.target_ids.numel())
     lengths = np.array([len(p) for p in prompts])
     starts = np.array(shared)
@@ -408,6 +419,8 @@ def _plan(
     sizes = _model_sizes(obj)
     cuda = obj.lm.device.type == "cuda"
     overhead = _overhead_positions(sizes, cuda)
+    head = sizes["vocab"] * sizes["hidden"] / sizes["params"]
+    keeps_logits = _keeps_logits(obj.lm.model)
     budget = None
     if batch_size is not None:
         most = batch_size
@@ -442,7 +455,10 @@ def _plan(
         shortest = np.minimum.accumulate(run_lengths, axis=1)
         start = np.minimum.accumulate(run_starts, axis=1)
         positions = longest - start + n_rows - 1
-        cost = overhead + count * positions.astype(np.float64)
+        # The LM head runs on the rows from the shortest prompt's first target row to the
+        # end (padding spreads them), each row `head` positions' worth of work.
+        rows = (longest - shortest + n_rows) if keeps_logits else positions
+        cost = overhead + count * (positions + head * rows).astype(np.float64)
         if budget is not None:
             memory = count * (
                 (start + positions) * kv
@@ -474,4 +490,4 @@ def _overhead_positions(sizes: dict[str, int], cuda: bool) -> float:
         seconds, flops = sizes["layers"] * 3e-4, 4e14
     else:
         seconds, flops = 2e-3 + sizes["layers"] * 1e-4, 5e10
-    return float(np.clip(seconds * flops / (2 * sizes["params"]), 1, 65536))
+    return float(np.clip(seconds * flops / (2 * sizes["params"]), 1, 1e7))
