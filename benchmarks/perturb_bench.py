@@ -11,7 +11,8 @@ Workbench, for each removal (replace: a pad token stands in, captum's semantics;
 
 - occlusion: P + 1 evaluations (each token removed, and the full prompt);
 - lime, kernel_shap: `--samples` samples (captum draws them; distinct ones are evaluated);
-- shap: shap's Partition explainer, `max_evals = --samples`;
+- shap: shap's Partition explainer, `max_evals = --samples`, `--shap-batch` tree nodes
+  (2 x that many masked inputs) per model call, shap's default 5;
 
 each with the prompt's key/value cache reused for shared prefixes ("reuse on", the default)
 and without ("off": every variant in full).
@@ -22,8 +23,8 @@ Anchors (replace semantics, pad token as the baseline, configured at their faste
   workbench's ridge model, alpha 1) and `KernelShap`, `forward_in_tokens=False` (one
   forward per evaluation over prompt + target, not one per target token);
 - shap's `PartitionExplainer` with the same Text masker (token ids, the pad token as the
-  mask, no collapsing) and `max_evals`, around a batched model function a careful user would
-  write (one forward per shap batch, `logits_to_keep=T`).
+  mask, no collapsing), `max_evals` and `--shap-batch`, around a batched model function a
+  careful user would write (one forward per shap call, `logits_to_keep=T`).
 
 Lime and KernelShap draw the same samples in both (same seed), and least squares is linear
 in the target, so the workbench's per-row scores summed over rows should equal captum's
@@ -122,7 +123,7 @@ def workbench_runs(obj, args, methods: list[str], removals: list[str]) -> tuple[
         "occlusion": (Occlusion(), {}),
         "lime": (LimeExplainer(), {"n_samples": args.samples}),
         "kernel_shap": (KernelShapExplainer(), {"n_samples": args.samples}),
-        "shap": (ShapPartition(), {"max_evals": args.samples}),
+        "shap": (ShapPartition(), {"max_evals": args.samples, "shap_batch": args.shap_batch}),
     }
     rows, scores = [], {}
     for method in methods:
@@ -245,7 +246,7 @@ def shap_run(lm, obj, prompt: str, args) -> tuple[list[dict], dict]:
     def run():
         calls["n"] = 0
         np.random.seed(0)
-        out = explainer([prompt], max_evals=args.samples, silent=True)
+        out = explainer([prompt], max_evals=args.samples, batch_size=args.shap_batch, silent=True)
         return np.asarray(out.values[0]).reshape(len(obj.prompt_ids), n_targets).T
 
     seconds, result = timed(run, args.anchor_repeats, args.device, warm_up=False)
@@ -313,6 +314,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed workbench runs (median)")
     parser.add_argument("--anchor-repeats", type=int, default=1, help="timed anchor runs")
     parser.add_argument("--removals", default="replace,delete")
+    parser.add_argument(
+        "--shap-batch", type=int, default=5, help="Partition tree nodes per model call (shap: 5)"
+    )
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--tokenizer", default=None, help="tokenizer directory")
     parser.add_argument("--skip", default="", help="comma list of anchors to skip: captum,shap")
@@ -375,6 +379,7 @@ def main() -> None:
         "P": args.prompt,
         "T": args.targets,
         "samples": args.samples,
+        "shap_batch": args.shap_batch,
         "device": device_name,
         "dtype": str(dtype),
         "matmul_params": args.n_params,

@@ -280,8 +280,9 @@ def _build_prefix(obj: Objective) -> _Prefix | None:
         full = obj.values_from_log_probs(logp).float()
         with torch.no_grad():
             again, _ = _suffix_forward(obj, [obj.prompt_ids.numpy()], [0], [length - 1], prefix, 0)
-        tolerance = 1e-3 if obj.lm.dtype == torch.float32 else 5e-2
-        _CHECKED[model] = bool(torch.allclose(again, full, rtol=tolerance, atol=tolerance))
+        # 16-bit forwards of different shapes round differently: a loose bound there.
+        rtol, atol = (1e-3, 1e-3) if obj.lm.dtype == torch.float32 else (5e-2, 1e-1)
+        _CHECKED[model] = bool(torch.allclose(again, full, rtol=rtol, atol=atol))
     return prefix if _CHECKED[model] else None
 
 

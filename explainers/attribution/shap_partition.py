@@ -6,9 +6,15 @@ attributions").
 The `shap` library does the masking and the coalition schedule: its Text masker clusters
 the prompt's tokens into a tree (neighbours, then phrases), and `max_evals` bounds the
 model calls. The model function is ours: each masked prompt (as token ids, special tokens
-kept by the masker) is scored as the target rows' log-probabilities, with prompts of equal
-length batched together. Removed tokens are deleted (`removal="delete"`) or replaced by the
-pad/EOS token (`removal="replace"`).
+kept by the masker) is scored as the target rows' log-probabilities through the batched
+perturbation engine (perturbation.py). Removed tokens are deleted (`removal="delete"`) or
+replaced by the pad/EOS token (`removal="replace"`).
+
+The explainer expands its coalition tree in rounds: each round pops `shap_batch` nodes
+(shap's Text-masker default, 5) from its priority queue and asks the model for their
+2 x `shap_batch` masked inputs in one call. A larger `shap_batch` means fewer, larger model
+calls (a GPU runs them closer to its peak) and a more breadth-first expansion of the tree
+when `max_evals` stops it early, so the estimate can change.
 
     >>> from explainers import explain                       # doctest: +SKIP
     >>> exp = explain(lm, "The milk is in the", target=" fridge", method="shap")
@@ -27,6 +33,7 @@ from explainers.base import Progress, int_param, register
 from workbench.errors import WorkbenchError
 
 REMOVED = -1  # not a token id: marks a deleted position inside shap's masked arrays
+SHAP_BATCH = 5  # tree nodes expanded per model call: shap's Text masker's default
 
 
 @register
@@ -39,6 +46,8 @@ class ShapPartition(AttributionExplainer):
         params = super().check_params(params)
         if "max_evals" in params:
             params["max_evals"] = int_param("max_evals", params["max_evals"], minimum=2)
+        if "shap_batch" in params:
+            params["shap_batch"] = int_param("shap_batch", params["shap_batch"], minimum=1)
         return params
 
     def attribute(
@@ -49,6 +58,7 @@ class ShapPartition(AttributionExplainer):
         baseline: str = "pad",
         batch_size: int | None = None,
         progress: Progress | None = None,
+        shap_batch: int = SHAP_BATCH,
     ) -> Attribution:
         import shap
 
@@ -77,12 +87,14 @@ class ShapPartition(AttributionExplainer):
             return values.double().numpy()
 
         explainer = shap.PartitionExplainer(score, masker, output_names=obj.target_tokens)
-        result = explainer([obj.text], max_evals=max_evals, silent=True)
+        result = explainer([obj.text], max_evals=max_evals, batch_size=shap_batch, silent=True)
         if progress is not None:
             progress(calls, calls)
         values = np.asarray(result.values[0], dtype=np.float64)  # [P, rows]
         scores = values.reshape(len(obj.prompt_ids), obj.n_rows).T.copy()
         scores[:, obj.special_mask.numpy()] = 0.0
-        params = {"max_evals": max_evals, "removal": removal}
+        params: dict[str, Any] = {"max_evals": max_evals, "removal": removal}
+        if shap_batch != SHAP_BATCH:
+            params["shap_batch"] = shap_batch
         used = baseline if removal == "replace" else None
         return Attribution(scores, params, used, extras={"model_calls": calls})

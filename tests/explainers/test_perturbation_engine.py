@@ -11,6 +11,7 @@ from explainers import explain
 from explainers.attribution import perturbation, surrogate
 from explainers.attribution.objective import prepare
 from explainers.attribution.perturbation import evaluate_id_lists, evaluate_kept
+from workbench.errors import WorkbenchError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -178,3 +179,23 @@ def test_one_multi_output_fit_equals_one_captum_run_per_row(
         scores[together] = exp.scores
     scale = np.abs(scores[False]).max()
     np.testing.assert_allclose(scores[True], scores[False], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_shap_batch_sets_the_model_calls_of_partition(tiny_causal, monkeypatch):
+    from explainers.attribution import shap_partition
+
+    calls = []
+    real = shap_partition.evaluate_id_lists
+
+    def counted(obj, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        return real(obj, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(shap_partition, "evaluate_id_lists", counted)
+    default = explain(tiny_causal, TEXT, target=TARGET, method="shap", max_evals=100)
+    assert max(calls) <= 10 and "shap_batch" not in default.params  # shap's default, 5
+    calls.clear()
+    wide = explain(tiny_causal, TEXT, target=TARGET, method="shap", max_evals=100, shap_batch=25)
+    assert max(calls) > 10 and wide.params["shap_batch"] == 25
+    with pytest.raises(WorkbenchError, match="shap_batch must be >= 1, not 0"):
+        explain(tiny_causal, TEXT, target=TARGET, method="shap", shap_batch=0)
