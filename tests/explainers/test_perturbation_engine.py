@@ -199,3 +199,19 @@ def test_shap_batch_sets_the_model_calls_of_partition(tiny_causal, monkeypatch):
     assert max(calls) > 10 and wide.params["shap_batch"] == 25
     with pytest.raises(WorkbenchError, match="shap_batch must be >= 1, not 0"):
         explain(tiny_causal, TEXT, target=TARGET, method="shap", shap_batch=0)
+
+
+@pytest.mark.usefixtures("fine_batches")
+def test_bfloat16_models_reuse_the_cache_too(tiny_causal):
+    import copy
+
+    from workbench.models import from_pretrained_objects
+
+    model = copy.deepcopy(tiny_causal.model).to(torch.bfloat16)
+    lm = from_pretrained_objects(model, tiny_causal.tokenizer, name="tiny-bf16")
+    obj = prepare(lm, TEXT, TARGET)
+    keep = random_keeps(obj)
+    values, _ = evaluate_kept(obj, keep, "replace")
+    assert perturbation._prompt_prefix(obj) is not None  # the 16-bit cache check passed
+    expected = one_at_a_time(obj, perturbation.perturbed_ids(obj, keep, "replace"))
+    np.testing.assert_allclose(values.numpy(), expected.numpy(), rtol=0.02, atol=0.05)
