@@ -61,6 +61,10 @@ REUSE_PREFIX = True
 
 MAX_VARIANTS_PER_FORWARD = 4096
 
+# What one more forward costs a GPU beyond its launches, in positions of work: the host's
+# preparation between batches and the small matmuls' lower efficiency.
+GPU_BATCH_FIXED = 1024
+
 # What the engine ran since the last reset (benchmarks read it): forwards, and positions
 # computed (padding included, cached prefixes not).
 COUNTERS = {"forwards": 0, "positions": 0}
@@ -409,9 +413,10 @@ def _plan(
 ) -> list[list[int]]:
     """Batches of prompt indices. Prompts are sorted by the suffix each needs (length minus
     shared prefix), and a dynamic program cuts that order where the total cost is least:
-    a forward costs a fixed `overhead` (in positions) plus its padded positions plus the
-    LM head's rows, and must fit the memory budget (GPU) or 4096 positions (CPU) or
-    `batch_size` prompts."""
+    a forward's work is its padded positions plus the LM head's rows; on a CPU it costs
+    that plus a fixed `overhead` (Python), on a GPU the longer of its kernel launches
+    (`overhead`, which the GPU's work hides) and its work plus `GPU_BATCH_FIXED`. A batch
+    must fit the memory budget (GPU) or 4096 positions (CPU) or `batch_size` prompts."""
     n_rows = int(obj.target_ids.numel())
     lengths = np.array([len(p) for p in prompts])
     starts = np.array(shared)
@@ -459,7 +464,11 @@ def _plan(
         # The LM head runs on the rows from the shortest prompt's first target row to the
         # end (padding spreads them), each row `head` positions' worth of work.
         rows = (longest - shortest + n_rows) if keeps_logits else positions
-        cost = overhead + count * (positions + head * rows).astype(np.float64)
+        work = count * (positions + head * rows).astype(np.float64)
+        if cuda:  # launches overlap the GPU's work: a batch costs the longer of the two
+            cost = np.maximum(overhead, work + GPU_BATCH_FIXED)
+        else:
+            cost = overhead + work
         if budget is not None:
             memory = count * (
                 (start + positions) * kv
