@@ -133,6 +133,7 @@ def workbench_runs(obj, args, methods: list[str], removals: list[str]) -> tuple[
 
                 def run(explainer=explainer, params=params, removal=removal):
                     np.random.seed(0)  # shap's Partition breaks ties with numpy's generator
+                    perturbation._MEMO.clear()  # each run computes the prompt's cache anew
                     return explainer.attribute(obj, removal=removal, **params)
 
                 perturbation.REUSE_PREFIX = reuse
