@@ -20,9 +20,11 @@ How a causal LM's variants go through the model:
   the smallest shared prefix in the batch, on the cache cut to that length and expanded to
   the batch. Positions follow from the cache length, which is right for both removals (a
   deleted token's successors move left, exactly as in a forward of the shorter prompt).
-  Models whose cache is not a plain `DynamicCache` of full-attention layers (sliding
-  windows, recurrent state, legacy tuples) run every variant in full, and so does a model
-  whose cached rows fail a one-time check against its full forward.
+  The engine reuses the cache where the plan with it, plus the prompt's own forward, costs
+  less than the plan without (random masks share only short prefixes). Models whose cache
+  is not a plain `DynamicCache` of full-attention layers (sliding windows, recurrent state,
+  legacy tuples) run every variant in full, and so does a model whose cached rows fail a
+  one-time check against its full forward.
 - **Right padding.** Variants of different lengths share a forward, padded at the end: in a
   causal model no real token attends to a later one, so no attention mask is needed, and
   each variant's target rows are read at its own positions.
@@ -113,9 +115,18 @@ def evaluate_id_lists(
 
     else:
         reuse = REUSE_PREFIX if reuse_prefix is None else reuse_prefix
-        prefix = _prompt_prefix(obj) if reuse else None
-        shared = _shared_prefixes(obj, prompts) if prefix is not None else [0] * len(prompts)
-        batches = _plan(obj, prompts, shared, batch_size)
+        shared = [0] * len(prompts)
+        batches, cost = _plan(obj, prompts, shared, batch_size)
+        prefix = None
+        if reuse:
+            # Reuse pays where it saves more than the prompt's own forward costs (random
+            # masks share only short prefixes with the prompt).
+            common = _shared_prefixes(obj, prompts)
+            with_cache, cost_with = _plan(obj, prompts, common, batch_size)
+            if cost_with + _build_cost(obj) < cost:
+                prefix = _prompt_prefix(obj)
+                if prefix is not None:
+                    shared, batches = common, with_cache
 
         def run(chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             return _suffix_forward(obj, prompts, chunk, shared, prefix, filler)
@@ -233,14 +244,18 @@ _CHECKED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDict
 
 def _prompt_prefix(obj: Objective) -> _Prefix | None:
     """The prompt's key/value cache, or None where the model's cache cannot be reused."""
-    ref = _MEMO.get("objective")
-    if ref is not None and ref() is obj and _MEMO.get("prompt") is obj.prompt_ids:  # type: ignore[operator]
+    if _memo_holds(obj):
         return _MEMO["prefix"]  # type: ignore[return-value]
     prefix = _build_prefix(obj)
     _MEMO.clear()
     _MEMO.update(objective=weakref.ref(obj, lambda _: _MEMO.clear()), prompt=obj.prompt_ids)
     _MEMO["prefix"] = prefix
     return prefix
+
+
+def _memo_holds(obj: Objective) -> bool:
+    ref = _MEMO.get("objective")
+    return ref is not None and ref() is obj and _MEMO.get("prompt") is obj.prompt_ids  # type: ignore[operator]
 
 
 def _build_prefix(obj: Objective) -> _Prefix | None:
@@ -410,13 +425,12 @@ def _position_params(model: torch.nn.Module) -> int:
 
 def _plan(
     obj: Objective, prompts: list[np.ndarray], shared: list[int], batch_size: int | None
-) -> list[list[int]]:
-    """Batches of prompt indices. Prompts are sorted by the suffix each needs (length minus
-    shared prefix), and a dynamic program cuts that order where the total cost is least:
-    a forward's work is its padded positions plus the LM head's rows; on a CPU it costs
-    that plus a fixed `overhead` (Python), on a GPU the longer of its kernel launches
-    (`overhead`, which the GPU's work hides) and its work plus `GPU_BATCH_FIXED`. A batch
-    must fit the memory budget (GPU) or 4096 positions (CPU) or `batch_size` prompts."""
+) -> tuple[list[list[int]], float]:
+    """Batches of prompt indices, and their cost in positions. Prompts are sorted by the
+    suffix each needs (length minus shared prefix), and a dynamic program cuts that order
+    where the total cost is least: a forward's work is its padded positions plus the LM
+    head's rows, its cost is `_forward_cost`. A batch must fit the memory budget (GPU) or
+    4096 positions (CPU) or `batch_size` prompts."""
     n_rows = int(obj.target_ids.numel())
     lengths = np.array([len(p) for p in prompts])
     starts = np.array(shared)
@@ -424,7 +438,6 @@ def _plan(
     lengths, starts = lengths[order], starts[order]
     sizes = _model_sizes(obj)
     cuda = obj.lm.device.type == "cuda"
-    overhead = _overhead_positions(sizes, cuda)
     head = sizes["vocab"] * sizes["hidden"] / sizes["params"]
     keeps_logits = _keeps_logits(obj.lm.model)
     budget = None
@@ -464,11 +477,7 @@ def _plan(
         # The LM head runs on the rows from the shortest prompt's first target row to the
         # end (padding spreads them), each row `head` positions' worth of work.
         rows = (longest - shortest + n_rows) if keeps_logits else positions
-        work = count * (positions + head * rows).astype(np.float64)
-        if cuda:  # launches overlap the GPU's work: a batch costs the longer of the two
-            cost = np.maximum(overhead, work + GPU_BATCH_FIXED)
-        else:
-            cost = overhead + work
+        cost = _forward_cost(count * (positions + head * rows).astype(np.float64), sizes, cuda)
         if budget is not None:
             memory = count * (
                 (start + positions) * kv
@@ -489,7 +498,28 @@ def _plan(
     while j > 0:
         batches.append(order[cut[j] : j].tolist())
         j = int(cut[j])
-    return batches[::-1]
+    return batches[::-1], float(best[total])
+
+
+def _forward_cost(work, sizes: dict[str, int], cuda: bool):
+    """A forward's cost in positions, given its work (padded positions plus the LM head's
+    rows): on a CPU the work plus a fixed cost (Python); on a GPU the longer of its kernel
+    launches, which the GPU's work hides, and its work plus `GPU_BATCH_FIXED`."""
+    overhead = _overhead_positions(sizes, cuda)
+    if cuda:
+        return np.maximum(overhead, work + GPU_BATCH_FIXED)
+    return overhead + work
+
+
+def _build_cost(obj: Objective) -> float:
+    """What computing the prompt's cache costs (nothing once it is there)."""
+    if _memo_holds(obj):
+        return 0.0
+    sizes = _model_sizes(obj)
+    work = obj.prompt_ids.numel() + obj.target_ids.numel() * (
+        1 + sizes["vocab"] * sizes["hidden"] / sizes["params"]
+    )
+    return float(_forward_cost(float(work), sizes, obj.lm.device.type == "cuda"))
 
 
 def _overhead_positions(sizes: dict[str, int], cuda: bool) -> float:
