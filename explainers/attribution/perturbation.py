@@ -394,11 +394,22 @@ def _keeps_logits(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+# A model's sizes, read once (walking its parameters costs a millisecond per call).
+_SIZES: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 # -- batch planning -----------------------------------------------------------------------
 
 
 def _model_sizes(obj: Objective) -> dict[str, int]:
-    config = obj.lm.model.config
+    sizes = _SIZES.get(obj.lm.model)
+    if sizes is None:
+        sizes = _SIZES[obj.lm.model] = _read_sizes(obj.lm.model)
+    return sizes
+
+
+def _read_sizes(model: torch.nn.Module) -> dict[str, int]:
+    config = model.config
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = int(getattr(config, "hidden_size", 1024))
     heads = int(getattr(config, "num_attention_heads", 16))
@@ -409,7 +420,7 @@ def _model_sizes(obj: Objective) -> dict[str, int]:
         "kv": int(getattr(config, "num_key_value_heads", None) or heads)
         * int(getattr(config, "head_dim", None) or hidden // heads),
         "vocab": int(getattr(config, "vocab_size", 32000)),
-        "params": _position_params(obj.lm.model),
+        "params": _position_params(model),
     }
 
 
