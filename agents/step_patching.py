@@ -4,9 +4,11 @@ A probe can find "the fridge is open" in the agent's hidden state; only an inter
 says whether the action depends on it. For a step of a played episode:
 
 1. The step's prompt is rebuilt exactly from the store (`agents.explain_step.recorded_step`).
-2. `patch="OLD=>NEW"` edits the step's observation (every occurrence of OLD), e.g.
-   `the fridge is open=>the fridge is closed`, and the agent chooses again on the edited
-   prompt with its own selection method: does the chosen command change?
+2. `patch="OLD=>NEW"` edits what the game told the agent (every occurrence of OLD in the
+   step's observation and in the game's replies of its history, e.g. the recipe read a few
+   steps earlier), e.g. `the fridge is open=>the fridge is closed`, and the agent chooses
+   again on the edited prompt with its own selection method: does the chosen command
+   change?
 3. The residual stream of the clean prompt is patched into the corrupted run, layer by
    layer (0 = embeddings .. L), at the edited positions and the last one (`positions=
    "changed"`), at the last position only ("last"), or at every position ("all"). A cell is
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from agents.explain_step import recorded_step, run_model
+from agents.policies import Turn
 from explainers.causal.engine import Progress, Readout
 from explainers.causal.patching import exact_patching, setup_from_ids, to_explanation
 from explainers.causal.result import PatchingExplanation
@@ -103,11 +106,13 @@ def patch_step(
     batch_size: int | None = None,
     progress: Progress | None = None,
 ) -> StepPatching:
-    """Edit a recorded step's observation, re-choose, and patch layer by layer.
+    """Edit what the game told the agent at a recorded step, re-choose, and patch layer by
+    layer.
 
     Args:
         store / run / episode_id / step: the recorded step (0-based).
-        patch: "OLD=>NEW"; OLD must occur in the step's observation.
+        patch: "OLD=>NEW"; OLD must occur in the step's observation or in a game reply of
+            its history (the history the prompt shows); every occurrence is edited.
         lm: the model (default: the local model the run played with).
         positions: "changed" (the edited tokens and the last), "last" or "all".
         layers: residual layers to patch (0 = embeddings .. L; all by default).
@@ -124,13 +129,7 @@ def patch_step(
         raise WorkbenchError(f"step patching needs a causal LM; {lm.name} is a classifier")
     record, recorded = recorded_step(store, run, episode_id, step, lm)
     agent, turn = recorded.agent, recorded.turn
-    observation = turn.state.observation
-    if old not in observation:
-        shown = observation if len(observation) <= 80 else observation[:77] + "..."
-        raise WorkbenchError(f"{old!r} does not occur in the observation of step {step}: {shown!r}")
-    edited = dataclasses.replace(
-        turn, state=dataclasses.replace(turn.state, observation=observation.replace(old, new))
-    )
+    edited = _edited_turn(turn, agent.prompt(turn), old, new, step)
     clean_action, corrupt_action = (d.action for d in agent.act([turn, edited]))
 
     tok = lm.tokenizer
@@ -217,6 +216,26 @@ class _Prompt:
 
     text: str
     target_tokens: list[str]
+
+
+def _edited_turn(turn: Turn, prompt: str, old: str, new: str, step: int) -> Turn:
+    """The turn with OLD replaced by NEW in its observation and its history's game replies.
+
+    Only text the prompt shows counts: a reply older than the prompt's history window, or
+    an OLD that occurs only in the instructions or the command list, is an error.
+    """
+    observation = turn.state.observation
+    replies = [s.feedback for s in turn.steps]
+    shown = [text for text in (observation, *replies) if old in text and text in prompt]
+    if not shown:
+        text = observation if len(observation) <= 80 else observation[:77] + "..."
+        raise WorkbenchError(
+            f"{old!r} does not occur in the observation of step {step} ({text!r}) or in the "
+            "game's replies of its history"
+        )
+    steps = [dataclasses.replace(s, feedback=s.feedback.replace(old, new)) for s in turn.steps]
+    state = dataclasses.replace(turn.state, observation=observation.replace(old, new))
+    return dataclasses.replace(turn, state=state, steps=steps)
 
 
 def _positions(

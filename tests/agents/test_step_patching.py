@@ -111,6 +111,32 @@ def test_last_position_mode_has_one_column(played, tiny_causal):
     assert result.explanation.scores.shape == (3, 1)
 
 
+def test_a_patch_edits_the_game_replies_the_history_shows(played, tiny_causal):
+    import copy
+    import dataclasses
+
+    from agents.explain_step import recorded_step
+    from agents.step_patching import _edited_turn
+
+    store, episode = played
+    _, recorded = recorded_step(store, "g", episode["id"], 1, tiny_causal)
+    turn = recorded.turn
+    earlier = dataclasses.replace(turn.steps[0], feedback="The recipe says: slice the apple.")
+    turn = dataclasses.replace(turn, steps=[earlier])
+    prompt = recorded.agent.prompt(turn)
+    assert "slice the apple" in prompt and "slice the apple" not in turn.state.observation
+    edited = _edited_turn(turn, prompt, "slice the apple", "dice the apple", 1)
+    assert edited.steps[0].feedback == "The recipe says: dice the apple."
+    assert edited.state.observation == turn.state.observation
+    assert "dice the apple" in recorded.agent.prompt(edited)
+    # A reply the prompt does not show (here: no history window) is not edited text.
+    agent = copy.copy(recorded.agent)
+    agent.template = dataclasses.replace(agent.template, history_steps=0)
+    without = agent.prompt(turn)
+    with pytest.raises(WorkbenchError, match="replies of its history"):
+        _edited_turn(turn, without, "slice the apple", "dice the apple", 1)
+
+
 def test_bad_patches_are_one_line_errors(played, tiny_causal, tiny_classifier):
     store, episode = played
     with pytest.raises(WorkbenchError, match="does not occur in the observation of step 1"):

@@ -40,8 +40,9 @@ def explain_step(
     patch: str | None = typer.Option(
         None,
         "--patch",
-        help="OLD=>NEW: edit the observation, choose again, and patch the residual stream "
-        "layer by layer instead of attributing (--method is not used).",
+        help="OLD=>NEW: edit what the game told the agent (observation, history replies), "
+        "choose again, and patch the residual stream layer by layer instead of attributing "
+        "(--method is not used).",
     ),
     positions: str = typer.Option(
         "changed", "--positions", help="With --patch: changed (edited + last), last or all."
@@ -51,8 +52,8 @@ def explain_step(
     """Why did the agent take this action? Attribution per prompt segment and per tip.
 
     Each tip is also removed in turn, to see whether the action changes without it. With
-    --patch, the observation is edited instead, and activation patching shows where the
-    information that decided the action sits.
+    --patch, what the game said (observation, history) is edited instead, and activation
+    patching shows where the information that decided the action sits.
 
     Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2 --method ig
 
