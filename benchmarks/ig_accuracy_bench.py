@@ -24,7 +24,7 @@ Both run in float32 with the same torch thread count, after one warm-up each; ev
 run runs once (the runs are seconds to minutes long). Times are the process's CPU seconds
 (`time.process_time`), single-threaded by default: on a shared machine wall time swings
 several-fold with the load (captum's 16 steps on one prompt took 1.1 s and 30 s), while a
-single-threaded process's CPU time stays within about 10%. Wall seconds are kept in the
+single-threaded process's CPU time stays within 5-15%. Wall seconds are kept in the
 JSON too.
 
     python benchmarks/ig_accuracy_bench.py --prompts 2 --max-steps 128     # a quick check
