@@ -4,7 +4,7 @@ A user wants integrated gradients whose completeness error |sum(attributions) - 
 is within 5% of |expected| = |f(x) - f(x')| (the workbench's DEFAULT_TOLERANCE, with its
 1e-3 absolute floor). On the default model (SmolLM2-135M-Instruct, float32, CPU) and ten
 prompts of this script's own (recorded-agent-style decisions and plain factual prompts,
-12-33 tokens), each explained for the model's greedy next token (the chat-template agent
+12-37 tokens), each explained for the model's greedy next token (the chat-template agent
 decisions: the first token of the right command):
 
 - captum: `LayerIntegratedGradients` on the embedding layer, its default Gauss-Legendre
