@@ -55,10 +55,15 @@ def tokens_per_batch(obj: Objective, rows: int = 1) -> int:
     width = torch.finfo(obj.lm.dtype).bits // 8
     # Activations kept for backward: roughly 24 values per hidden unit per layer per token.
     per_token = 24 * hidden * layers * width
+    tokens = int(0.5 * free / per_token)
     if batched_rows > 1:
-        # One layer's gradients at a time, for every row, and the float32 input gradients.
-        per_token += rows * ((8 * hidden + 3 * inner) * width + 4 * hidden)
-    return max(256, int(0.5 * free / per_token))
+        # One layer's gradients at a time, for every row, and the float32 input gradients;
+        # counted only where a full batch stays small enough to be batched (`row_gradients`).
+        extra = rows * ((8 * hidden + 3 * inner) * width + 4 * hidden)
+        batched = int(0.5 * free / (per_token + extra))
+        if batched * hidden <= BATCHED_BACKWARD_MAX_ELEMENTS:
+            tokens = batched
+    return max(256, tokens)
 
 
 def row_gradients(values: torch.Tensor, leaf: torch.Tensor) -> list[torch.Tensor]:
