@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -82,6 +83,12 @@ class LoadedModel:
     @property
     def embeddings(self) -> torch.nn.Module:
         return self.model.get_input_embeddings()
+
+    @cached_property
+    def keeps_logits(self) -> bool:
+        """Whether the forward takes `logits_to_keep` (compute the vocabulary logits of the
+        last N positions only)."""
+        return "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
 
 def resolve_device(device: str) -> torch.device:

@@ -20,7 +20,6 @@ and a manifest (`finetune.json`): base model, games, hyperparameters, losses, se
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -269,8 +268,7 @@ class _Trainer:
             warnings.simplefilter("ignore", FutureWarning)
             self.model = get_peft_model(lm.model, config)
         self.model.peft_config["default"].base_model_name_or_path = base_model_id(lm.name)
-        forward = inspect.signature(lm.model.forward).parameters
-        self._keeps_logits = "logits_to_keep" in forward
+        self._keeps_logits = lm.keeps_logits
 
     def fit(
         self, train: list[_Example], heldout: list[_Example], progress: Progress | None

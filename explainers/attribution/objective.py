@@ -12,8 +12,7 @@ receive no attribution.
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -34,6 +33,10 @@ class Objective:
     target_ids: torch.Tensor  # [T] (empty for classifiers)
     label: int | None = None  # classifier target
     contrast_ids: torch.Tensor | None = None  # [T]
+    # The target and contrast ids on each device they were needed on (see `_row_ids`).
+    _ids_by_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     aggregation: ClassVar[str] = "token"  # an objective's units are the model's tokens
 
@@ -136,10 +139,6 @@ class Objective:
         # Teacher-forced target tokens after the prompt: the last one is never an input.
         return self.embed(self.target_ids[:-1])  # [T-1, D]
 
-    @cached_property
-    def _keeps_logits(self) -> bool:
-        return "logits_to_keep" in inspect.signature(self.lm.model.forward).parameters
-
     def forward_embeddings(
         self, prompt_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -169,7 +168,7 @@ class Objective:
             ones = attention_mask.new_ones(batch, prefix.shape[1])
             attention_mask = torch.cat([attention_mask, ones], dim=1)
         n_targets = self.target_ids.numel()
-        kwargs = {"logits_to_keep": n_targets} if self._keeps_logits else {}
+        kwargs = {"logits_to_keep": n_targets} if self.lm.keeps_logits else {}
         logits = model(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs).logits
         return torch.log_softmax(logits[:, -n_targets:].float(), dim=-1)
 
@@ -178,12 +177,23 @@ class Objective:
         batch = logp.shape[0]
         if self.lm.kind == "classifier":
             return logp[:, 0, self.label : self.label + 1]
-        targets = self.target_ids.to(logp.device).view(1, -1, 1).expand(batch, -1, 1)
-        values = logp.gather(-1, targets).squeeze(-1)
-        if self.contrast_ids is not None:
-            contrast = self.contrast_ids.to(logp.device).view(1, -1, 1).expand(batch, -1, 1)
-            values = values - logp.gather(-1, contrast).squeeze(-1)
+        targets, contrast = self._row_ids(logp.device)
+        values = logp.gather(-1, targets.expand(batch, -1, 1)).squeeze(-1)
+        if contrast is not None:
+            values = values - logp.gather(-1, contrast.expand(batch, -1, 1)).squeeze(-1)
         return values
+
+    def _row_ids(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The target (and contrast) ids as [1, rows, 1] on `device`, sent once per device:
+        a copy from the CPU in every call would make the host wait for the GPU's queued
+        work (the perturbation engine keeps the GPU busy across batches)."""
+        if device not in self._ids_by_device:
+            contrast = self.contrast_ids
+            self._ids_by_device[device] = (
+                self.target_ids.view(1, -1, 1).to(device),
+                None if contrast is None else contrast.view(1, -1, 1).to(device),
+            )
+        return self._ids_by_device[device]
 
     def forward_ids(
         self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None

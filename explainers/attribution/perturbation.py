@@ -362,7 +362,7 @@ def _suffix_forward(
     if start > 0 and prefix is not None:
         kwargs = {prefix.argument: prefix.cut(start, len(chunk)), "use_cache": True}
     keep = longest - shortest + n_targets  # from the shortest prompt's first row on
-    if _keeps_logits(model):
+    if obj.lm.keeps_logits:
         kwargs["logits_to_keep"] = keep
     else:
         keep = width
@@ -372,26 +372,7 @@ def _suffix_forward(
     logits = model(inputs_embeds=_embed(obj, _to_device(rows, device)), **kwargs).logits
     batch = torch.arange(len(chunk), device=logits.device).unsqueeze(1)
     logp = torch.log_softmax(logits[batch, index.to(logits.device)].float(), dim=-1)
-    return _row_values(obj, logp), logp.argmax(-1)
-
-
-def _row_values(obj: Objective, logp: torch.Tensor) -> torch.Tensor:
-    """`Objective.values_from_log_probs` for a causal LM, [B, rows, V] -> [B, rows], with
-    the target ids sent to the device without waiting for the queued work."""
-    picked = logp.gather(-1, _ids_on(obj.target_ids, logp).expand(logp.shape[0], -1, 1))
-    values = picked.squeeze(-1)
-    if obj.contrast_ids is not None:
-        contrast = _ids_on(obj.contrast_ids, logp).expand(logp.shape[0], -1, 1)
-        values = values - logp.gather(-1, contrast).squeeze(-1)
-    return values.float()
-
-
-def _ids_on(ids: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return _to_device(ids.numpy().reshape(1, -1, 1), like.device)
-
-
-def _keeps_logits(model: torch.nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return obj.values_from_log_probs(logp).float(), logp.argmax(-1)
 
 
 # A model's sizes, read once (walking its parameters costs a millisecond per call).
@@ -450,7 +431,7 @@ def _plan(
     sizes = _model_sizes(obj)
     cuda = obj.lm.device.type == "cuda"
     head = sizes["vocab"] * sizes["hidden"] / sizes["params"]
-    keeps_logits = _keeps_logits(obj.lm.model)
+    keeps_logits = obj.lm.keeps_logits
     budget = None
     if batch_size is not None:
         most = batch_size

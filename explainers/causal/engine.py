@@ -93,12 +93,8 @@ def forward_logits(
     with context:
         if lm.kind == "classifier":
             return lm.model(inputs_embeds=embeds).logits.unsqueeze(1)
-        kwargs = {"logits_to_keep": rows} if _keeps_logits(lm) else {}
+        kwargs = {"logits_to_keep": rows} if lm.keeps_logits else {}
         return lm.model(inputs_embeds=embeds, **kwargs).logits[:, -rows:]
-
-
-def _keeps_logits(lm: LoadedModel) -> bool:
-    return "logits_to_keep" in inspect.signature(lm.model.forward).parameters
 
 
 # -- hooks ----------------------------------------------------------------------------------
