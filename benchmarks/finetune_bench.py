@@ -16,7 +16,7 @@ The same adapter from the command line:
         --out DIR/train; done
     workbench games make --level 1 --count 7 --seed 2 --split valid --out DIR/valid  # and
     #   --level 2 --count 7, --level 3 --count 6: the same 20 held-out games
-    workbench finetune --games DIR/train --out DIR/adapter --epochs 2 --lr 1e-3 --top-layers 15
+    workbench finetune --games DIR/train --out DIR/adapter --epochs 2 --lr 2e-3 --top-layers 10
     workbench play --games DIR/valid --adapter DIR/adapter --select choose --max-steps 25
 """
 
@@ -86,8 +86,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/finetune-bench"))
     parser.add_argument("--train-count", type=int, default=15, help="Train games per level.")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--top-layers", type=int, default=15, help="Adapt the last N blocks.")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--top-layers", type=int, default=10, help="Adapt the last N blocks.")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument(
+        "--recoveries", type=int, default=FinetuneSettings.recoveries, help="Detours a game."
+    )
     parser.add_argument("--rank", type=int, default=FinetuneSettings.rank)
     parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     parser.add_argument("--seed", type=int, default=0)
@@ -114,6 +117,7 @@ def main() -> None:
         batch_size=args.batch_size,
         seed=args.seed,
         top_layers=args.top_layers,
+        recoveries=args.recoveries,
     )
 
     def progress(done: int, total: int | None = None, description: str | None = None) -> None:
@@ -155,7 +159,7 @@ def main() -> None:
         "dtype": str(lm.dtype).removeprefix("torch."),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
+        "threads": {"train": trained.manifest["threads"], "play": torch.get_num_threads()},
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "train_games": len(train),
         "heldout_games": len(heldout),

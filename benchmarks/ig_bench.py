@@ -19,6 +19,8 @@ efficiency = tight bound / measured time.
     python benchmarks/ig_bench.py --shape smollm --prompt 256 --targets 8
     python benchmarks/ig_bench.py --shape 1b --prompt 512 --targets 16
     python benchmarks/ig_bench.py --shape tiny --device cpu      # a smoke run on CPU
+    python benchmarks/ig_bench.py --shape 1b --prompt 512 --targets 16 --skip captum,inseq \\
+        --profile profile-1b.txt      # where the workbench's time goes (torch.profiler)
 """
 
 from __future__ import annotations
@@ -80,6 +82,53 @@ def timeit(fn, repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
+# Kernel names by kind, for the profile's summary (cuBLAS/cuDNN/flash names vary by card).
+KINDS = {
+    "matmul": ("gemm", "matmul", "mm", "cutlass", "cublas", "nvjet", "addmm", "linear"),
+    "attention": ("flash", "attention", "fmha", "sdpa", "efficient"),
+    "softmax / norms": ("softmax", "norm", "rsqrt", "reduce"),
+    "copies": ("copy", "memcpy", "memset", "cat", "fill", "index", "gather", "scatter"),
+}
+
+
+def profile(fn, device: str) -> str:
+    """One call under torch.profiler: device time by kernel kind, the gap between the wall
+    time and the device's busy time (launch and Python overhead), and the top kernels."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    attr = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    kernels = [
+        e
+        for e in events
+        if getattr(e, attr, 0) > 0 and (device != "cuda" or e.device_type.name == "CUDA")
+    ]
+    busy = sum(getattr(e, attr) for e in kernels) / 1e6
+    by_kind: dict[str, float] = {}
+    for e in kernels:
+        name = e.key.lower()
+        kind = next((k for k, words in KINDS.items() if any(w in name for w in words)), "other")
+        by_kind[kind] = by_kind.get(kind, 0.0) + getattr(e, attr) / 1e6
+    lines = [f"wall {wall:.4f} s, device busy {busy:.4f} s ({busy / wall:.0%} of the wall)"]
+    lines += [
+        f"  {k:<16} {v:8.4f} s  {v / busy:6.1%} of busy"
+        for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])
+    ]
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    lines.append(events.table(sort_by=sort, row_limit=25, max_name_column_width=70))
+    print("\n".join(lines[:-1]), flush=True)  # the summary; the table goes to the file
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="smollm")
@@ -92,6 +141,9 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma list of anchors to skip")
     parser.add_argument("--backward", default="batched,loop", help="workbench variants to time")
     parser.add_argument("--out", default=None, help="also write the JSON summary here")
+    parser.add_argument(
+        "--profile", default=None, help="profile one workbench IG call; write the table here"
+    )
     args = parser.parse_args()
 
     from explainers.attribution.ig import IntegratedGradients
@@ -132,6 +184,8 @@ def main() -> None:
         name = "workbench" if variant == "batched" else f"workbench-{variant}"
         record(name, timeit(ours, args.repeats, args.device), ours())
     gradients.BATCHED_BACKWARD = True
+    if args.profile:
+        Path(args.profile).write_text(profile(ours, args.device))
 
     skip = set(args.skip.split(","))
     if "captum" not in skip:

@@ -43,6 +43,9 @@ class GameState:
     description: str = ""
     facts: list[str] = field(default_factory=list)  # e.g. "in(carrot, fridge)"
     walkthrough: list[str] = field(default_factory=list)
+    # The quest's commands still to do from this state (TextWorld's winning policy), which
+    # is what an expert would do next after any detour; empty once won or lost.
+    policy_commands: list[str] = field(default_factory=list)
 
 
 def request_infos():
@@ -59,6 +62,7 @@ def request_infos():
         facts=True,
         inventory=True,
         description=True,
+        policy_commands=True,
         extras=["walkthrough"],
     )
 
@@ -133,6 +137,7 @@ def _state(obs: str, score: Any, done: bool, infos: dict[str, Any]) -> GameState
         description=clean_observation(infos.get("description") or ""),
         facts=sorted(facts),
         walkthrough=list(infos.get("extra.walkthrough") or []),
+        policy_commands=list(infos.get("policy_commands") or []),
     )
 
 

@@ -10,6 +10,7 @@ from agents.finetune.demonstrations import (
     Demonstration,
     demonstrations,
     read_demonstrations,
+    recovery_demonstrations,
     write_demonstrations,
 )
 from agents.finetune.training import (
@@ -32,6 +33,7 @@ __all__ = [
     "demonstrations",
     "finetune",
     "read_demonstrations",
+    "recovery_demonstrations",
     "split_games",
     "write_demonstrations",
 ]

@@ -15,6 +15,7 @@ from agents.finetune import (
     demonstrations,
     finetune,
     read_demonstrations,
+    recovery_demonstrations,
     split_games,
 )
 from agents.policies import LLMAgent, Turn
@@ -117,6 +118,27 @@ def test_demonstrations_are_the_prompts_play_shows_along_the_walkthrough(
     agent = LLMAgent(LocalLLM(tiny_causal), template=PromptTemplate())
     turn = Turn(EpisodeSpec(level1_games[0], 0), state, [], None)
     assert agent.prompt(turn) == demos[0].prompt
+
+
+def test_recoveries_leave_the_walkthrough_once_then_follow_the_winning_policy(level1_games, demos):
+    found = recovery_demonstrations(level1_games, per_game=3, seed=1, workers=0)
+    assert found
+    walkthrough = {g.id: [d.command for d in demos if d.game == g.id] for g in level1_games}
+    for d in found:
+        # A wrong command that changes the game, then valid commands towards the win.
+        assert d.detour and d.detour.split()[0] not in ("look", "inventory", "examine")
+        assert d.command in _commands(d.prompt)
+        assert d.step >= 1
+    # Each detour shows in the history of the prompt right after it.
+    firsts = [d for i, d in enumerate(found) if i == 0 or found[i - 1].step >= d.step]
+    assert all(f"> {d.detour}\n" in d.prompt for d in firsts)
+    # Some labels are not what the walkthrough does at that step: recovering.
+    assert any(
+        d.step >= len(walkthrough[d.game]) or walkthrough[d.game][d.step] != d.command
+        for d in found
+    )
+    assert recovery_demonstrations(level1_games, per_game=3, seed=1, workers=0) == found
+    assert recovery_demonstrations(level1_games, per_game=0, workers=0) == []
 
 
 def test_split_is_by_game_and_seeded():

@@ -95,16 +95,19 @@ def test_probe_on_two_gpus_stores_what_one_gpu_stores(two_gpus, tmp_path, copy_l
         assert x == pytest.approx(y, abs=1e-9)
 
 
-def test_more_gpus_than_the_machine_has_is_one_line(tmp_path, copy_lm_dir):
+def test_more_gpus_than_the_machine_has_is_one_line(tmp_path, decisions, copy_lm_dir):
+    # (--gpus splits a data set; with one --text it is refused before GPUs are counted.)
     n = torch.cuda.device_count() + 1
+    db = tmp_path / "none.duckdb"
     done = workbench(
-        "explain", "--text", TEXT, "--target", TARGET, "--model", str(copy_lm_dir),
-        "--no-save", "--gpus", str(n),
+        "explain", "--dataset", str(decisions), "--model", str(copy_lm_dir),
+        "--db", str(db), "--gpus", str(n),
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.strip() == (
         f"error: --gpus {n} was asked for but this machine has {n - 1} GPU(s)"
     )
+    assert not db.exists()  # nothing half-written
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +188,34 @@ def test_play_on_two_gpus_plays_what_one_gpu_plays(two_gpus, tmp_path, copy_lm_d
 
     assert actions(tmp_path / "two.duckdb") == actions(tmp_path / "one.duckdb")
     assert len(actions(tmp_path / "one.duckdb")) == len(found)
+
+
+def test_experiment_on_two_gpus_stores_what_one_gpu_stores(two_gpus, tmp_path, copy_lm_dir):
+    """`experiment --gpus 2`: each trial's games split over two GPUs (a model replica on
+    each, NCCL), tips written on rank 0 between trials: the same episodes, actions, tip
+    sets and table as one GPU."""
+    import os
+    from pathlib import Path
+
+    import games
+    from tests.agents.test_distributed_agents import stored
+
+    folder = os.environ.get("WORKBENCH_TEST_GAMES")
+    if not folder:
+        pytest.skip("needs $WORKBENCH_TEST_GAMES (a compiled game-set folder)")
+    found = games.list_games(Path(folder))
+    if len(found) < 3:
+        pytest.skip("needs three compiled games")
+    args = [
+        "experiment", "introspective-tips", "--train", str(found[0].path),
+        "--test", str(found[1].path), "--trials", "2", "--max-steps", "4",
+        "--parallel", "2", "--name", "it", "--model", str(copy_lm_dir), "--device", "cuda",
+        "--dtype", "float32", "--format", "json",
+    ]  # fmt: skip
+    one = workbench(*args, "--db", str(tmp_path / "one.duckdb"))
+    assert one.returncode == 0, one.stderr
+    two = workbench(*args, "--db", str(tmp_path / "two.duckdb"), "--gpus", "2")
+    assert two.returncode == 0, two.stderr
+    first, second = stored(tmp_path / "one.duckdb", "it"), stored(tmp_path / "two.duckdb", "it")
+    assert len(first["train"]["episodes"]) == 8 and len(first["test"]["episodes"]) == 2
+    assert second == first

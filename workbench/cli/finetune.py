@@ -23,6 +23,13 @@ def finetune(
     top_layers: int | None = typer.Option(
         None, "--top-layers", min=1, help="Adapt only the last N blocks (faster; default all)."
     ),
+    recoveries: int = typer.Option(
+        2,
+        "--recoveries",
+        min=0,
+        help="Detour episodes a game: states after a wrong command, labelled with the "
+        "winning policy's next command (0: the walkthroughs alone).",
+    ),
     heldout_fraction: float = typer.Option(
         0.1,
         "--heldout-fraction",
@@ -61,6 +68,7 @@ def finetune(
         heldout_fraction=heldout_fraction,
         seed=seed,
         top_layers=top_layers,
+        recoveries=recoveries,
     )
     template = PromptTemplate(history_steps=history)
     check_out(out)

@@ -22,14 +22,22 @@ from workbench.models import LoadedModel
 NEUTRAL_PROMPT = "Type a command."
 
 
-def sane_threads() -> int:
-    """Torch threads that leave a core free: on a shared CPU, oversubscribed threads made
-    a step about 20x slower than one thread. WORKBENCH_THREADS overrides."""
+def machine_threads() -> int:
+    """The cores this process may use, or $WORKBENCH_THREADS."""
     explicit = os.environ.get("WORKBENCH_THREADS")
     if explicit:
         return max(1, int(explicit))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - 1)
+    return cores or 1
+
+
+def sane_threads() -> int:
+    """Torch threads that leave a core free for the game workers: on a shared CPU,
+    oversubscribed threads made a step about 20x slower than one thread.
+    $WORKBENCH_THREADS overrides."""
+    if os.environ.get("WORKBENCH_THREADS"):
+        return machine_threads()
+    return max(1, machine_threads() - 1)
 
 
 class LocalLLM(LLM):
