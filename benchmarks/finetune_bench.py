@@ -1,6 +1,6 @@
 """Fine-tuning benchmark: does a LoRA adapter trained on expert trajectories win unseen games?
 
-1. Makes level 1-3 games of the train split (`--train-count` per level) and 20 held-out
+1. Makes level 1-3 games of the train split (`--train-count` a level) and 20 held-out
    games of the valid split (other seeds, unseen foods), once, into --work.
 2. Trains an adapter for the default model (SmolLM2-135M-Instruct) on the train games,
    exactly as `workbench finetune` does, and times it.
@@ -46,17 +46,24 @@ HELDOUT_SEED = 2
 HELDOUT_COUNTS = {1: 7, 2: 7, 3: 6}  # 20 held-out games
 
 
-def game_sets(work: Path, train_count: int) -> tuple[list[games.GameInfo], list[games.GameInfo]]:
-    train = games.make(
-        level=[1, 2, 3], count=train_count, seed=TRAIN_SEED, split="train", out=work / "train"
-    )
+def game_sets(
+    work: Path, train_counts: list[int]
+) -> tuple[list[games.GameInfo], list[games.GameInfo]]:
+    # A game's seed depends on its level and index only, so 30 games of a level are the
+    # 15 of a smaller set and 15 more.
+    train: list[games.GameInfo] = []
+    for level, count in zip((1, 2, 3), train_counts):
+        made = games.make(
+            level=level, count=count, seed=TRAIN_SEED, split="train", out=work / "train"
+        )
+        train += made.added + made.existing
     heldout: list[games.GameInfo] = []
     for level, count in HELDOUT_COUNTS.items():
         made = games.make(
             level=level, count=count, seed=HELDOUT_SEED, split="valid", out=work / "valid"
         )
         heldout += made.added + made.existing
-    return train.added + train.existing, heldout
+    return train, heldout
 
 
 def win_rate(episodes: list[agents.Episode]) -> dict:
@@ -84,7 +91,11 @@ def win_rate(episodes: list[agents.Episode]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/finetune-bench"))
-    parser.add_argument("--train-count", type=int, default=15, help="Train games per level.")
+    parser.add_argument(
+        "--train-count",
+        default="15",
+        help="Train games per level: one number, or three for levels 1, 2, 3 (15,30,30).",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--top-layers", type=int, default=10, help="Adapt the last N blocks.")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -103,7 +114,8 @@ def main() -> None:
 
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
-    train, heldout = game_sets(args.work, args.train_count)
+    counts = [int(c) for c in args.train_count.split(",")]
+    train, heldout = game_sets(args.work, counts * 3 if len(counts) == 1 else counts)
     made_s = time.perf_counter() - started
     print(f"games: {len(train)} train, {len(heldout)} held out ({made_s:.0f} s)", file=sys.stderr)
 

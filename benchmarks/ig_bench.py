@@ -82,12 +82,14 @@ def timeit(fn, repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
-# Kernel names by kind, for the profile's summary (cuBLAS/cuDNN/flash names vary by card).
+# Kernel names by kind, first match wins (cuBLAS, cuDNN and flash names vary by card; an
+# attention kernel's name may contain "gemm" too, so attention is asked first).
 KINDS = {
-    "matmul": ("gemm", "matmul", "mm", "cutlass", "cublas", "nvjet", "addmm", "linear"),
-    "attention": ("flash", "attention", "fmha", "sdpa", "efficient"),
+    "attention": ("flash", "fmha", "sdpa", "attention"),
+    "matmul": ("gemm", "nvjet", "cutlass", "cublas", "aten::mm", "aten::bmm", "addmm"),
     "softmax / norms": ("softmax", "norm", "rsqrt", "reduce"),
     "copies": ("copy", "memcpy", "memset", "cat", "fill", "index", "gather", "scatter"),
+    "elementwise": ("elementwise", "aten::mul", "aten::add", "silu", "aten::neg", "aten::div"),
 }
 
 

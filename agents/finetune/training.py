@@ -223,8 +223,10 @@ def finetune(
         # on 2 cores than the one thread the acting backend leaves itself beside games).
         torch.set_num_threads(machine_threads())
     train_threads = torch.get_num_threads()
+    fit_started = time.perf_counter()
     try:
         history = trainer.fit(train, heldout, progress)
+        fit_seconds = time.perf_counter() - fit_started
         trainer.save(folder)
     finally:
         trainer.restore()
@@ -249,7 +251,8 @@ def finetune(
         "device": str(lm.device),
         "dtype": str(lm.dtype).removeprefix("torch."),
         "threads": train_threads,
-        "seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(fit_seconds, 1),  # the torch loop, held-out losses included
+        "seconds": round(time.perf_counter() - started, 1),  # replays and encoding too
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return FinetuneResult(folder, manifest)
@@ -324,6 +327,13 @@ class _Trainer:
             summed, tokens = 0.0, 0
             for batch in _batches(train, s.batch_size, rng):
                 loss, n = self._loss(batch)
+                if not torch.isfinite(loss):
+                    # Saving an adapter of NaNs would only fail later, in every command
+                    # that loads it.
+                    raise WorkbenchError(
+                        f"training diverged: the loss is {loss.item()} at step {done + 1} of "
+                        f"{total}; try a lower --lr than {s.lr:g}"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 (loss / n).backward()
                 optimizer.step()

@@ -200,6 +200,19 @@ def test_same_seed_same_adapter(adapter, game_model_dir, level1_games, tmp_path)
     assert (again.out / weights).read_bytes() == (result.out / weights).read_bytes()
 
 
+def test_a_diverging_run_stops_with_one_line_and_saves_no_adapter(
+    game_model_dir, level1_games, tmp_path
+):
+    from dataclasses import replace
+
+    lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    out = tmp_path / "diverged"
+    with pytest.raises(WorkbenchError, match=r"training diverged: the loss is .* try a lower"):
+        finetune(lm, level1_games, out, replace(TINY, lr=1e30, recoveries=0), workers=0)
+    assert not (out / "adapter_config.json").exists() and not (out / MANIFEST).exists()
+    assert not lm.adapter and not any("lora" in n for n, _ in lm.model.named_parameters())
+
+
 def test_top_layers_adapts_only_the_last_blocks(game_model_dir, level1_games, tmp_path):
     from dataclasses import replace
 

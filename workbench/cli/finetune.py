@@ -49,6 +49,8 @@ def finetune(
 
     Each game's walkthrough is replayed; each step's prompt, rendered exactly as `play`
     renders it (no tips), is a training example with the expert's command as the answer.
+    --recoveries N adds N detours a game: a wrong command, then the prompts along
+    TextWorld's winning policy from there, so the agent learns to recover from mistakes.
     The adapter, its demonstrations (JSONL) and a manifest (finetune.json) go to --out;
     play with it: `workbench play --adapter OUT ...`.
 
