@@ -8,17 +8,23 @@ n_steps = n + 1 gives the same numbers, up to its weights; see the tests).
 
 Completeness: each row should sum to f_r(x) - f_r(x') (`expected`); `delta` is the gap.
 
-`steps="auto"` (the default) refines adaptively: f is known at every knot (it comes with
-the gradient), so each interval's error is its trapezoid estimate minus the true change of f
-over it; the worst intervals are halved until every row's delta is within `tolerance` of
-its expected change or `max_knots` knots are spent. A spent budget sets the explanation's
+`steps="auto"` (the default) refines adaptively, on Simpson panels (a, midpoint, b): f is
+known at every knot (it comes with the gradient), so each panel's error is its estimate of
+the change of f minus the true change; the worst panels are split in two until every row's
+delta is within `tolerance` of its expected change or `max_knots` knots are spent. Each
+panel uses Simpson's rule where that integrates the row's slope better than the trapezoid
+over its two halves, else the trapezoid (next to a jump of f, Simpson's heavy middle weight
+overshoots). Where f is smooth Simpson needs far fewer knots: on the ten prompts of
+`benchmarks/ig_accuracy_bench.py` (default model) 49-153 knots against the plain adaptive
+trapezoid's 25-175, 112 s of CPU against 158 s. A spent budget sets the explanation's
 status to "budget_spent" with a warning, and so does a jump of f that no knot count can
 integrate (status "jump"; try another baseline).
 
 `steps=n` evaluates n + 1 evenly spaced knots: one batch, a predictable cost, and no
 accuracy guarantee. On real LLMs f jumps sharply along the path, so a fixed count can be
 nats off, and more steps need not help. Measured on SmolLM2-135M-Instruct (pad baseline,
-the model's next token; |delta| as a share of |expected|):
+the model's next token; |delta| as a share of |expected|; "auto" with the adaptive
+trapezoid that preceded the Simpson panels):
 
     prompt (expected, nats)                  8 steps   32 steps  128 steps  auto
     "The milk is in the fridge. ..." (18.6)    44%       10%        27%      0.3%, 36 knots
@@ -58,7 +64,7 @@ from workbench.errors import WorkbenchError
 
 AUTO_START_INTERVALS = 16
 DEFAULT_MAX_KNOTS = 512
-MIN_INTERVAL = 1e-6  # narrower intervals are not split again
+MIN_INTERVAL = 1e-6  # narrower panels are not split again
 
 
 def check_steps(steps: Any) -> int | str:
@@ -125,7 +131,7 @@ class IntegratedGradients(AttributionExplainer):
             {
                 "steps": "auto" if auto else int(steps),
                 "knots": path.n_knots,
-                "rule": "adaptive trapezoid" if auto else "trapezoid",
+                "rule": "adaptive Simpson" if auto else "trapezoid",
                 "tolerance": tolerance,
                 **({"max_knots": max_knots} if auto else {}),
             },
@@ -200,6 +206,9 @@ class PathIntegral:
         self.alphas = torch.zeros(0, dtype=torch.float64)
         self.f = torch.zeros(0, obj.n_rows)  # [K, rows]
         self.h = torch.zeros(0, obj.n_rows, x.shape[0])  # [K, rows, P]: grad . (x - x')
+        # Simpson panels (a, midpoint, b) of the adaptive rule, as alphas; None: the
+        # trapezoid over every knot (fixed steps, captum's rule).
+        self.panels: torch.Tensor | None = None
 
     @property
     def n_knots(self) -> int:
@@ -256,12 +265,39 @@ class PathIntegral:
                 h[k, r] = h[nearest, r]
         return h
 
-    def interval_errors(self) -> torch.Tensor:
-        """[intervals, rows]: trapezoid estimate of each interval's change minus the true one."""
-        width = (self.alphas[1:] - self.alphas[:-1]).float().unsqueeze(1)
+    def start_panels(self) -> None:
+        """Pair the knots evaluated so far (an even number of equal intervals) into Simpson
+        panels: from here on the rule is Simpson's on each panel."""
+        a = self.alphas
+        if (a.numel() - 1) % 2:
+            raise ValueError("Simpson panels need an even number of intervals")
+        self.panels = torch.stack([a[:-1:2], a[1::2], a[2::2]], dim=1)
+
+    def _panel_knots(self) -> torch.Tensor:
+        """[panels, 3]: each panel's knot indices."""
+        assert self.panels is not None
+        return torch.searchsorted(self.alphas, self.panels.contiguous())
+
+    def panel_errors(self) -> torch.Tensor:
+        """[panels, rows]: each panel's estimate of the change of f minus the true change
+        (f is known at every knot, so the error of the rule is known exactly)."""
+        return self._panel_rules()[0]
+
+    def _panel_rules(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each panel's error, and whether Simpson's rule (else the trapezoid over its two
+        halves) integrates that row's slope better there, [panels, rows] both. Simpson is
+        exact for cubics; next to a jump of f (the singular all-zero baseline, a token
+        flipping) its large middle weight can overshoot where the trapezoid does not, and
+        the known change of f says which of the two did better."""
+        k = self._panel_knots()
         slope = self.finite_h().sum(-1)  # df/da at each knot, [K, rows]
-        estimate = width * (slope[1:] + slope[:-1]) / 2
-        return estimate - (self.f[1:] - self.f[:-1])
+        width = (self.panels[:, 2] - self.panels[:, 0]).float().unsqueeze(1)
+        ends, middle = slope[k[:, 0]] + slope[k[:, 2]], slope[k[:, 1]]
+        change = self.f[k[:, 2]] - self.f[k[:, 0]]
+        simpson = width * (ends + 4 * middle) / 6 - change
+        trapezoid = width * (ends + 2 * middle) / 4 - change
+        use_simpson = simpson.abs() <= trapezoid.abs()
+        return torch.where(use_simpson, simpson, trapezoid), use_simpson
 
     def refine(
         self,
@@ -270,51 +306,78 @@ class PathIntegral:
         batch_size: int | None = None,
         progress: Progress | None = None,
     ) -> bool:
-        """Halve the worst intervals until every row's delta is within tolerance; False when
-        the budget is spent or only jumps are left first."""
+        """Split the worst Simpson panels in two (two new knots each, at their quarter
+        points) until every row's delta is within tolerance; False when the budget is spent
+        or only jumps are left first.
+
+        Simpson's rule is exact for cubics, so where f is smooth a few panels do what the
+        trapezoid needed dozens of intervals for, while the exact per-panel error still
+        finds, and refines, the sharp steps of f that real LLMs have along the path."""
+        if self.panels is None:
+            self.start_panels()
         while True:
-            errors = self.interval_errors()
+            errors = self.panel_errors()
             expected = self.f[-1] - self.f[0]
             tol = torch.tensor([completeness_tolerance(float(e), tolerance) for e in expected])
             if bool((errors.sum(0).abs() <= tol).all()):
                 return True
-            budget = max_knots - self.n_knots
+            budget = (max_knots - self.n_knots) // 2  # panels that can still be split
             if budget <= 0:
                 return False
-            badness = (errors.abs() / tol).max(dim=1).values  # [intervals]
-            # An interval this narrow that still misses is a jump of f, not a curve:
-            # halving it again cannot help (e.g. at the all-zero embedding, where RMSNorm
-            # makes f discontinuous), so leave it and report it.
-            width = self.alphas[1:] - self.alphas[:-1]
+            badness = (errors.abs() / tol).max(dim=1).values  # [panels]
+            # A panel this narrow that still misses is a jump of f, not a curve: halving it
+            # again cannot help (e.g. at the all-zero embedding, where RMSNorm makes f
+            # discontinuous), so leave it and report it.
+            width = self.panels[:, 2] - self.panels[:, 0]
             badness[width < MIN_INTERVAL] = 0.0
             splittable = int((badness > 0.05).sum())
             if splittable == 0:
                 return False
-            n_split = min(budget, max(8, splittable // 2), splittable)
+            n_split = min(budget, max(4, splittable // 2), splittable)
             worst = torch.topk(badness, n_split).indices
-            mids = (self.alphas[worst] + self.alphas[worst + 1]) / 2
-            self.evaluate(mids, batch_size, progress)
+            a, m, b = self.panels[worst].unbind(1)
+            left, right = (a + m) / 2, (m + b) / 2
+            keep = torch.ones(len(self.panels), dtype=torch.bool)
+            keep[worst] = False
+            children = torch.cat([torch.stack([a, left, m], 1), torch.stack([m, right, b], 1)])
+            self.panels = torch.cat([self.panels[keep], children])
+            self.panels = self.panels[torch.argsort(self.panels[:, 0])]
+            self.evaluate(torch.cat([left, right]), batch_size, progress)
 
     def jumps(self, tolerance: float) -> list[dict[str, float]]:
-        """Intervals narrower than MIN_INTERVAL over which f still changes beyond tolerance."""
-        errors = self.interval_errors()
+        """Panels narrower than MIN_INTERVAL over which f still changes beyond tolerance."""
+        if self.panels is None:
+            return []
+        errors = self.panel_errors()
         expected = self.f[-1] - self.f[0]
+        k = self._panel_knots()
         found = []
         for i in range(errors.shape[0]):
-            a, b = float(self.alphas[i]), float(self.alphas[i + 1])
+            a, b = float(self.panels[i, 0]), float(self.panels[i, 2])
             for r in range(errors.shape[1]):
                 tol = completeness_tolerance(float(expected[r]), tolerance)
                 if b - a < MIN_INTERVAL and abs(float(errors[i, r])) > tol:
-                    change = float(self.f[i + 1, r] - self.f[i, r])
+                    change = float(self.f[k[i, 2], r] - self.f[k[i, 0], r])
                     found.append({"row": r, "alpha": a, "width": b - a, "change": change})
         return found
 
     def result(self) -> tuple[np.ndarray, list[float], list[float]]:
         a = self.alphas
         weights = torch.zeros_like(a)
-        weights[1:] += (a[1:] - a[:-1]) / 2
-        weights[:-1] += (a[1:] - a[:-1]) / 2
-        scores = (weights.float().view(-1, 1, 1) * self.finite_h()).sum(0)  # [rows, P]
+        if self.panels is None:  # the trapezoid over every knot
+            weights[1:] += (a[1:] - a[:-1]) / 2
+            weights[:-1] += (a[1:] - a[:-1]) / 2
+            weights = weights.unsqueeze(1).expand(-1, self.h.shape[1])
+        else:  # per panel and row Simpson's 1/6, 4/6, 1/6 of its width, or the trapezoid's
+            k = self._panel_knots()
+            use_simpson = self._panel_rules()[1].double()  # [panels, rows]
+            width = (self.panels[:, 2] - self.panels[:, 0]).unsqueeze(1)
+            end = width * (use_simpson / 6 + (1 - use_simpson) / 4)
+            weights = torch.zeros(a.numel(), self.h.shape[1], dtype=torch.float64)
+            weights.index_add_(0, k[:, 0], end)
+            weights.index_add_(0, k[:, 1], width - 2 * end)
+            weights.index_add_(0, k[:, 2], end)
+        scores = (weights.float().unsqueeze(-1) * self.finite_h()).sum(0)  # [rows, P]
         expected = self.f[-1] - self.f[0]
         delta = scores.sum(-1) - expected
         return scores.numpy().astype(np.float64), expected.tolist(), delta.tolist()

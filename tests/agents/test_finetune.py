@@ -33,6 +33,7 @@ TINY = FinetuneSettings(
     batch_size=2,
     heldout_fraction=0.5,
     seed=3,
+    recoveries=0,  # the walkthroughs alone keep these runs short; detours have their test
     target_modules=(
         "q_proj",
         "k_proj",
@@ -208,7 +209,7 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_adapter(
     lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
     out = tmp_path / "diverged"
     with pytest.raises(WorkbenchError, match=r"training diverged: the loss is .* try a lower"):
-        finetune(lm, level1_games, out, replace(TINY, lr=1e30, recoveries=0), workers=0)
+        finetune(lm, level1_games, out, replace(TINY, lr=1e30), workers=0)
     assert not (out / "adapter_config.json").exists() and not (out / MANIFEST).exists()
     assert not lm.adapter and not any("lora" in n for n, _ in lm.model.named_parameters())
 
@@ -352,3 +353,6 @@ def test_cli_trains_an_adapter_and_prints_its_manifest(
     manifest = json.loads(printed)
     assert manifest["hyperparameters"]["epochs"] == 1 and manifest["examples"]["train"] > 0
     assert (out / "adapter_model.safetensors").is_file() and (out / DEMONSTRATIONS).is_file()
+    # The default trains on detours too, written beside the walkthroughs' steps.
+    assert manifest["hyperparameters"]["recoveries"] == 2
+    assert any(d.detour for d in read_demonstrations(out / DEMONSTRATIONS))
