@@ -12,11 +12,12 @@
 
 The same adapter from the command line:
 
-    for L in 1 2 3; do workbench games make --level $L --count 15 --seed 1 --split train \
-        --out DIR/train; done
+    workbench games make --level 1 --count 15 --seed 1 --split train --out DIR/train  # and
+    #   --level 2 --count 30, --level 3 --count 30 (the defaults, run 6 in BENCHMARKS.md)
     workbench games make --level 1 --count 7 --seed 2 --split valid --out DIR/valid  # and
     #   --level 2 --count 7, --level 3 --count 6: the same 20 held-out games
-    workbench finetune --games DIR/train --out DIR/adapter --epochs 2 --lr 2e-3 --top-layers 10
+    workbench finetune --games DIR/train --out DIR/adapter --epochs 2 --lr 2e-3 --top-layers 10 \
+        --recoveries 1
     workbench play --games DIR/valid --adapter DIR/adapter --select choose --max-steps 25
 """
 
@@ -93,15 +94,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/finetune-bench"))
     parser.add_argument(
         "--train-count",
-        default="15",
-        help="Train games per level: one number, or three for levels 1, 2, 3 (15,30,30).",
+        default="15,30,30",
+        help="Train games per level: one number, or three for levels 1, 2, 3.",
     )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--top-layers", type=int, default=10, help="Adapt the last N blocks.")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument(
-        "--recoveries", type=int, default=FinetuneSettings.recoveries, help="Detours a game."
-    )
+    parser.add_argument("--recoveries", type=int, default=1, help="Detours a game.")
     parser.add_argument("--rank", type=int, default=FinetuneSettings.rank)
     parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     parser.add_argument("--seed", type=int, default=0)
