@@ -154,7 +154,10 @@ def recovery_demonstrations(
     if per_game < 1:
         return []
     expert = _RecoveringExpert(template or PromptTemplate())
-    budget = max((g.walkthrough_steps for g in games), default=0) * 2 + 10 or 200
+    # The walkthrough's length again for the recovery, and spare steps; 200 where a game's
+    # walkthrough length is not recorded (as for the walkthroughs themselves).
+    known = all(g.walkthrough_steps for g in games)
+    budget = 2 * max(g.walkthrough_steps for g in games) + 10 if known else 200
     play(
         games,
         expert,
