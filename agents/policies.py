@@ -206,10 +206,10 @@ class LLMAgent(Agent):
         return out
 
     def _choose(self, turns: list[Turn], prompts: list[str]) -> list[Decision]:
-        candidates = [sorted(t.state.admissible_commands) or ["look"] for t in turns]
-        scored = self.llm.score(prompts, candidates, calibrate=self.score_mode == "calibrated")
+        listed = [candidates(t.state) for t in turns]
+        scored = self.llm.score(prompts, listed, calibrate=self.score_mode == "calibrated")
         out = []
-        for turn, prompt, cands, sc in zip(turns, prompts, candidates, scored):
+        for turn, prompt, cands, sc in zip(turns, prompts, listed, scored):
             values = sc.ranked(self.score_mode)
             adjusted = [
                 v - (self.repeat_penalty if c in turn.no_effect else 0.0)
@@ -225,6 +225,12 @@ class LLMAgent(Agent):
             call = self._call(turn, prompt, cands[best], sc.prompt_tokens, 0, sc.latency_s, params)
             out.append(Decision(cands[best], True, None, call))
         return out
+
+
+def candidates(state: GameState) -> list[str]:
+    """The commands the llm agent chooses among with `select="choose"`: the valid ones,
+    sorted ("look" where the game lists none)."""
+    return sorted(state.admissible_commands) or ["look"]
 
 
 def first_line(text: str) -> str:

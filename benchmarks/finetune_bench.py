@@ -6,7 +6,8 @@
    exactly as `workbench finetune` does, and times it.
 3. Plays the held-out games with the fine-tuned agent (`--select choose`: the valid
    commands ranked by log-likelihood) within --max-steps, and with the random agent; win
-   rates with Wilson 95% intervals.
+   rates with Wilson 95% intervals. Also the agent's choices along the held-out games'
+   walkthroughs, step by step (`imitation_accuracy`), by level and decision.
 
     python benchmarks/finetune_bench.py --work /tmp/finetune-bench
 
@@ -37,7 +38,7 @@ import torch
 
 import agents
 import games
-from agents.finetune import FinetuneSettings, finetune
+from agents.finetune import FinetuneSettings, demonstrations, finetune, imitation_accuracy
 from workbench.llm.local import LocalLLM
 from workbench.models import load_model
 from workbench.stats import wilson_interval
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=10)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--rename-ingredients", action="store_true")
+    parser.add_argument("--precision", default="auto", help="Training: auto, float32, bfloat16.")
     parser.add_argument("--out", type=Path, help="Also write the result JSON here.")
     args = parser.parse_args()
 
@@ -129,6 +132,8 @@ def main() -> None:
         seed=args.seed,
         top_layers=args.top_layers,
         recoveries=args.recoveries,
+        rename_ingredients=args.rename_ingredients,
+        precision=args.precision,
     )
 
     def progress(done: int, total: int | None = None, description: str | None = None) -> None:
@@ -160,6 +165,8 @@ def main() -> None:
         seed=args.seed,
     )
     play_s = time.perf_counter() - play_started
+    # Step by step: the held-out walkthroughs' decisions the agent gets right.
+    choices = imitation_accuracy(tuned, demonstrations(heldout, parallel=args.parallel))
     rand = agents.play(
         heldout, "random", max_steps=args.max_steps, parallel=args.parallel, seed=args.seed
     )
@@ -170,6 +177,7 @@ def main() -> None:
         "dtype": str(lm.dtype).removeprefix("torch."),
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
+        "autocast": trained.manifest["autocast"],
         "threads": {"train": trained.manifest["threads"], "play": torch.get_num_threads()},
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "train_games": len(train),
@@ -183,6 +191,7 @@ def main() -> None:
             "seconds": round(play_s, 1),
             "steps": played.steps,
         },
+        "walkthrough_choices": {k: v for k, v in choices.to_dict().items() if k != "wrong"},
         "random": win_rate(rand.episodes),
         "max_steps": args.max_steps,
         "total_seconds": round(time.perf_counter() - started, 1),

@@ -13,6 +13,8 @@ from agents.finetune.demonstrations import (
     recovery_demonstrations,
     write_demonstrations,
 )
+from agents.finetune.evaluation import Choice, ImitationAccuracy, imitation_accuracy
+from agents.finetune.renaming import IngredientRenamer
 from agents.finetune.training import (
     DEMONSTRATIONS,
     MANIFEST,
@@ -26,12 +28,16 @@ from agents.finetune.training import (
 __all__ = [
     "DEMONSTRATIONS",
     "MANIFEST",
+    "Choice",
     "Demonstration",
     "FinetuneResult",
     "FinetuneSettings",
+    "ImitationAccuracy",
+    "IngredientRenamer",
     "check_out",
     "demonstrations",
     "finetune",
+    "imitation_accuracy",
     "read_demonstrations",
     "recovery_demonstrations",
     "split_games",

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agents.policies import Decision, ExpertAgent, LLMAgent, Turn
+from agents.policies import Decision, ExpertAgent, LLMAgent, Turn, candidates
 from agents.prompt import PromptTemplate
 from agents.runner import play
 from games import GameInfo
@@ -44,6 +44,7 @@ class Demonstration:
     prompt: str
     command: str
     detour: str = ""  # the wrong command this episode took first ("": the walkthrough)
+    commands: tuple[str, ...] = ()  # the valid commands the agent would have chosen from
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -66,7 +67,12 @@ class _PromptingExpert(ExpertAgent):
             game = turn.spec.game
             self.seen.append(
                 Demonstration(
-                    game.id, game.level, len(turn.steps), self.prompt(turn), decision.action
+                    game.id,
+                    game.level,
+                    len(turn.steps),
+                    self.prompt(turn),
+                    decision.action,
+                    commands=_choices(turn),
                 )
             )
         return decisions
@@ -99,7 +105,13 @@ class _RecoveringExpert(_PromptingExpert):
                 action = turn.state.policy_commands[0]
                 self.seen.append(
                     Demonstration(
-                        game.id, game.level, step, self.prompt(turn), action, self.detour[key]
+                        game.id,
+                        game.level,
+                        step,
+                        self.prompt(turn),
+                        action,
+                        self.detour[key],
+                        _choices(turn),
                     )
                 )
                 self.trials.append(turn.spec.trial)
@@ -107,6 +119,10 @@ class _RecoveringExpert(_PromptingExpert):
                 action = "look"
             decisions.append(Decision(action))
         return decisions
+
+
+def _choices(turn: Turn) -> tuple[str, ...]:
+    return tuple(candidates(turn.state))
 
 
 def _detour_step(turn: Turn) -> int:
@@ -223,10 +239,8 @@ def read_demonstrations(path: str | os.PathLike) -> list[Demonstration]:
     if not file.is_file():
         raise WorkbenchError(f"demonstrations file {str(file)!r} does not exist")
     try:
-        return [
-            Demonstration(**json.loads(line))
-            for line in file.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
+        lines = file.read_text(encoding="utf-8").splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        return [Demonstration(**{**r, "commands": tuple(r.get("commands", ()))}) for r in rows]
     except (ValueError, TypeError) as exc:
         raise WorkbenchError(f"{str(file)!r} is not a demonstrations file: {exc}") from exc

@@ -14,6 +14,7 @@ from agents.finetune import (
     FinetuneSettings,
     demonstrations,
     finetune,
+    imitation_accuracy,
     read_demonstrations,
     recovery_demonstrations,
     split_games,
@@ -34,6 +35,7 @@ TINY = FinetuneSettings(
     heldout_fraction=0.5,
     seed=3,
     recoveries=0,  # the walkthroughs alone keep these runs short; detours have their test
+    precision="float32",  # the same numbers on every CPU; mixed precision has its test
     target_modules=(
         "q_proj",
         "k_proj",
@@ -142,6 +144,43 @@ def test_recoveries_leave_the_walkthrough_once_then_follow_the_winning_policy(le
     assert recovery_demonstrations(level1_games, per_game=0, workers=0) == []
 
 
+def test_renaming_swaps_the_recipe_foods_everywhere_and_keeps_the_commands_sorted():
+    import random
+    from pathlib import Path
+
+    from agents.finetune import Demonstration, IngredientRenamer
+    from games import GameInfo
+
+    def game(gid: str, foods: list[str]) -> GameInfo:
+        return GameInfo(gid, Path(gid), 2, "train", 0, 4, 6, ingredients=foods)
+
+    renamer = IngredientRenamer(
+        [game("g1", ["red apple"]), game("g2", ["zucchini"]), game("g3", ["red onion"])]
+    )
+    commands = ("cook red apple with stove", "take red apple from fridge", "take red onion")
+    listed = "\n".join(commands)
+    demo = Demonstration(
+        "g1",
+        2,
+        3,
+        f"Ingredients:\nred apple\nfry the red apple\nRed apple and a red onion.\n{listed}\n",
+        "cook red apple with stove",
+        commands=commands,
+    )
+    renamed = renamer(demo, random.Random(0))
+    # "red onion" is in the prompt already, so the apple can only become the zucchini.
+    assert renamed.command == "cook zucchini with stove"
+    assert "red apple" not in renamed.prompt.lower()
+    assert "Zucchini and a red onion" in renamed.prompt
+    assert renamed.commands == tuple(sorted(renamed.commands))
+    assert "take red onion\ntake zucchini from fridge\n" in renamed.prompt
+    assert renamer(demo, random.Random(0)) == renamed
+    # A game without a recipe, or with no free food to rename to, is left as it was.
+    assert renamer(Demonstration("other", 1, 0, "look", "look"), random.Random(0)).prompt == "look"
+    crowded = Demonstration("g1", 2, 0, demo.prompt + "zucchini", demo.command, commands=commands)
+    assert renamer(crowded, random.Random(0)) == crowded
+
+
 def test_split_is_by_game_and_seeded():
     ids = [f"g{i}" for i in range(10)]
     train, held = split_games(ids, 0.2, seed=1)
@@ -165,6 +204,12 @@ def test_loss_falls_and_the_adapter_is_saved_with_its_manifest(adapter, level1_g
     assert config["base_model_name_or_path"] == manifest["base_model"]
     data = read_demonstrations(result.out / DEMONSTRATIONS)
     assert len(data) == manifest["examples"]["train"] + manifest["examples"]["heldout"]
+    assert all(d.command in d.commands for d in data)  # the walkthrough's commands are valid
+    # The held-out game's steps, chosen as `play --select choose` chooses.
+    choices = manifest["heldout_choices"]
+    assert choices["steps"] == manifest["examples"]["heldout"]
+    assert set(choices["by_decision"]) <= {f"level 1: {d.command.split()[0]}" for d in data}
+    assert len(choices["wrong"]) == choices["steps"] - choices["right"]
 
 
 def test_the_adapter_loads_and_changes_the_choices(adapter, game_model_dir, demos):
@@ -187,9 +232,26 @@ def test_the_adapter_loads_and_changes_the_choices(adapter, game_model_dir, demo
     assert after != before
     # The agent's choices move towards the expert's: its commands rank far higher.
     assert sum(expert_ranks(after)) < 0.6 * sum(expert_ranks(before))
+    trained = [d for d in demos if d.game in result.manifest["train_games"]]
+    was = imitation_accuracy(LocalLLM(load_model(str(game_model_dir), device="cpu")), trained)
+    now = imitation_accuracy(LocalLLM(tuned), trained)
+    # The expert's command gains on the best other command at every step, on the whole.
+    assert sum(c.margin for c in now.choices) > sum(c.margin for c in was.choices) + len(trained)
+    assert now.accuracy >= was.accuracy
+    assert [c.right for c in now.choices] == [c.margin > 0 for c in now.choices]
     # Training left the shared (cached) base model as it was.
     base = load_model(str(game_model_dir), device="cpu", dtype="float32")
     assert base.adapter is None and _scores(base, demos) == before
+
+
+def test_imitation_accuracy_needs_valid_commands_and_a_known_score_mode(demos, tiny_causal):
+    from dataclasses import replace
+
+    llm = LocalLLM(tiny_causal)
+    with pytest.raises(WorkbenchError, match="has no valid commands recorded"):
+        imitation_accuracy(llm, [replace(demos[0], commands=())])
+    with pytest.raises(WorkbenchError, match="unknown score mode 'max'"):
+        imitation_accuracy(llm, demos[:1], score_mode="max")
 
 
 def test_same_seed_same_adapter(adapter, game_model_dir, level1_games, tmp_path):
@@ -227,6 +289,42 @@ def test_top_layers_adapts_only_the_last_blocks(game_model_dir, level1_games, tm
         finetune(lm, level1_games, tmp_path / "deep", replace(TINY, top_layers=3))
 
 
+def test_mixed_precision_trains_in_bf16_and_keeps_float32_adapter_weights(
+    game_model_dir, level1_games, tmp_path
+):
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    mixed = finetune(lm, level1_games, tmp_path / "bf16", replace(TINY, precision="bfloat16"))
+    history = mixed.manifest["history"]
+    assert mixed.manifest["autocast"] == "bfloat16" and mixed.manifest["dtype"] == "float32"
+    assert history[-1]["train_loss"] < history[1]["train_loss"]
+    assert mixed.heldout_loss < mixed.manifest["loss"]["heldout_before"]
+    weights = load_file(mixed.out / "adapter_model.safetensors")
+    assert weights and {str(w.dtype) for w in weights.values()} == {"torch.float32"}
+    plain = finetune(lm, level1_games, tmp_path / "fp32", replace(TINY, epochs=1))
+    assert plain.manifest["autocast"] is None
+
+
+def test_auto_precision_is_bf16_where_the_hardware_does_bf16(monkeypatch):
+    import torch
+
+    from agents.finetune import training
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert training.autocast_dtype("float32", cuda) is None
+    assert training.autocast_dtype("bfloat16", cpu) is torch.bfloat16
+    assert training.autocast_dtype("auto", cuda) is torch.bfloat16
+    monkeypatch.setattr(training, "_cpu_has_bf16", lambda: False)
+    assert training.autocast_dtype("auto", cpu) is None
+    monkeypatch.setattr(training, "_cpu_has_bf16", lambda: True)
+    assert training.autocast_dtype("auto", cpu) is torch.bfloat16
+    with pytest.raises(WorkbenchError, match="unknown precision 'fp8'; choose one of auto"):
+        FinetuneSettings(precision="fp8")
+
+
 def test_bad_settings_and_an_adapter_of_another_model(adapter, tiny_causal, tmp_path):
     with pytest.raises(WorkbenchError, match="epochs must be at least 1"):
         FinetuneSettings(epochs=0)
@@ -253,6 +351,11 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, adapter, level1_games):
             ["finetune", "--games", str(empty), "--out", str(tmp_path / "a"), "--epochs", "0"],
             2,
             "--epochs",
+        ),
+        (
+            ["finetune", "--games", level1, "--out", str(tmp_path / "b"), "--precision", "fp8"],
+            1,
+            "unknown precision 'fp8'",
         ),
         (
             ["play", "--games", str(empty), "--adapter", str(tmp_path / "nope")],
@@ -348,10 +451,13 @@ def test_cli_trains_an_adapter_and_prints_its_manifest(
     out = tmp_path / "cli-adapter"
     args = ["finetune", "--games", str(level1_games[0].path.parent), "--out", str(out)]
     options = ["--model", str(game_model_dir), "--device", "cpu", "--dtype", "float32"]
-    code, printed, err = run_inprocess(capsys, *args, *options, "--epochs", "1", "--json")
+    code, printed, err = run_inprocess(
+        capsys, *args, *options, "--epochs", "1", "--rename-ingredients", "--json"
+    )
     assert code == 0, err
     manifest = json.loads(printed)
     assert manifest["hyperparameters"]["epochs"] == 1 and manifest["examples"]["train"] > 0
+    assert manifest["hyperparameters"]["rename_ingredients"] is True
     assert (out / "adapter_model.safetensors").is_file() and (out / DEMONSTRATIONS).is_file()
     # The default trains on detours too, written beside the walkthroughs' steps.
     assert manifest["hyperparameters"]["recoveries"] == 2

@@ -37,6 +37,17 @@ def finetune(
         max=0.99,
         help="Share of the games held out for the held-out loss.",
     ),
+    rename_ingredients: bool = typer.Option(
+        False,
+        "--rename-ingredients",
+        help="Each epoch, rename the recipe's foods to other training games' foods, so the "
+        "cookbook, not a food's name, says what to do.",
+    ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (bf16 autocast on GPUs and CPUs with native bf16), float32 or bfloat16.",
+    ),
     seed: int = typer.Option(0, "--seed", help="Fixes the held-out games, order and init."),
     history: int = typer.Option(5, "--history", help="Past steps shown in the prompt."),
     parallel: int = typer.Option(8, "--parallel", min=1, help="Games replayed together."),
@@ -71,6 +82,8 @@ def finetune(
         seed=seed,
         top_layers=top_layers,
         recoveries=recoveries,
+        rename_ingredients=rename_ingredients,
+        precision=precision,
     )
     template = PromptTemplate(history_steps=history)
     check_out(out)
