@@ -13,12 +13,12 @@
 
 The same adapter from the command line:
 
-    workbench games make --level 1 --count 15 --seed 1 --split train --out DIR/train  # and
-    #   --level 2 --count 30, --level 3 --count 30 (the defaults, run 6 in BENCHMARKS.md)
+    workbench games make --level 1 --count 10 --seed 1 --split train --out DIR/train  # and
+    #   --level 2 --count 25, --level 3 --count 40 (the defaults, run 9 in BENCHMARKS.md)
     workbench games make --level 1 --count 7 --seed 2 --split valid --out DIR/valid  # and
     #   --level 2 --count 7, --level 3 --count 6: the same 20 held-out games
-    workbench finetune --games DIR/train --out DIR/adapter --epochs 2 --lr 2e-3 --top-layers 10 \
-        --recoveries 1
+    workbench finetune --games DIR/train --out DIR/adapter --epochs 3 --lr 2e-3 --top-layers 10 \
+        --recoveries 1 --rename-ingredients
     workbench play --games DIR/valid --adapter DIR/adapter --select choose --max-steps 25
 """
 
@@ -95,10 +95,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/finetune-bench"))
     parser.add_argument(
         "--train-count",
-        default="15,30,30",
+        default="10,25,40",
         help="Train games per level: one number, or three for levels 1, 2, 3.",
     )
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--top-layers", type=int, default=10, help="Adapt the last N blocks.")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--recoveries", type=int, default=1, help="Detours a game.")
@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=10)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--rename-ingredients", action="store_true")
+    parser.add_argument("--rename-ingredients", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--precision", default="auto", help="Training: auto, float32, bfloat16.")
     parser.add_argument("--out", type=Path, help="Also write the result JSON here.")
     args = parser.parse_args()
