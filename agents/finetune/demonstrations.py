@@ -72,7 +72,7 @@ class _PromptingExpert(ExpertAgent):
                     len(turn.steps),
                     self.prompt(turn),
                     decision.action,
-                    commands=_choices(turn),
+                    commands=tuple(candidates(turn.state)),
                 )
             )
         return decisions
@@ -111,7 +111,7 @@ class _RecoveringExpert(_PromptingExpert):
                         self.prompt(turn),
                         action,
                         self.detour[key],
-                        _choices(turn),
+                        tuple(candidates(turn.state)),
                     )
                 )
                 self.trials.append(turn.spec.trial)
@@ -119,10 +119,6 @@ class _RecoveringExpert(_PromptingExpert):
                 action = "look"
             decisions.append(Decision(action))
         return decisions
-
-
-def _choices(turn: Turn) -> tuple[str, ...]:
-    return tuple(candidates(turn.state))
 
 
 def _detour_step(turn: Turn) -> int:

@@ -97,8 +97,7 @@ class FinetuneSettings:
         precision: "auto", "float32" or "bfloat16". bfloat16 runs the forward and backward
             passes under bf16 autocast while LoRA's weights and AdamW's state stay float32
             (mixed precision); "auto" picks it on GPUs and on CPUs with native bf16
-            (AVX512-BF16 or AMX: 1.65x faster a step than float32 on this project's 2-core
-            CPU), float32 elsewhere.
+            (AVX512-BF16 or AMX; BENCHMARKS.md has the CPU figure), float32 elsewhere.
     """
 
     epochs: int = 2
