@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--recoveries", type=int, default=1, help="Detours a game.")
     parser.add_argument("--rank", type=int, default=FinetuneSettings.rank)
+    parser.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout.")
     parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=25)
@@ -128,6 +129,7 @@ def main() -> None:
         epochs=args.epochs,
         lr=args.lr,
         rank=args.rank,
+        dropout=args.dropout,
         batch_size=args.batch_size,
         seed=args.seed,
         top_layers=args.top_layers,
@@ -185,7 +187,10 @@ def main() -> None:
         "examples": trained.manifest["examples"],
         "hyperparameters": trained.manifest["hyperparameters"],
         "loss": trained.manifest["loss"],
-        "train_seconds": trained.manifest["seconds"],
+        # The torch loop with its held-out losses (the goal's figure), and everything
+        # `finetune` does: replays, encoding, held-out choices.
+        "train_seconds": trained.manifest["train_seconds"],
+        "finetune_seconds": trained.manifest["seconds"],
         "finetuned": {
             **win_rate(played.episodes),
             "seconds": round(play_s, 1),

@@ -54,10 +54,9 @@ def demos(level1_games):
     return demonstrations(level1_games, workers=0)
 
 
-@pytest.fixture(scope="module")
-def game_model_dir(demos, tmp_path_factory):
+def build_game_llama(demos, path):
     """A tiny Llama whose word-level vocabulary covers the games' words (so that commands
-    are told apart), saved as a model folder."""
+    are told apart), saved as a model folder at `path`."""
     import torch
     from transformers import LlamaForCausalLM
 
@@ -70,10 +69,14 @@ def game_model_dir(demos, tmp_path_factory):
         len(tokenizer), hidden_size=64, intermediate_size=128, max_position_embeddings=1024
     )
     model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("models") / "tiny-game-llama"
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def game_model_dir(demos, tmp_path_factory):
+    return build_game_llama(demos, tmp_path_factory.mktemp("models") / "tiny-game-llama")
 
 
 @pytest.fixture(scope="module")

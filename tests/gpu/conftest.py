@@ -25,7 +25,21 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def level1_games(tmp_path_factory) -> list:
+    """Two level-1 games: from $WORKBENCH_TEST_GAMES (a compiled game-set folder, so that
+    the GPU machine need not compile), else the tests' own, compiled here."""
+    import games
+
+    given = os.environ.get("WORKBENCH_TEST_GAMES")
+    if given:
+        return games.list_games(Path(given))[:2]
+    from tests.games.compiled import compiled
+
+    return compiled(tmp_path_factory.getbasetemp(), 1, 2)
+
+
+@pytest.fixture(scope="session")
 def two_gpus():
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")

@@ -10,7 +10,6 @@ prompt has a clear best command) and, for explain-step, a level-1 TextWorld game
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,15 +66,8 @@ def test_probe_on_cuda_reads_the_cpu_features(copy_lm, gpu_lm):
 
 
 @pytest.fixture(scope="module")
-def game(tmp_path_factory):
-    import games
-
-    given = os.environ.get("WORKBENCH_TEST_GAMES")
-    if given:
-        return games.list_games(Path(given))[0]
-    from tests.games.compiled import compiled
-
-    return compiled(tmp_path_factory.getbasetemp(), 1, 1)[0]
+def game(level1_games):
+    return level1_games[0]
 
 
 def test_explain_step_on_cuda_agrees_with_cpu(copy_lm, gpu_lm, game, tmp_path):

@@ -111,7 +111,7 @@ def test_more_gpus_than_the_machine_has_is_one_line(tmp_path, decisions, copy_lm
 
 
 @pytest.fixture(scope="module")
-def split_and_whole(copy_lm_dir):
+def split_and_whole(two_gpus, copy_lm_dir):
     from workbench.models import load_model
 
     split = load_model(copy_lm_dir, device="cuda", dtype="float32", device_map=SPLIT)

@@ -19,6 +19,7 @@ def finetune(
     epochs: int = typer.Option(2, "--epochs", min=1, help="Passes over the training steps."),
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
     rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank."),
+    dropout: float = typer.Option(0.05, "--dropout", help="LoRA dropout, in [0, 1)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Steps per optimizer step."),
     top_layers: int | None = typer.Option(
         None, "--top-layers", min=1, help="Adapt only the last N blocks (faster; default all)."
@@ -77,6 +78,7 @@ def finetune(
         epochs=epochs,
         lr=lr,
         rank=rank,
+        dropout=dropout,
         batch_size=batch_size,
         heldout_fraction=heldout_fraction,
         seed=seed,
