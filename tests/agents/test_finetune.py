@@ -4,6 +4,7 @@ LoRA adapter lowers the loss and changes the agent's choices, and bad input is o
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -248,7 +249,6 @@ def test_the_adapter_loads_and_changes_the_choices(adapter, game_model_dir, demo
 
 
 def test_imitation_accuracy_needs_valid_commands_and_a_known_score_mode(demos, tiny_causal):
-    from dataclasses import replace
 
     llm = LocalLLM(tiny_causal)
     with pytest.raises(WorkbenchError, match="has no valid commands recorded"):
@@ -269,7 +269,6 @@ def test_same_seed_same_adapter(adapter, game_model_dir, level1_games, tmp_path)
 def test_a_diverging_run_stops_with_one_line_and_saves_no_adapter(
     game_model_dir, level1_games, tmp_path
 ):
-    from dataclasses import replace
 
     lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
     out = tmp_path / "diverged"
@@ -280,7 +279,6 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_adapter(
 
 
 def test_top_layers_adapts_only_the_last_blocks(game_model_dir, level1_games, tmp_path):
-    from dataclasses import replace
 
     lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
     top = finetune(lm, level1_games, tmp_path / "top", replace(TINY, epochs=1, top_layers=1))
@@ -295,7 +293,6 @@ def test_top_layers_adapts_only_the_last_blocks(game_model_dir, level1_games, tm
 def test_mixed_precision_trains_in_bf16_and_keeps_float32_adapter_weights(
     game_model_dir, level1_games, tmp_path
 ):
-    from dataclasses import replace
 
     from safetensors.torch import load_file
 
@@ -309,6 +306,57 @@ def test_mixed_precision_trains_in_bf16_and_keeps_float32_adapter_weights(
     assert weights and {str(w.dtype) for w in weights.values()} == {"torch.float32"}
     plain = finetune(lm, level1_games, tmp_path / "fp32", replace(TINY, epochs=1))
     assert plain.manifest["autocast"] is None
+
+
+def padding_changes_nothing(lm, rows, settings: FinetuneSettings = TINY) -> None:
+    """A batch's summed loss and its gradients are the sum of its rows' alone (`rows`:
+    training examples of different lengths), so padding is never attended to and never
+    turns a gradient into NaN (left padding did on CUDA). Exact in float32; under bf16
+    autocast the loss within 2% and each gradient pointing the same way."""
+    import torch
+
+    from agents.finetune import training
+
+    trainer = training._Trainer(lm, replace(settings, dropout=0.0))
+    exact = trainer.autocast is None and lm.dtype == torch.float32
+    try:
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+        def loss_and_grads(batch):
+            trainer.model.zero_grad(set_to_none=True)
+            loss, n = trainer._loss(batch)
+            loss.backward()
+            return loss.item(), n, [p.grad.clone() for p in params]
+
+        together = loss_and_grads(rows)
+        alone = [loss_and_grads([row]) for row in rows]
+        assert together[1] == sum(a[1] for a in alone) == sum(r.answer for r in rows)
+        assert together[0] == pytest.approx(sum(a[0] for a in alone), rel=1e-4 if exact else 0.02)
+        for i, grad in enumerate(together[2]):
+            assert torch.isfinite(grad).all()
+            summed = sum(a[2][i] for a in alone)
+            if exact:
+                torch.testing.assert_close(grad, summed, rtol=1e-3, atol=1e-5)
+            elif summed.norm() > 0:
+                cosine = torch.nn.functional.cosine_similarity(grad.flatten(), summed.flatten(), 0)
+                assert cosine > 0.95
+    finally:
+        trainer.restore()
+
+
+def encoded_extremes(lm, demos) -> list:
+    """The shortest, the longest and a middle demonstration, encoded for training."""
+    from agents.finetune.training import _encode
+
+    examples = sorted((_encode(LocalLLM(lm), d) for d in demos), key=lambda e: len(e.ids))
+    rows = [examples[0], examples[-1], examples[len(examples) // 2]]
+    assert len(rows[1].ids) - len(rows[0].ids) > 20
+    return rows
+
+
+def test_padding_changes_neither_the_loss_nor_the_gradients(game_model_dir, demos):
+    lm = load_model(str(game_model_dir), device="cpu", dtype="float32")
+    padding_changes_nothing(lm, encoded_extremes(lm, demos))
 
 
 def test_auto_precision_is_bf16_where_the_hardware_does_bf16(monkeypatch):

@@ -16,7 +16,12 @@ import torch
 
 from agents.finetune import demonstrations, finetune, imitation_accuracy
 from agents.finetune.training import autocast_dtype
-from tests.agents.test_finetune import TINY, build_game_llama
+from tests.agents.test_finetune import (
+    TINY,
+    build_game_llama,
+    encoded_extremes,
+    padding_changes_nothing,
+)
 from workbench.llm.local import LocalLLM
 from workbench.models import load_model
 
@@ -67,3 +72,41 @@ def test_finetune_on_cuda_autocasts_to_bf16_and_moves_the_choices(
             trained
         ), device
         assert now.accuracy >= base.accuracy
+
+
+def test_padded_batches_train_on_cuda_as_their_rows_alone(model_dir, demos):
+    lm = load_model(str(model_dir), device=DEVICE, dtype="float32")
+    padding_changes_nothing(lm, encoded_extremes(lm, demos))
+
+
+def test_padded_batches_of_smollm2s_attention_shape_have_finite_gradients():
+    """The batch that broke fine-tuning SmolLM2-135M's shape on an H200 (torch 2.11): rows
+    of 439-448 tokens trained finitely alone but gave NaN gradients together while they
+    were left-padded. Four blocks of SmolLM2's attention shape (9 heads, 3 key-value heads,
+    head size 64), bf16 weights, the last two adapted, random weights and token ids."""
+    from transformers import LlamaForCausalLM
+
+    from agents.finetune.training import _Example
+    from tests.conftest import WORDS, tiny_llama_config, tiny_tokenizer
+    from workbench.models import from_pretrained_objects
+
+    tokenizer = tiny_tokenizer([*WORDS, *(f"w{i}" for i in range(400))])
+    config = tiny_llama_config(
+        len(tokenizer),
+        hidden_size=576,
+        intermediate_size=1536,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        num_hidden_layers=4,
+        max_position_embeddings=1024,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(DEVICE, torch.bfloat16)
+    lm = from_pretrained_objects(model, tokenizer, name="smollm2-attention-shape")
+    ids = torch.Generator().manual_seed(1)
+    rows = [
+        _Example(torch.randint(3, len(tokenizer), (n,), generator=ids).tolist(), answer)
+        for n, answer in ((439, 3), (443, 3), (444, 2), (448, 7))
+    ]
+    settings = replace(TINY, target_modules="all-linear", top_layers=2, precision="auto")
+    padding_changes_nothing(lm, rows, settings)
