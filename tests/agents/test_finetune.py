@@ -503,13 +503,13 @@ def test_cli_trains_an_adapter_and_prints_its_manifest(
     args = ["finetune", "--games", str(level1_games[0].path.parent), "--out", str(out)]
     options = ["--model", str(game_model_dir), "--device", "cpu", "--dtype", "float32"]
     code, printed, err = run_inprocess(
-        capsys, *args, *options, "--epochs", "1", "--rename-ingredients", "--json"
+        capsys, *args, *options, "--epochs", "1", "--keep-ingredients", "--json"
     )
     assert code == 0, err
     manifest = json.loads(printed)
     assert manifest["hyperparameters"]["epochs"] == 1 and manifest["examples"]["train"] > 0
-    assert manifest["hyperparameters"]["rename_ingredients"] is True
+    assert manifest["hyperparameters"]["rename_ingredients"] is False
     assert (out / "adapter_model.safetensors").is_file() and (out / DEMONSTRATIONS).is_file()
     # The default trains on detours too, written beside the walkthroughs' steps.
-    assert manifest["hyperparameters"]["recoveries"] == 2
+    assert manifest["hyperparameters"]["recoveries"] == 1
     assert any(d.detour for d in read_demonstrations(out / DEMONSTRATIONS))

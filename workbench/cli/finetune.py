@@ -16,16 +16,16 @@ def finetune(
         ..., "--games", "-g", help="Game-set folder or game file (repeatable)."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="New folder for the adapter."),
-    epochs: int = typer.Option(2, "--epochs", min=1, help="Passes over the training steps."),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over the training steps."),
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
     rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank."),
-    dropout: float = typer.Option(0.05, "--dropout", help="LoRA dropout, in [0, 1)."),
+    dropout: float = typer.Option(0.0, "--dropout", help="LoRA dropout, in [0, 1)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Steps per optimizer step."),
     top_layers: int | None = typer.Option(
         None, "--top-layers", min=1, help="Adapt only the last N blocks (faster; default all)."
     ),
     recoveries: int = typer.Option(
-        2,
+        1,
         "--recoveries",
         min=0,
         help="Detour episodes a game: states after a wrong command, labelled with the "
@@ -39,8 +39,8 @@ def finetune(
         help="Share of the games held out for the held-out loss.",
     ),
     rename_ingredients: bool = typer.Option(
-        False,
-        "--rename-ingredients",
+        True,
+        "--rename-ingredients/--keep-ingredients",
         help="Each epoch, rename the recipe's foods to other training games' foods, so the "
         "cookbook, not a food's name, says what to do.",
     ),
@@ -66,7 +66,7 @@ def finetune(
     The adapter, its demonstrations (JSONL) and a manifest (finetune.json) go to --out;
     play with it: `workbench play --adapter OUT ...`.
 
-    Example: workbench finetune --games game-sets/l1-3 --out adapters/l1-3 --epochs 2
+    Example: workbench finetune --games game-sets/l1-3 --out adapters/l1-3 --lr 2e-3 --top-layers 10
     """
     import games as game_sets
     from agents import PromptTemplate
