@@ -14,11 +14,10 @@
 The same adapter from the command line:
 
     workbench games make --level 1 --count 10 --seed 1 --split train --out DIR/train  # and
-    #   --level 2 --count 25, --level 3 --count 40 (the defaults, run 9 in BENCHMARKS.md)
+    #   --level 2 --count 25, --level 3 --count 40 (the defaults, run 10 in BENCHMARKS.md)
     workbench games make --level 1 --count 7 --seed 2 --split valid --out DIR/valid  # and
     #   --level 2 --count 7, --level 3 --count 6: the same 20 held-out games
-    workbench finetune --games DIR/train --out DIR/adapter --epochs 3 --lr 2e-3 --top-layers 10 \
-        --recoveries 1 --rename-ingredients
+    workbench finetune --games DIR/train --out DIR/adapter --lr 2e-3 --top-layers 10
     workbench play --games DIR/valid --adapter DIR/adapter --select choose --max-steps 25
 """
 
@@ -98,19 +97,25 @@ def main() -> None:
         default="10,25,40",
         help="Train games per level: one number, or three for levels 1, 2, 3.",
     )
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=FinetuneSettings.epochs)
     parser.add_argument("--top-layers", type=int, default=10, help="Adapt the last N blocks.")
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--recoveries", type=int, default=1, help="Detours a game.")
+    parser.add_argument(
+        "--recoveries", type=int, default=FinetuneSettings.recoveries, help="Detours a game."
+    )
     parser.add_argument("--rank", type=int, default=FinetuneSettings.rank)
-    parser.add_argument("--dropout", type=float, default=0.0, help="LoRA dropout.")
+    parser.add_argument("--dropout", type=float, default=FinetuneSettings.dropout)
     parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=25)
     parser.add_argument("--parallel", type=int, default=10)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--rename-ingredients", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--rename-ingredients",
+        action=argparse.BooleanOptionalAction,
+        default=FinetuneSettings.rename_ingredients,
+    )
     parser.add_argument("--precision", default="auto", help="Training: auto, float32, bfloat16.")
     parser.add_argument("--out", type=Path, help="Also write the result JSON here.")
     args = parser.parse_args()
