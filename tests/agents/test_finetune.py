@@ -513,3 +513,18 @@ def test_cli_trains_an_adapter_and_prints_its_manifest(
     # The default trains on detours too, written beside the walkthroughs' steps.
     assert manifest["hyperparameters"]["recoveries"] == 1
     assert any(d.detour for d in read_demonstrations(out / DEMONSTRATIONS))
+
+
+def test_cli_defaults_are_the_library_defaults():
+    # The CLI spells its defaults out (importing agents.finetune would import torch at
+    # start-up), so this keeps the two in step.
+    import inspect
+    from dataclasses import fields
+
+    from workbench.cli.finetune import finetune as command
+
+    options = {n: p.default.default for n, p in inspect.signature(command).parameters.items()}
+    for field in fields(FinetuneSettings):
+        if field.name in options:
+            assert options[field.name] == field.default, field.name
+    assert {"epochs", "lr", "dropout", "recoveries", "rename_ingredients"} <= set(options)
