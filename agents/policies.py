@@ -16,7 +16,7 @@ from agents.prompt import PromptTemplate
 from agents.trajectory import EpisodeSpec, LLMCall, Step
 from games import GameState
 from workbench.errors import WorkbenchError
-from workbench.llm import LLM, SCORE_MODES, LLMUnavailableError
+from workbench.llm import LLM, LLMUnavailableError, check_score_mode
 from workbench.store import new_id
 
 AGENTS = ("random", "expert", "llm")
@@ -106,10 +106,7 @@ class LLMAgent(Agent):
     ):
         if select not in SELECTIONS:
             raise WorkbenchError(f"unknown --select {select!r}; choose one of choose, generate")
-        if score_mode not in SCORE_MODES:
-            raise WorkbenchError(
-                f"unknown score mode {score_mode!r}; choose one of {', '.join(SCORE_MODES)}"
-            )
+        check_score_mode(score_mode)
         if select == "choose" and not llm.supports_scoring:
             raise WorkbenchError(f"the {llm.backend} backend cannot score; use --select generate")
         self.llm = llm

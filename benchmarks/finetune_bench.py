@@ -116,7 +116,9 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=FinetuneSettings.rename_ingredients,
     )
-    parser.add_argument("--precision", default="auto", help="Training: auto, float32, bfloat16.")
+    parser.add_argument(
+        "--precision", default=FinetuneSettings.precision, help="auto, float32 or bfloat16."
+    )
     parser.add_argument("--out", type=Path, help="Also write the result JSON here.")
     args = parser.parse_args()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from agents.finetune.demonstrations import Demonstration
 from workbench.errors import WorkbenchError
-from workbench.llm import LLM, SCORE_MODES
+from workbench.llm import LLM, check_score_mode
 
 
 @dataclass(frozen=True)
@@ -83,10 +83,7 @@ def imitation_accuracy(
 ) -> ImitationAccuracy:
     """Score every demonstration's valid commands after its prompt; the top one is the
     agent's choice (no repeat penalty: a demonstration has no commands that failed)."""
-    if score_mode not in SCORE_MODES:
-        raise WorkbenchError(
-            f"unknown score mode {score_mode!r}; choose one of {', '.join(SCORE_MODES)}"
-        )
+    check_score_mode(score_mode)
     if not llm.supports_scoring:
         raise WorkbenchError(f"the {llm.backend} backend cannot score commands")
     missing = [d for d in demos if not d.commands]

@@ -16,6 +16,7 @@ from workbench.llm.base import (
     Completion,
     LLMUnavailableError,
     ScoreMode,
+    check_score_mode,
 )
 
 BACKENDS = ("local", "openai")
@@ -55,6 +56,7 @@ __all__ = [
     "BACKENDS",
     "LLM",
     "SCORE_MODES",
+    "check_score_mode",
     "CandidateScores",
     "Completion",
     "LLMUnavailableError",

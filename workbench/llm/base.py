@@ -18,6 +18,12 @@ ScoreMode = Literal["sum", "mean", "calibrated"]
 SCORE_MODES: tuple[str, ...] = ("sum", "mean", "calibrated")
 
 
+def check_score_mode(mode: str) -> None:
+    """One line for an unknown way of turning token log-likelihoods into a command's score."""
+    if mode not in SCORE_MODES:
+        raise WorkbenchError(f"unknown score mode {mode!r}; choose one of {', '.join(SCORE_MODES)}")
+
+
 class LLMUnavailableError(WorkbenchError):
     """The backend could not answer even after retries (endpoint down, garbage replies)."""
 
