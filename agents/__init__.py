@@ -9,9 +9,9 @@
 """
 
 from agents.policies import AGENTS, SELECTIONS, Agent, LLMAgent, make_agent
-from agents.prompt import DEFAULT_TEMPLATE, PromptTemplate
+from agents.prompt import DEFAULT_TEMPLATE, PromptTemplate, worked_example
 from agents.report import Report, report
-from agents.runner import PlayResult, episode_specs, play, run_episodes, worked_example
+from agents.runner import PlayResult, episode_specs, play, run_episodes
 from agents.trajectory import Condition, Episode, EpisodeSpec, LLMCall, Step
 
 __all__ = [

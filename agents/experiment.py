@@ -282,7 +282,7 @@ def _open_experiment(store: Store, name: str, params: dict[str, Any]) -> str:
     if existing["kind"] != "experiment":
         raise WorkbenchError(f"run name {name!r} is taken by a run of kind {existing['kind']}")
     if existing["status"] == "finished":
-        raise WorkbenchError(f"experiment {name!r} has already finished; pick another --name")
+        raise WorkbenchError(f"experiment {name!r} has already finished; pick another name")
     return existing["id"]
 
 

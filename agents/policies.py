@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import random
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from agents.prompt import PromptTemplate
-from agents.trajectory import EpisodeSpec, LLMCall, Step
+from agents.prompt import PromptTemplate, template_fields
+from agents.trajectory import LLMCall, Turn
 from games import GameState
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM, LLMUnavailableError, check_score_mode
@@ -21,18 +20,6 @@ from workbench.store import new_id
 
 AGENTS = ("random", "expert", "llm")
 SELECTIONS = ("choose", "generate")
-
-
-@dataclass
-class Turn:
-    """Everything an agent may look at to pick one game's next command."""
-
-    spec: EpisodeSpec
-    state: GameState
-    steps: list[Step]
-    rng: random.Random
-    # Commands that were tried and changed nothing; repeating them wastes a move.
-    no_effect: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -87,7 +74,7 @@ class LLMAgent(Agent):
             predictable commands), or "calibrated" (sum minus the command's log-probability
             after a neutral prompt).
         repeat_penalty: subtracted (in nats) from commands that already changed nothing.
-        example: a worked example for the prompt (see `agents.runner.worked_example`).
+        example: a worked example for the prompt (see `agents.prompt.worked_example`).
         max_tokens / temperature: for generation.
     """
 
@@ -105,10 +92,10 @@ class LLMAgent(Agent):
         temperature: float = 0.0,
     ):
         if select not in SELECTIONS:
-            raise WorkbenchError(f"unknown --select {select!r}; choose one of choose, generate")
+            raise WorkbenchError(f"unknown select {select!r}; choose one of choose, generate")
         check_score_mode(score_mode)
         if select == "choose" and not llm.supports_scoring:
-            raise WorkbenchError(f"the {llm.backend} backend cannot score; use --select generate")
+            raise WorkbenchError(f"the {llm.backend} backend cannot score; use select='generate'")
         self.llm = llm
         self.select = select
         self.template = template or PromptTemplate()
@@ -133,16 +120,7 @@ class LLMAgent(Agent):
         }
 
     def prompt(self, turn: Turn) -> str:
-        state = turn.state
-        return self.template.render(
-            objective=state.objective,
-            observation=state.observation,
-            inventory=state.inventory,
-            commands=sorted(state.admissible_commands),
-            tips=turn.spec.tips,
-            history=[(s.action, s.feedback) for s in turn.steps],
-            example=self.example,
-        )
+        return self.template.render(**template_fields(turn, self.example))
 
     def act(self, turns: list[Turn]) -> list[Decision]:
         prompts = [self.prompt(t) for t in turns]
@@ -268,6 +246,6 @@ def make_agent(name: str, llm: LLM | None = None, **options) -> Agent:
         return ExpertAgent()
     if name == "llm":
         if llm is None:
-            raise WorkbenchError("the llm agent needs an LLM (--llm local or openai:MODEL)")
+            raise WorkbenchError("the llm agent needs an llm (a local model or an openai endpoint)")
         return LLMAgent(llm, **options)
     raise WorkbenchError(f"unknown agent {name!r}; choose one of {', '.join(AGENTS)}")

@@ -15,8 +15,13 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from games import BatchEnv, GameInfo
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from agents.trajectory import Turn
 
 FIELDS = ("objective", "tips", "example", "history", "observation", "inventory", "commands")
 
@@ -98,3 +103,32 @@ class PromptTemplate:
 def _clip(text: str, limit: int) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def template_fields(turn: Turn, example: str = "") -> dict[str, Any]:
+    """What a turn puts into the template (`PromptTemplate.render`'s keyword arguments): the
+    one mapping from a turn to the fields, shared by the agent that plays and by explain-step,
+    which must rebuild the agent's prompts character for character."""
+    state = turn.state
+    return {
+        "objective": state.objective,
+        "observation": state.observation,
+        "inventory": state.inventory,
+        "commands": sorted(state.admissible_commands),
+        "tips": turn.spec.tips,
+        "history": [(s.action, s.feedback) for s in turn.steps],
+        "example": example,
+    }
+
+
+def worked_example(game: GameInfo, max_chars: int = 2500) -> str:
+    """A won game as the prompt's worked example: its walkthrough with the real replies."""
+    lines: list[str] = []
+    with BatchEnv(1, workers=0) as env:
+        state = env.reset({0: game.path})[0]
+        lines.append(state.observation[-600:])
+        for command in state.walkthrough:
+            state = env.step({0: command})[0]
+            lines.append(f"> {command}\n{state.observation}")
+    text = "\n".join(lines)
+    return text if len(text) <= max_chars else text[-max_chars:]

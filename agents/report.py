@@ -4,8 +4,8 @@ comparisons of two conditions (or runs) on the same games.
 
 Each game counts once per group: its trials are averaged first, so a level with many
 trials of few games does not look more certain than it is. Success rates get a Wilson
-interval, normalised scores a t interval (`workbench.stats` says why). The CLI's `report`
-and `experiment` and the dashboard all aggregate through this module.
+interval, normalised scores a t interval that cannot collapse (`workbench.stats` says why).
+The CLI's `report` and `experiment` and the dashboard all aggregate through this module.
 
     >>> from agents.report import report
     >>> report(Store(), run="random-l1").to_dict()       # doctest: +SKIP
@@ -42,9 +42,9 @@ class Estimate:
 
     @classmethod
     def score(cls, scores: Sequence[float]) -> Estimate:
-        """Normalised score over games: t interval, clipped to [0, 1]."""
-        i = stats.mean_interval(scores)
-        return cls(i.mean, max(0.0, i.low), min(1.0, i.high), i.n)
+        """Normalised score over games: a t interval that cannot collapse, in [0, 1]."""
+        i = stats.score_interval(scores)
+        return cls(i.mean, i.low, i.high, i.n)
 
     def text(self, percent: bool = True) -> str:
         fmt = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.2f}")
@@ -110,10 +110,8 @@ def paired_text(test: stats.PairedTest, percent: bool = True) -> str:
 
 def report(store: Store, run: str | None = None) -> Report:
     """The report of a play run by name or id (default: the latest play run)."""
-    record = runs.get_run(store, run, kind="play") if run else runs.latest_run(store, "play")
+    record = runs.require_run(store, run) if run else runs.latest_run(store, "play")
     if record is None:
-        if run:
-            raise WorkbenchError(f"no play run named {run!r} in {store.path}")
         raise WorkbenchError(f"no play runs in {store.path}; start one with `workbench play`")
     episodes = play_store.list_episodes(store, record["id"])
     return Report(record, summarize(episodes), episodes)

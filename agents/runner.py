@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.policies import Agent, Decision, Turn, make_agent
-from agents.trajectory import Condition, Episode, EpisodeSpec, Step
+from agents.policies import Agent, Decision, make_agent
+from agents.trajectory import Condition, Episode, EpisodeSpec, Step, Turn
 from games import BatchEnv, GameInfo, GameState
 from workbench import distributed
 from workbench.errors import WorkbenchError
@@ -361,7 +361,7 @@ def _open_run(
     """The run to write into: a new one, or the unfinished run of that name (resumed)."""
     if store is None:
         if run_name:
-            raise WorkbenchError("--run-name needs a store to record the run in")
+            raise WorkbenchError("run_name needs a store to record the run in")
         return None
     run_id = new_id()
     name = run_name or f"play-{run_id}"
@@ -372,8 +372,8 @@ def _open_run(
         return {"id": run_id, "name": name, "params": params}
     if existing["status"] == "finished":
         raise WorkbenchError(
-            f"run {name!r} has already finished; pick another --run-name "
-            f"or see it with `workbench report --run {name}`"
+            f"run {name!r} has already finished; pick another run_name "
+            "or see its report (`workbench report`)"
         )
     old = existing["params"] or {}
     for key in _RESUME_KEYS:
@@ -407,16 +407,3 @@ def _save(store: Store, run: dict[str, Any], episode: Episode) -> None:
         [s.to_row() for s in episode.steps],
         [c.to_row() for c in episode.llm_calls],
     )
-
-
-def worked_example(game: GameInfo, max_chars: int = 2500) -> str:
-    """A won game as the prompt's worked example: its walkthrough with the real replies."""
-    lines: list[str] = []
-    with BatchEnv(1, workers=0) as env:
-        state = env.reset({0: game.path})[0]
-        lines.append(state.observation[-600:])
-        for command in state.walkthrough:
-            state = env.step({0: command})[0]
-            lines.append(f"> {command}\n{state.observation}")
-    text = "\n".join(lines)
-    return text if len(text) <= max_chars else text[-max_chars:]

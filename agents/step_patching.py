@@ -3,7 +3,7 @@
 A probe can find "the fridge is open" in the agent's hidden state; only an intervention
 says whether the action depends on it. For a step of a played episode:
 
-1. The step's prompt is rebuilt exactly from the store (`agents.explain_step.recorded_step`).
+1. The step's prompt is rebuilt exactly from the store (`agents.recorded_step`).
 2. `patch="OLD=>NEW"` edits what the game told the agent (every occurrence of OLD in the
    step's observation and in the game's replies of its history, e.g. the recipe read a few
    steps earlier), e.g. `the fridge is open=>the fridge is closed`, and the agent chooses
@@ -35,14 +35,15 @@ from typing import Any
 
 import torch
 
-from agents.explain_step import recorded_step, run_model
-from agents.policies import Turn
+from agents.recorded_step import recorded_step, run_model
+from agents.trajectory import Turn
 from explainers.causal.engine import Progress, Readout
-from explainers.causal.patching import exact_patching, setup_from_ids, to_explanation
+from explainers.causal.patching import to_explanation
 from explainers.causal.result import PatchingExplanation
+from explainers.causal.sweep import PatchingSetup, exact_patching, setup_from_ids
 from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel
 from workbench.store import Store
-from workbench.store import tips as tips_store
 
 POSITION_MODES = ("changed", "last", "all")
 METHOD = "activation_patching"
@@ -67,18 +68,11 @@ class StepPatching:
         return self.corrupt_action != self.clean_action
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "explanation_id": self.explanation_id,
-            "run": self.run,
-            "episode_id": self.episode_id,
-            "step": self.step,
-            "patch": self.patch,
-            "action": self.action,
-            "clean_action": self.clean_action,
-            "corrupt_action": self.corrupt_action,
-            "action_changed": self.action_changed,
-            "explanation": self.explanation.to_record(),
-        }
+        """Plain data: every field (the explanation as its record) and `action_changed`."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["action_changed"] = self.action_changed
+        data["explanation"] = self.explanation.to_record()
+        return data
 
 
 def parse_patch(text: str) -> tuple[str, str]:
@@ -100,7 +94,7 @@ def patch_step(
     step: int,
     patch: str,
     *,
-    lm: Any = None,
+    lm: LoadedModel | None = None,
     positions: str = "changed",
     layers: list[int] | None = None,
     batch_size: int | None = None,
@@ -127,79 +121,48 @@ def patch_step(
         lm = run_model(store, run)
     if lm.kind != "causal":
         raise WorkbenchError(f"step patching needs a causal LM; {lm.name} is a classifier")
-    record, recorded = recorded_step(store, run, episode_id, step, lm)
+    recorded = recorded_step(store, run, episode_id, step, lm)
     agent, turn = recorded.agent, recorded.turn
-    edited = _edited_turn(turn, agent.prompt(turn), old, new, step)
+    edited = _edited_turn(turn, recorded.prompt, old, new, step)
     clean_action, corrupt_action = (d.action for d in agent.act([turn, edited]))
-
-    tok = lm.tokenizer
     texts = [agent.llm.format_prompt(agent.prompt(t)) for t in (turn, edited)]
-    # The agent's own tokenization: the formatted prompt, then the command right after it.
-    clean_ids, corrupt_ids = (tok(t, add_special_tokens=False)["input_ids"] for t in texts)
-    target = tok(recorded.action, add_special_tokens=False)["input_ids"]
-    if not target:
-        raise WorkbenchError(f"the recorded action {recorded.action!r} tokenizes to nothing")
-    contrast = None
-    if corrupt_action != recorded.action:
-        other = tok(corrupt_action, add_special_tokens=False)["input_ids"]
-        contrast = torch.tensor(other) if len(other) == len(target) else None
-    readout = Readout(torch.tensor(target), contrast)
-    setup = setup_from_ids(lm, clean_ids, corrupt_ids, readout, allow_lengths=True)
+    setup, clean_ids, corrupt_ids = _setup(lm, texts, recorded.action, corrupt_action)
     columns = _positions(positions, clean_ids, corrupt_ids, setup.clean_to_corrupt())
     sweep = exact_patching(
-        setup,
-        "resid",
-        "denoise",
-        layers,
-        columns,
-        batch_size=batch_size,
-        progress=progress,
+        setup, "resid", "denoise", layers, columns, batch_size=batch_size, progress=progress
     )
-    obj = _Prompt(texts[0], [tok.decode([i]) for i in target])
+    choices = {
+        "clean_action": clean_action,
+        "corrupt_action": corrupt_action,
+        "action_changed": corrupt_action != clean_action,
+    }
+    target_tokens = [lm.tokenizer.decode([i]) for i in setup.readout.target_ids.tolist()]
     exp = to_explanation(
         METHOD,
-        obj,
+        _Prompt(texts[0], target_tokens),
         setup,
         sweep,
         "resid",
         "denoise",
         {"estimate": "exact", "positions": positions, "patch": patch},
         texts[1],
-        {
-            "step": {"run": record["name"], "episode_id": episode_id, "step": step},
-            "patch": patch,
-            "clean_action": clean_action,
-            "corrupt_action": corrupt_action,
-            "action_changed": corrupt_action != clean_action,
-        },
+        {"patch": patch, **choices},
     )
-    exp_id = tips_store.save_step_explanation(
+    recorded.save_explanation(
         store,
-        {
-            "run_id": record["id"],
-            "episode_id": episode_id,
-            "step_idx": step,
-            "method": METHOD,
-            "action": recorded.action,
-            "total": sweep.clean_value - sweep.corrupt_value,
-            "segments": {},
-            "tips": [],
-            "params": {
-                "patch": patch,
-                "positions": positions,
-                "metric": readout.metric,
-                "clean_action": clean_action,
-                "corrupt_action": corrupt_action,
-                "action_changed": corrupt_action != clean_action,
-                "reproduced": clean_action == recorded.action,
-            },
+        exp,
+        total=sweep.clean_value - sweep.corrupt_value,
+        params={
+            "patch": patch,
+            "positions": positions,
+            "metric": setup.readout.metric,
+            **choices,
+            "reproduced": clean_action == recorded.action,
         },
-        exp.to_record(),
     )
-    exp.id = exp_id
     return StepPatching(
-        explanation_id=exp_id,
-        run=record["name"],
+        explanation_id=exp.id,
+        run=recorded.run["name"],
         episode_id=episode_id,
         step=step,
         patch=patch,
@@ -208,6 +171,26 @@ def patch_step(
         corrupt_action=corrupt_action,
         explanation=exp,
     )
+
+
+def _setup(
+    lm: LoadedModel, texts: list[str], action: str, corrupt_action: str
+) -> tuple[PatchingSetup, list[int], list[int]]:
+    """The patching setup of the clean and edited model inputs, read out on the recorded
+    action (against the edited prompt's choice, where it has as many tokens), and the two
+    inputs' token ids: the agent's own tokenization, the command right after the prompt."""
+    tok = lm.tokenizer
+    clean_ids, corrupt_ids = (tok(t, add_special_tokens=False)["input_ids"] for t in texts)
+    target = tok(action, add_special_tokens=False)["input_ids"]
+    if not target:
+        raise WorkbenchError(f"the recorded action {action!r} tokenizes to nothing")
+    contrast = None
+    if corrupt_action != action:
+        other = tok(corrupt_action, add_special_tokens=False)["input_ids"]
+        contrast = torch.tensor(other) if len(other) == len(target) else None
+    readout = Readout(torch.tensor(target), contrast)
+    setup = setup_from_ids(lm, clean_ids, corrupt_ids, readout, allow_lengths=True)
+    return setup, clean_ids, corrupt_ids
 
 
 @dataclass

@@ -1,11 +1,13 @@
-"""What an episode is made of: the spec it was played from, its steps and LLM calls."""
+"""What an episode is made of: the spec it was played from, its steps and LLM calls, and
+the turn an agent faces before each step."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from games import GameInfo
+from games import GameInfo, GameState
 
 
 @dataclass(frozen=True)
@@ -121,3 +123,15 @@ class Episode:
             "completion_tokens": sum(c.completion_tokens for c in calls),
             "seconds": self.seconds,
         }
+
+
+@dataclass
+class Turn:
+    """Everything an agent may look at to pick one game's next command."""
+
+    spec: EpisodeSpec
+    state: GameState
+    steps: list[Step]
+    rng: random.Random
+    # Commands that were tried and changed nothing; repeating them wastes a move.
+    no_effect: set[str] = field(default_factory=set)

@@ -105,7 +105,7 @@ def step_grid(max_steps: int) -> list[int]:
 
 def greedy_target(lm, text: str) -> str:
     """The model's top next token as text that tokenizes back to that one token."""
-    from explainers.attribution.objective import prepare
+    from explainers.objective import prepare
 
     obj = prepare(lm, text)
     token_id = int(obj.target_ids[0])
@@ -122,7 +122,7 @@ class CaptumIG:
     def __init__(self, lm, text: str, target: str, method: str):
         from captum.attr import LayerIntegratedGradients
 
-        from explainers.attribution.objective import prepare
+        from explainers.objective import prepare
 
         obj = prepare(lm, text, target)
         self.model, self.method = lm.model, method
@@ -184,7 +184,7 @@ def main() -> None:
     import captum
 
     from explainers import explain
-    from explainers.base import DEFAULT_TOLERANCE, completeness_tolerance
+    from explainers.explanation import DEFAULT_TOLERANCE, completeness_tolerance
     from workbench.models import load_model
 
     tolerance = DEFAULT_TOLERANCE

@@ -52,7 +52,8 @@ STEPS = 32
 def build(shape: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None):
     from transformers import AutoTokenizer
 
-    from workbench.models import default_model_dir, from_pretrained_objects
+    from workbench.model_files import default_model_dir
+    from workbench.models import from_pretrained_objects
 
     model = random_llama(shape, VOCAB[shape], device, dtype, tie_word_embeddings=True)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_dir())
@@ -149,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from explainers.attribution.ig import IntegratedGradients
-    from explainers.attribution.objective import prepare
+    from explainers.objective import prepare
 
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     lm = build(args.shape, args.device, dtype, args.tokenizer)

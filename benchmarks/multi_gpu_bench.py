@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from shapes import random_llama  # noqa: E402
+from shapes import SHAPES as ALL_SHAPES  # noqa: E402
+from shapes import llama_config, random_llama  # noqa: E402
 
 SHAPES = ("1.1b", "smollm", "tiny")  # tiny: a CPU smoke run of this script (--device cpu)
 STEPS = 31  # 32 knots
@@ -51,7 +52,7 @@ STEPS = 31  # 32 knots
 def tokenizer_dir(given: str | None) -> str:
     if given:
         return given
-    from workbench.models import default_model_dir
+    from workbench.model_files import default_model_dir
 
     return str(default_model_dir())
 
@@ -170,14 +171,16 @@ def bench_ig(args) -> dict:
 def probe_worker(args) -> None:
     """Under torchrun: time `_extract_sharded` between barriers; rank 0 writes the result."""
     from explainers.probing.probes import ProbeDataset, _extract_sharded
-    from explainers.probing.residual import check_layers, decoder_parts
     from workbench import distributed
+    from workbench.anatomy import model_anatomy
     from workbench.models import load_model
 
+    on_gpu = args.device != "cpu" and torch.cuda.is_available()
+    distributed.init("nccl" if on_gpu else "gloo")  # join the torchrun job: loading does not
     lm = load_model(args.model, device=args.device)
     sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
     data = ProbeDataset.from_jsonl(args.data)
-    layers = check_layers(None, decoder_parts(lm).n_layers)
+    layers = model_anatomy(lm).layers("resid")
     _extract_sharded(lm, data.examples[: 2 * distributed.world().size], layers, 4)  # warm-up
     sync()
     distributed.barrier()
@@ -285,26 +288,17 @@ def bench_play(args) -> dict:
 def bench_device_map(args) -> dict:
     from accelerate import dispatch_model, infer_auto_device_map, init_empty_weights
     from accelerate.utils import get_balanced_memory, set_module_tensor_to_device
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     from explainers import explain
     from workbench.models import from_pretrained_objects
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir(args.tokenizer))
     card = torch.cuda.get_device_properties(0).total_memory
-    hidden, heads, kv, inter = 8192, 64, 8, 22016
+    hidden, _, heads, kv, inter = ALL_SHAPES["34b"]
     per_layer = 2 * hidden * hidden + 2 * hidden * (hidden // heads) * kv + 3 * hidden * inter
     layers = math.ceil(1.15 * card / (2 * per_layer))  # bf16 weights 15% over one card
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv,
-        intermediate_size=inter,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-    )
+    config = llama_config("34b", len(tok), num_hidden_layers=layers)
     with init_empty_weights():
         model = LlamaForCausalLM(config).to(torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())

@@ -14,7 +14,7 @@ run's activations once, then per cell one forward of the corrupted input (batch 
 logits) with a hook that writes one clean position into the residual stream, and the metric
 stored on the device (no synchronisation per cell).
 
-Contenders: `explainers.causal.patching.exact_patching` with the `suffix` engine (the
+Contenders: `explainers.causal.sweep.exact_patching` with the `suffix` engine (the
 default for causal LMs: batched, each batch starts at its block and position over a cached
 prefix) and with the `full` engine (batched whole forwards), both including the clean
 activation cache. The check: the largest difference between the workbench's patched values
@@ -134,7 +134,7 @@ def workbench(
     lm, clean: list[int], corrupt: list[int], target: int, engine: str, budget: int | None = None
 ) -> np.ndarray:
     from explainers.causal.engine import Readout
-    from explainers.causal.patching import exact_patching, setup_from_ids
+    from explainers.causal.sweep import exact_patching, setup_from_ids
 
     setup = setup_from_ids(lm, clean, corrupt, Readout(torch.tensor([target])))
     sweep = exact_patching(setup, "resid", "denoise", engine=engine, token_budget=budget)

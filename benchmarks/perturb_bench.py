@@ -42,6 +42,7 @@ computed * 2N / 800 TFLOP/s / time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import re
@@ -68,7 +69,8 @@ ANCHORS = {"occlusion": "captum", "lime": "captum", "kernel_shap": "captum", "sh
 def build(shape: str, device: str, dtype: torch.dtype, tokenizer_dir: str | None):
     from transformers import AutoTokenizer
 
-    from workbench.models import default_model_dir, from_pretrained_objects
+    from workbench.model_files import default_model_dir
+    from workbench.models import from_pretrained_objects
 
     model = random_llama(shape, VOCAB[shape], device, dtype, tie_word_embeddings=True)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_dir())
@@ -113,6 +115,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def workbench_runs(obj, args, methods: list[str], removals: list[str]) -> tuple[list[dict], dict]:
+    import dataclasses
+    from unittest import mock
+
     from explainers.attribution import perturbation
     from explainers.attribution.kernel_shap import KernelShapExplainer
     from explainers.attribution.lime import LimeExplainer
@@ -133,16 +138,26 @@ def workbench_runs(obj, args, methods: list[str], removals: list[str]) -> tuple[
 
                 def run(explainer=explainer, params=params, removal=removal):
                     np.random.seed(0)  # shap's Partition breaks ties with numpy's generator
-                    perturbation._MEMO.clear()  # each run computes the prompt's cache anew
-                    return explainer.attribute(obj, removal=removal, **params)
+                    # A new objective: each run computes the prompt's cache anew.
+                    fresh = dataclasses.replace(obj)
+                    return explainer.attribute(fresh, removal=removal, **params)
 
-                perturbation.REUSE_PREFIX = reuse
-                try:
+                # Reuse off: the engine as if no prompt cache could be reused.
+                off = mock.patch.object(perturbation, "_prompt_prefix", lambda obj: None)
+                with off if not reuse else contextlib.nullcontext():
                     seconds, result = timed(run, args.repeats, args.device)
-                    perturbation.COUNTERS.update(forwards=0, positions=0)
-                    result = run()  # once more, counted
-                finally:
-                    perturbation.REUSE_PREFIX = True
+                    counted = {"forwards": 0, "positions": 0}
+
+                    def count(module, inputs, kwargs, counted=counted):
+                        batch, width = kwargs["inputs_embeds"].shape[:2]
+                        counted["forwards"] += 1
+                        counted["positions"] += batch * width  # padding in, cache out
+
+                    hook = obj.lm.model.register_forward_pre_hook(count, with_kwargs=True)
+                    try:
+                        result = run()  # once more, counted
+                    finally:
+                        hook.remove()
                 if method == "occlusion":
                     evaluations = obj.prompt_ids.numel() + 1
                 else:
@@ -154,8 +169,8 @@ def workbench_runs(obj, args, methods: list[str], removals: list[str]) -> tuple[
                         "removal": removal,
                         "reuse": "on" if reuse else "off",
                         "evaluations": evaluations,
-                        "forwards": perturbation.COUNTERS["forwards"],
-                        "positions": perturbation.COUNTERS["positions"],
+                        "forwards": counted["forwards"],
+                        "positions": counted["positions"],
                         "seconds": seconds,
                     }
                 )
@@ -327,7 +342,7 @@ def main() -> None:
     if args.device == "cpu":  # shared machines: more threads than free cores run far slower
         torch.set_num_threads(args.threads)
 
-    from explainers.attribution.objective import prepare
+    from explainers.objective import prepare
 
     dtype = getattr(torch, args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
     lm = build(args.shape, args.device, dtype, args.tokenizer)

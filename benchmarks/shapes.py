@@ -16,6 +16,7 @@ SHAPES = {
     "smollm": (576, 30, 9, 3, 1536),  # SmolLM2-135M
     "1b": (2048, 16, 32, 8, 8192),  # Llama-3.2-1B
     "1.1b": (2048, 22, 32, 4, 5632),  # TinyLlama-1.1B
+    "34b": (8192, 48, 64, 8, 22016),  # CodeLlama-34B (the split-model benchmark's width)
 }
 
 

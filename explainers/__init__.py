@@ -10,15 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from explainers.base import (
-    Explainer,
-    Explanation,
-    Progress,
-    get_method,
-    known_methods,
-    register,
-    validate_params,
-)
+# Importing the families registers their methods, and importing the renderers installs them
+# (`Explanation.to_html`, `.show`): both plug into the modules below them, which import
+# neither, so the package has no import cycle.
+from explainers import attention, attribution, causal, probing, prompting, render  # noqa: F401
+from explainers.explainer import Explainer, Progress
+from explainers.explanation import Explanation
+from explainers.registry import get_method, known_methods, register, validate_params
 
 if TYPE_CHECKING:
     from workbench.models import LoadedModel

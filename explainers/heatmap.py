@@ -29,7 +29,7 @@ import numpy as np
 from explainers.tokens import PIECES_KEY, merge_pieces
 
 if TYPE_CHECKING:
-    from explainers.base import Explanation
+    from explainers.explanation import Explanation
 
 SEGMENTS_KEY = "token_segments"  # extras: one section name per input token
 OFFSETS_KEY = "token_offsets"  # extras: [start, end) of each input token in input_text

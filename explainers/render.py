@@ -16,22 +16,23 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.text import Text
 
-from explainers.base import DEFAULT_TOLERANCE, completeness_tolerance
+from explainers.explanation import (
+    DEFAULT_TOLERANCE,
+    Renderers,
+    completeness_tolerance,
+    set_renderers,
+)
 from explainers.heatmap import explanation_heatmap_html
-from explainers.tokens import readable_columns
+from explainers.tokens import inline_token, readable_columns
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from explainers.base import Explanation
+    from explainers.explanation import Explanation
 
 
 def _shade(score: float, scale: float) -> float:
     return 0.0 if scale <= 0 else max(-1.0, min(1.0, score / scale))
-
-
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t")
 
 
 def completeness_line(exp: Explanation, row: int, tolerance: float) -> str | None:
@@ -65,7 +66,7 @@ def render_terminal(
 ) -> None:
     console = console or Console()
     params = ", ".join(f"{k}={v}" for k, v in exp.params.items())
-    header = f"{exp.method} ({exp.category}) on {exp.model}"
+    header = f"{exp.method} ({exp.category}) on {exp.model_label}"
     if exp.baseline:
         header += f", baseline={exp.baseline}"
     console.print(Text(header + (f", {params}" if params else ""), style="bold"))
@@ -91,7 +92,7 @@ def render_terminal(
             s = _shade(float(score), scale)
             level = int(40 + 215 * abs(s))
             colour = f"rgb({level},40,40)" if s >= 0 else f"rgb(40,40,{level})"
-            line.append(_visible(token), style=f"on {colour}" if abs(s) > 0.05 else "")
+            line.append(inline_token(token), style=f"on {colour}" if abs(s) > 0.05 else "")
         console.print(line)
         top = ", ".join(f"{tokens[i]!r} {scores[i]:+.3f}" for i in (-scores).argsort()[:3])
         console.print(Text(f"  top: {top}", style="dim"))
@@ -156,7 +157,7 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 .meta {{ color: #666; font-size: .9em; }}
 </style></head><body>
 <h1>{title}</h1>
-<p class="meta">model {esc(exp.model)} &middot; category {esc(exp.category)} &middot;
+<p class="meta">model {esc(exp.model_label)} &middot; category {esc(exp.category)} &middot;
 baseline {esc(str(exp.baseline))} &middot; {params} &middot; {exp.seconds:.2f} s</p>
 <p class="meta">red: pushes towards the target; blue: away. Hover a token for its score.</p>
 {"".join(f'<p class="check bad">{esc(w)}</p>' for w in warning_lines(exp, tolerance))}
@@ -177,3 +178,7 @@ def _category_html(exp: Explanation) -> str:
 
         return lens_html(exp)
     return ""
+
+
+# `Explanation.to_html()` and `.show()` draw with these (explanation.py imports no renderer).
+set_renderers(Renderers(html=render_html, terminal=render_terminal))

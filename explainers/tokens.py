@@ -29,7 +29,7 @@ import numpy as np
 import regex
 
 if TYPE_CHECKING:
-    from explainers.base import Explanation
+    from explainers.explanation import Explanation
 
 REPLACEMENT = "\ufffd"
 MAX_PIECES = 8  # a UTF-8 character is at most 4 bytes; a run of pieces may chain two
@@ -122,3 +122,18 @@ def readable_columns(exp: Explanation) -> tuple[list[str], np.ndarray]:
     (scores summed); word-level explanations are already whole words."""
     pieces = exp.extras.get(PIECES_KEY) if exp.aggregation == "token" else None
     return merge_pieces(exp.input_tokens, exp.scores, pieces)
+
+
+# How table cells show whitespace: a blank cell would hide a space or line-break token.
+VISIBLE_WHITESPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "→", "\r": "␍"})
+
+
+def visible_token(token: str) -> str:
+    """`token` for a table cell: spaces as ␣, line breaks as ↵, tabs as →."""
+    return token.translate(VISIBLE_WHITESPACE)
+
+
+def inline_token(token: str) -> str:
+    """`token` inside a line of running text: line breaks and tabs escaped (\\n, \\t) so
+    that one token cannot break the line; spaces stay spaces."""
+    return token.replace("\n", "\\n").replace("\t", "\\t")

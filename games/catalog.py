@@ -156,8 +156,7 @@ def list_games(path: str | os.PathLike) -> list[GameInfo]:
         games = [_info_from_file(p) for p in files]
     if not games:
         raise WorkbenchError(
-            f"no games in {str(target)!r}; make some with "
-            f"`workbench games make --level 1 --count 5 --out {target}`"
+            f"no games in {str(target)!r}; make some with `games.make` (`workbench games make`)"
         )
     return games
 

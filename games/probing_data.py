@@ -120,7 +120,7 @@ def parse_task(task: str) -> StateTask:
     if prefix != TASK_PREFIX or name not in TASKS:
         raise WorkbenchError(
             f"unknown probing task {task!r}; built-in tasks: {', '.join(task_names())} "
-            "(or give --dataset FILE.jsonl)"
+            "(or give a JSONL data set of your own)"
         )
     return TASKS[name]
 

@@ -1,6 +1,6 @@
 """The workbench dashboard: `workbench dashboard --db PATH` runs this file with Streamlit.
 
-    streamlit run streamlit_app/app.py --server.address 127.0.0.1 -- --db workbench.duckdb
+    WORKBENCH_DB=workbench.duckdb streamlit run streamlit_app/app.py --server.address 127.0.0.1
 
 Each page lives in `streamlit_app/views/` and reads the store through the functions of
 `workbench.store` (cached by `streamlit_app.common.query`); play statistics come from

@@ -12,10 +12,8 @@ token it colours (the same builder as `Explanation.to_html()`).
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,11 @@ from typing import Any
 import streamlit as st
 
 from agents.report import aggregate, compare
-from explainers.base import DEFAULT_TOLERANCE, Explanation, completeness_tolerance
+from explainers.explanation import DEFAULT_TOLERANCE, Explanation, completeness_tolerance
 from explainers.heatmap import explanation_heatmap_html
 from explainers.metrics import HIGHER_IS_BETTER, better
-from workbench.errors import WorkbenchError
+from workbench.errors import StoreError, WorkbenchError
+from workbench.models import model_label
 from workbench.settings import db_path
 from workbench.store import Store, dashboard
 from workbench.store import play as play_store
@@ -52,19 +51,19 @@ FILL_HINT = (
 
 
 def database_path() -> Path:
-    """`--db PATH` after `--` on the `streamlit run` line, else $WORKBENCH_DB or the default."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--db")
-    known, _ = parser.parse_known_args(sys.argv[1:])
-    return db_path(known.db)
+    """The database shown: $WORKBENCH_DB (which `workbench dashboard --db PATH` sets for the
+    server), else the default."""
+    return db_path()
 
 
 @st.cache_resource(show_spinner=False)
 def _open_store(path: str) -> Store:
-    # The dashboard never creates a database: the file must exist and be DuckDB. The store
-    # is not read-only because "explain this step" writes; the first read brings an older
-    # (writable) file's schema up to date once, and pages then open read-only connections.
-    Store(path, read_only=True)
+    # Opened once per server. The dashboard never creates a database: the file must exist
+    # (the Store checks it is DuckDB). It is not read-only because "explain this step"
+    # writes; the first read brings an older (writable) file's schema up to date once, and
+    # pages then open read-only connections.
+    if not Path(path).exists():
+        raise StoreError(f"no database at {path!r}")
     return Store(path)
 
 
@@ -73,7 +72,7 @@ def store() -> Store:
     try:
         return _open_store(str(database_path()))
     except WorkbenchError as exc:
-        st.error(f"{exc}; pass an existing database with --db")
+        st.error(f"{exc}; pass an existing database with `workbench dashboard --db PATH`")
         st.stop()
 
 
@@ -170,6 +169,18 @@ def pager(key: str, total: int, default_size: int = 25) -> tuple[int, int]:
     return size, (int(page) - 1) * size
 
 
+def play_runs_and_linked_episode() -> tuple[list[dict], str | None, dict[str, Any] | None]:
+    """What the episode pages start from: the runs that played episodes (the page stops with
+    an empty state if there are none), the episode deep-linked by `?episode=ID` and its
+    header (`episode_view`, one step; None if no such episode)."""
+    runs = query(dashboard.play_runs)
+    if not runs:
+        empty_state("played episodes")
+        st.stop()
+    linked = query_param("episode")
+    return runs, linked, query(dashboard.episode_view, linked, limit=1) if linked else None
+
+
 def empty_state(what: str) -> None:
     """The message a page shows when the database holds nothing for it."""
     db = str(database_path())
@@ -262,19 +273,25 @@ def explanation_warnings(exp: Explanation, advice: str = "--steps auto") -> list
     return out
 
 
+def target_row(exp: Explanation, key: str) -> int:
+    """A selector for the explanation's target row (none for a single target); returns the
+    row chosen."""
+    targets = exp.target_tokens or [""]
+    if len(targets) == 1:
+        return 0
+    return st.selectbox(
+        "target token",
+        range(len(targets)),
+        format_func=lambda i: f"{i + 1}: {targets[i]!r}",
+        key=key,
+    )
+
+
 def heatmap(exp: Explanation, key: str) -> int:
     """The explanation's token heatmap with a selector for its target row (wrapped at the
     text's line breaks, in prompt sections where it has them, with a colour scale);
     returns the row shown."""
-    targets = exp.target_tokens or [""]
-    row = 0
-    if len(targets) > 1:
-        row = st.selectbox(
-            "target token",
-            range(len(targets)),
-            format_func=lambda i: f"{i + 1}: {targets[i]!r}",
-            key=key,
-        )
+    row = target_row(exp, key)
     st.html(explanation_heatmap_html(exp, row))
     if exp.expected is not None and exp.delta is not None:
         expected, delta = exp.expected[row], exp.delta[row]
@@ -285,6 +302,18 @@ def heatmap(exp: Explanation, key: str) -> int:
             f"[{'ok' if ok else 'NOT CONVERGED'}]"
         )
     return row
+
+
+def with_model_labels(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Listed results with `model` naming the whole model (base, adapter and its hash) in
+    place of the base model and its `model_info`."""
+    return [
+        {
+            **{k: v for k, v in r.items() if k != "model_info"},
+            "model": model_label(r["model"], r.get("model_info"), short=True),
+        }
+        for r in rows
+    ]
 
 
 def explanation_label(row: dict[str, Any], width: int = 48) -> str:

@@ -54,7 +54,7 @@ def check_port(port: int) -> int:
     return port
 
 
-def streamlit_command(db: Path, port: int) -> list[str]:
+def streamlit_command(port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -73,10 +73,13 @@ def streamlit_command(db: Path, port: int) -> list[str]:
         "none",
         "--client.toolbarMode",
         "viewer",
-        "--",
-        "--db",
-        str(db),
     ]
+
+
+def streamlit_env(db: Path) -> dict[str, str]:
+    """The server's environment: this one, with the database in $WORKBENCH_DB (where every
+    page reads it: `workbench.settings.db_path`)."""
+    return {**os.environ, "WORKBENCH_DB": str(db)}
 
 
 def serve(db: str | os.PathLike | None, port: int) -> None:
@@ -84,7 +87,7 @@ def serve(db: str | os.PathLike | None, port: int) -> None:
     server (so that stopping this process stops the server; nothing is left behind)."""
     path = check_database(db)
     check_port(port)
-    command = streamlit_command(path, port)
+    command = streamlit_command(port)
     print(f"dashboard on http://{HOST}:{port} for {path} (Ctrl-C stops it)", file=sys.stderr)
     sys.stderr.flush()
-    os.execv(command[0], command)
+    os.execve(command[0], command, streamlit_env(path))

@@ -98,6 +98,46 @@ def tiny_classifier(tokenizer):
 
 
 @pytest.fixture(scope="session")
+def tiny_gpt2(tokenizer):
+    """A randomly initialised 2-layer GPT-2 (fused query/key/value, Conv1D projections)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from workbench.models import from_pretrained_objects
+
+    torch.manual_seed(2)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=64,
+        bos_token_id=1,
+        eos_token_id=1,
+    )
+    return from_pretrained_objects(GPT2LMHeadModel(config), tokenizer, name="tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tokenizer):
+    """A randomly initialised 2-layer BERT classifier (post-LN, no final norm)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from workbench.models import from_pretrained_objects
+
+    torch.manual_seed(3)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=2,
+        pad_token_id=0,
+    )
+    return from_pretrained_objects(BertForSequenceClassification(config), tokenizer, "tiny-bert")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_causal) -> Path:
     """The tiny causal LM saved as a local model directory (for --model DIR)."""
     path = tmp_path_factory.mktemp("models") / "tiny-llama"

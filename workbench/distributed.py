@@ -5,6 +5,10 @@
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
         --rdzv-endpoint HOST:29500 -m workbench explain ...                  # on each node
 
+Starting the processes is the command line's job (`workbench.cli.launch`); so is joining
+the job, once per process, with `init`. No library function joins as a side effect: a
+collective in a rank that has not joined fails with one line that says so.
+
 Every rank runs the same command over the same inputs. `shard` hands each rank one
 contiguous block of them, `gather` brings the blocks back to rank 0 in input order, and
 `run_chunks` does both chunk after chunk: every rank computes its block of a chunk, rank 0
@@ -22,12 +26,9 @@ from __future__ import annotations
 
 import atexit
 import bisect
-import logging
 import os
-import signal
-import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,17 +40,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Tests only: "RANK:CHUNK" makes that rank SIGKILL itself after computing that chunk (0-based),
-# before its results reach rank 0: a deterministic stand-in for a crashed GPU or node.
-FAULT_ENV = "WORKBENCH_FAULT_KILL"
 # Items per rank per chunk: smaller chunks lose less to a crash, larger ones batch better.
 CHUNK_ENV = "WORKBENCH_CHUNK_SIZE"
 DEFAULT_CHUNK = 128
 # Seconds a collective may wait for a slow rank (a long chunk on another GPU) before failing.
 TIMEOUT_ENV = "WORKBENCH_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 3600.0
-# Set by `launch` for the ranks it starts: a lost rank is then reported once, by the launcher.
-LAUNCHER_ENV = "WORKBENCH_GPUS_LAUNCHER"
 
 
 class RankLostError(WorkbenchError):
@@ -58,11 +54,16 @@ class RankLostError(WorkbenchError):
 
 @dataclass(frozen=True)
 class World:
-    """This process's place in the job: rank `rank` of `size` (one process: 0 of 1)."""
+    """This process's place in the job: rank `rank` of `size` (one process: 0 of 1).
+
+    `init` returns the joined job's World, which also holds `objects`, the gloo group that
+    carries pickled objects between ranks (None: the default group, or no job).
+    """
 
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    objects: Any = field(default=None, compare=False, repr=False)
 
     @property
     def main(self) -> bool:
@@ -70,7 +71,8 @@ class World:
         return self.rank == 0
 
 
-_objects: Any = None  # the gloo group that carries pickled objects
+# The job this process joined (set by `init`, cleared by `shutdown`): the only state kept.
+_joined: World | None = None
 
 
 def launched() -> bool:
@@ -79,6 +81,9 @@ def launched() -> bool:
 
 
 def world() -> World:
+    """This process's place, from torchrun's environment (or the joined job's World)."""
+    if _joined is not None:
+        return _joined
     if not launched():
         return World()
     return World(
@@ -93,16 +98,22 @@ def is_main() -> bool:
 
 
 def init(backend: str | None = None) -> World:
-    """Join the torchrun job once per process (later calls return at once).
+    """Join the torchrun job once per process; later calls return the same World at once.
 
-    `backend` is "nccl" for a process that computes on its GPU (`workbench.models` asks for
-    it when a model goes to CUDA) or "gloo" (the default, CPU).
+    `backend` is "nccl" for a process that computes on its GPU (the command line asks for
+    it when the model goes to CUDA) or "gloo" (the default, CPU). Outside torchrun this
+    joins nothing and returns World() (rank 0 of 1).
     """
     import torch
 
-    global _objects
+    global _joined
+    if _joined is not None:
+        return _joined
     here = world()
-    if not launched() or torch.distributed.is_initialized():
+    if not launched():
+        return here
+    if torch.distributed.is_initialized():  # joined by the caller's own code: use its group
+        _joined = here
         return here
     backend = backend or "gloo"
     timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT)))
@@ -110,7 +121,7 @@ def init(backend: str | None = None) -> World:
         if backend == "nccl":
             use_gpu(here)
         torch.distributed.init_process_group(backend, timeout=timeout)
-        _objects = (
+        objects = (
             torch.distributed.new_group(backend="gloo", timeout=timeout)
             if backend != "gloo"
             else torch.distributed.group.WORLD
@@ -118,7 +129,24 @@ def init(backend: str | None = None) -> World:
     except (RuntimeError, ValueError) as exc:
         raise WorkbenchError(f"could not join the torchrun job: {_first_line(exc)}") from None
     atexit.register(shutdown)
-    return here
+    _joined = World(here.rank, here.size, here.local_rank, objects)
+    return _joined
+
+
+def _job() -> World:
+    """The job a collective runs in: the one this process joined, or World() alone."""
+    import torch
+
+    if _joined is not None:
+        return _joined
+    if not launched():
+        return World()
+    if torch.distributed.is_initialized():  # joined by the caller's own code
+        return init()
+    raise WorkbenchError(
+        f"rank {world().rank} of a torchrun job has not joined it: "
+        "call workbench.distributed.init() first"
+    )
 
 
 def use_gpu(here: World | None = None) -> torch.device:
@@ -127,7 +155,7 @@ def use_gpu(here: World | None = None) -> torch.device:
 
     here = here or world()
     if not torch.cuda.is_available():
-        raise WorkbenchError("--device cuda was asked for but no CUDA GPU is available")
+        raise WorkbenchError("device 'cuda' was asked for but no CUDA GPU is available")
     if not launched():
         return torch.device("cuda", torch.cuda.current_device())
     count = torch.cuda.device_count()
@@ -141,40 +169,13 @@ def use_gpu(here: World | None = None) -> torch.device:
 
 
 def shutdown() -> None:
-    """Leave the job (registered at exit by `init`; `finish` calls it first)."""
+    """Leave the job (registered at exit by `init`)."""
     import torch
 
-    global _objects
+    global _joined
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    _objects = None
-
-
-def finish(code: int) -> None:
-    """End a torchrun rank's process with `code`, after the job's last collective.
-
-    A rank that tore its process group down while a peer was still finishing, or left the
-    group to the interpreter's teardown, could die of SIGABRT ("terminate called without an
-    active exception", once in a busy CI run): gloo's threads outlived the objects they
-    use. So a rank that succeeded waits at a barrier for the others, leaves the group while
-    the interpreter is whole, and exits at once without running C++ static destructors.
-    A rank that failed exits at once: the launcher stops the others (a barrier could wait
-    for a peer stuck in another collective). The store closes its connection after every
-    transaction, so nothing is lost by skipping the interpreter's teardown.
-    """
-    import torch
-
-    if code == 0 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        try:
-            _collective(torch.distributed.barrier, group=_objects)
-            shutdown()
-        except WorkbenchError as exc:  # a peer died after its last chunk was stored
-            if is_main():
-                sys.stderr.write(f"error: {exc}\n")
-            code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    _joined = None
 
 
 def shard_bounds(
@@ -216,7 +217,7 @@ def gather(part: list[T]) -> list[T] | None:
     the others. In a one-process run, `part` itself."""
     import torch
 
-    here = init()
+    here = _job()
     if here.size == 1:
         return part
     parts: list[Any] = [None] * here.size if here.main else []
@@ -225,7 +226,7 @@ def gather(part: list[T]) -> list[T] | None:
         part,
         parts if here.main else None,
         dst=0,
-        group=_objects,
+        group=here.objects,
     )
     return [x for p in parts for x in p] if here.main else None
 
@@ -234,11 +235,11 @@ def all_gather(part: list[T]) -> list[T]:
     """Every rank's `shard` result, concatenated in rank (= input) order, on every rank."""
     import torch
 
-    here = init()
+    here = _job()
     if here.size == 1:
         return part
     parts: list[Any] = [None] * here.size
-    _collective(torch.distributed.all_gather_object, parts, part, group=_objects)
+    _collective(torch.distributed.all_gather_object, parts, part, group=here.objects)
     return [x for p in parts for x in p]
 
 
@@ -246,11 +247,11 @@ def broadcast(obj: T) -> T:
     """Rank 0's `obj`, on every rank."""
     import torch
 
-    here = init()
+    here = _job()
     if here.size == 1:
         return obj
     box = [obj if here.main else None]
-    _collective(torch.distributed.broadcast_object_list, box, src=0, group=_objects)
+    _collective(torch.distributed.broadcast_object_list, box, src=0, group=here.objects)
     return box[0]
 
 
@@ -280,11 +281,12 @@ def on_main(fn: Callable[[], T]) -> T:
 
 
 def barrier() -> None:
+    """Wait until every rank got here."""
     import torch
 
-    here = init()
+    here = _job()
     if here.size > 1:
-        _collective(torch.distributed.barrier, group=_objects)
+        _collective(torch.distributed.barrier, group=here.objects)
 
 
 def run_chunks(
@@ -295,6 +297,7 @@ def run_chunks(
     chunk_size: int = 64,
     weights: Sequence[float] | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    on_computed: Callable[[int], None] | None = None,
 ) -> list[R]:
     """Compute one result per item on every rank, chunk by chunk; rank 0 saves each chunk.
 
@@ -306,12 +309,15 @@ def run_chunks(
         chunk_size: items per rank per chunk (a chunk holds `chunk_size` x world size).
         weights: an item's expected cost, to balance blocks (see `shard_bounds`).
         on_chunk: called on every rank with the number of items of each finished chunk.
+        on_computed: called on every rank with a chunk's index (0-based) once this rank
+            computed its block of it, before the block travels to rank 0 (the tests kill a
+            rank here: a deterministic stand-in for a GPU or node lost mid-run).
 
     Returns every result in item order on rank 0, and [] on the other ranks. A
     `WorkbenchError` on any rank stops every rank with that message (naming the rank);
     a rank that dies stops the others with `RankLostError`.
     """
-    here = init()
+    here = _job()
     step = max(1, int(chunk_size)) * here.size
     results: list[R] = []
     for k, start in enumerate(range(0, len(items), step)):
@@ -320,7 +326,8 @@ def run_chunks(
         lo, hi = shard_bounds(len(chunk), chunk_weights, here.size)[here.rank]
         if here.size == 1:
             done = _checked(compute(chunk), len(chunk))
-            _maybe_fault(here, k)
+            if on_computed is not None:
+                on_computed(k)
             if save is not None:
                 save(done)
             results.extend(done)
@@ -329,10 +336,11 @@ def run_chunks(
                 mine, failure = _checked(compute(chunk[lo:hi]) if hi > lo else [], hi - lo), None
             except WorkbenchError as exc:
                 mine, failure = [], f"rank {here.rank}: {exc}"
-            _maybe_fault(here, k)
-            parts = _gather_parts((failure, mine))
+            if on_computed is not None:
+                on_computed(k)
+            parts = gather([(failure, mine)])  # one (failure, results) pair per rank, on rank 0
             status = None
-            if here.main:
+            if parts is not None:
                 status = next((f for f, _ in parts if f), None)
                 done = [r for _, p in parts for r in p]
                 if status is None and save is not None:
@@ -369,7 +377,7 @@ def run_resumable(
     chunk. Returns the indices computed by this call and their results on rank 0, and
     ([], []) on the others. `chunk_size` defaults to $WORKBENCH_CHUNK_SIZE or 128.
     """
-    here = init()
+    here = _job()
     done = set(broadcast(sorted(stored()) if here.main and stored is not None else []))
     pending = [i for i in range(len(items)) if i not in done]
     pairs = run_chunks(
@@ -387,21 +395,6 @@ def _unzip(pairs: list[tuple[int, R]]) -> tuple[list[int], list[R]]:
     return [i for i, _ in pairs], [r for _, r in pairs]
 
 
-def _gather_parts(part: tuple[str | None, list[R]]) -> list[tuple[str | None, list[R]]]:
-    import torch
-
-    here = world()
-    parts: list[Any] = [None] * here.size if here.main else []
-    _collective(
-        torch.distributed.gather_object,
-        part,
-        parts if here.main else None,
-        dst=0,
-        group=_objects,
-    )
-    return parts
-
-
 def _checked(results: list[R], expected: int) -> list[R]:
     results = list(results)
     if len(results) != expected:
@@ -417,81 +410,6 @@ def _collective(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             f"rank {world().rank}: another rank stopped; whole chunks written before are kept: "
             "run the same command again to resume"
         ) from exc
-
-
-def _maybe_fault(here: World, chunk: int) -> None:
-    if os.environ.get(FAULT_ENV) == f"{here.rank}:{chunk}":
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# -- launching -------------------------------------------------------------------------
-
-
-def launch(gpus: int | None, argv: Sequence[str] | None = None) -> None:
-    """`--gpus N`: run this very command again under torchrun with N processes, then exit.
-
-    Does nothing when `gpus` is None or when this process is already one of the torchrun
-    job (the option travels with the command line). Fails with one line where there are no
-    or too few GPUs; a rank that dies ends the job with one line and a non-zero exit.
-    """
-    import torch
-
-    if gpus is None or launched() or os.environ.get("TORCHELASTIC_RUN_ID"):
-        return
-    if gpus < 1:
-        raise WorkbenchError(f"--gpus must be >= 1, not {gpus}")
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if available == 0:
-        raise WorkbenchError(f"--gpus {gpus} was asked for but no CUDA GPU is available")
-    if gpus > available:
-        raise WorkbenchError(f"--gpus {gpus} was asked for but this machine has {available} GPU(s)")
-    args = list(sys.argv[1:] if argv is None else argv)
-    code = _torchrun(gpus, [sys.executable, "-u", "-m", "workbench", *args])
-    sys.exit(code)
-
-
-def _torchrun(nproc: int, command: list[str]) -> int:
-    """Run `command` as `nproc` local ranks, as `torchrun --standalone` would; its exit code."""
-    import uuid
-
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
-        nproc_per_node=nproc,
-        run_id=str(uuid.uuid4()),
-        rdzv_backend="c10d",
-        rdzv_endpoint="localhost:0",
-        max_restarts=0,
-        monitor_interval=0.1,
-    )
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    os.environ[LAUNCHER_ENV] = "1"
-    quiet = logging.getLogger("torch.distributed.elastic")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # the failed rank says what went wrong; see below
-    try:
-        elastic_launch(config, command[0])(*command[1:])
-        return 0
-    except ChildFailedError as exc:
-        rank, failure = exc.get_first_failure()
-        if failure.exitcode > 0:
-            return failure.exitcode  # the rank printed its own one-line error
-        raise WorkbenchError(
-            f"rank {rank} stopped ({failure.signal_name()}); whole chunks written before are "
-            "kept: run the same command again to resume"
-        ) from None
-    finally:
-        quiet.setLevel(level)
-
-
-def reported_by_launcher(exc: BaseException) -> bool:
-    """A lost rank under `--gpus`: the launcher says which rank stopped, in one line."""
-    return isinstance(exc, RankLostError) and os.environ.get(LAUNCHER_ENV) == "1"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,12 +8,36 @@ here gives the temporary file the user's usual mode before renaming it into plac
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from workbench.errors import WorkbenchError
+
+
+def read_jsonl(path: str | os.PathLike, what: str = "dataset") -> list[tuple[int, Any]]:
+    """The JSON value on each non-blank line of `path`, with its line number (from 1).
+
+    A missing file, a folder or a line that is not JSON is a one-line error naming the file
+    (`what` says what the file was meant to be, e.g. "dataset").
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise WorkbenchError(f"{what} {str(path)!r} is a folder, not a JSONL file")
+    if not path.is_file():
+        raise WorkbenchError(f"no {what} file {str(path)!r}")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise WorkbenchError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    return records
 
 
 def umask() -> int:

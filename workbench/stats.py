@@ -4,6 +4,8 @@ experiments all call these functions, so one number has one definition.
 
     >>> wilson_interval(0, 2)          # 0 of 2 games: not "0% [0%, 0%]"
     Interval(mean=0.0, low=0.0, high=0.6576..., n=2)
+    >>> score_interval([0.0, 0.0]).high > 0  # nor for scores
+    True
     >>> mcnemar([True, True, False], [False, True, False]).p_value
     1.0
 """
@@ -93,21 +95,28 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> Inter
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half), n)
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
-    """Mean with a Student t interval, for continuous figures such as normalised scores.
+def score_interval(values: Sequence[float], confidence: float = 0.95) -> Interval:
+    """Mean of scores in [0, 1] (normalised game scores) with a Student t interval whose
+    spread cannot collapse, clipped to [0, 1].
 
-    Why t: the values are means over games whose spread is estimated from the same few
-    games; t widens the interval for that. NaN bounds below two values (no spread to
-    estimate). Callers clip to a known range themselves (scores lie in [0, 1]).
+    Why not a plain t interval: a handful of games that all score the same (two games,
+    both 0) have zero sample spread, and the t interval collapses to [0%, 0%]. Here the
+    spread is estimated as if two more games had been played, one scoring 0 and one 1 (the
+    "plus two" of Agresti and Coull for proportions, applied to bounded scores): it never
+    vanishes, and it fades as real games accumulate (20 games of 0 give [0%, 10%]).
+    Why t: the spread comes from the same few games; t widens the interval for that. NaN
+    bounds below two values. Success rates use `wilson_interval` instead.
     """
     n = len(values)
     if n == 0:
         return Interval(NAN, NAN, NAN, 0)
     if n < 2:
         return Interval(float(values[0]), NAN, NAN, n)
-    mean, sd = _mean_sd(values)
+    mean = math.fsum(values) / n
+    squares = math.fsum((v - mean) ** 2 for v in values) + mean**2 + (1 - mean) ** 2
+    sd = math.sqrt(squares / (n + 1))  # n + 2 values, one degree of freedom for the mean
     half = _t(confidence, n - 1) * sd / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
+    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), n)
 
 
 def mcnemar(a: Sequence[bool], b: Sequence[bool], confidence: float = 0.95) -> PairedTest:

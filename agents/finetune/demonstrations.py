@@ -27,9 +27,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from agents.policies import Decision, ExpertAgent, LLMAgent, Turn, candidates
+from agents.policies import Decision, ExpertAgent, LLMAgent, candidates
 from agents.prompt import PromptTemplate
 from agents.runner import play
+from agents.trajectory import Turn
 from games import GameInfo
 from workbench.errors import WorkbenchError
 

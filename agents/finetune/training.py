@@ -24,7 +24,6 @@ import json
 import math
 import os
 import random
-import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from agents.finetune.evaluation import imitation_accuracy
 from agents.finetune.renaming import IngredientRenamer
 from agents.prompt import PromptTemplate
 from games import GameInfo
+from workbench.anatomy import block_linears, model_anatomy
 from workbench.errors import WorkbenchError
 from workbench.llm.local import LocalLLM, machine_threads
 from workbench.models import LoadedModel, base_model_id
@@ -187,10 +187,10 @@ def check_out(out: str | os.PathLike) -> Path:
     """The adapter folder, checked before anything slow: not a file, no adapter in it yet."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise WorkbenchError(f"--out {str(folder)!r} is a file, not a folder")
+        raise WorkbenchError(f"out {str(folder)!r} is a file, not a folder")
     if (folder / MANIFEST).exists() or (folder / "adapter_config.json").exists():
         raise WorkbenchError(
-            f"--out {str(folder)!r} already holds an adapter; pick another folder or remove it"
+            f"out {str(folder)!r} already holds an adapter; pick another folder or remove it"
         )
     return folder
 
@@ -347,7 +347,7 @@ class _Trainer:
             r=settings.rank,
             lora_alpha=settings.lora_alpha,
             lora_dropout=settings.dropout,
-            target_modules=_targets(lm.model, settings),
+            target_modules=_targets(lm, settings),
             task_type="CAUSAL_LM",
         )
         with warnings.catch_warnings():
@@ -396,7 +396,7 @@ class _Trainer:
                     # that loads it.
                     raise WorkbenchError(
                         f"training diverged: the loss is {loss.item()} at step {done + 1} of "
-                        f"{total}; try a lower --lr than {s.lr:g}"
+                        f"{total}; try a lower lr than {s.lr:g}"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 (loss / n).backward()
@@ -491,28 +491,19 @@ class _Trainer:
         base.eval()
 
 
-def _targets(model: torch.nn.Module, settings: FinetuneSettings) -> str | list[str]:
+def _targets(lm: LoadedModel, settings: FinetuneSettings) -> str | list[str]:
     """What LoRA adapts, as peft takes it: the setting itself, or with `top_layers` the full
-    names of the matching linear layers of the last blocks."""
+    names of the matching linear layers of the last blocks (found by workbench.anatomy)."""
     wanted = settings.target_modules
     if settings.top_layers is None:
         return wanted if isinstance(wanted, str) else list(wanted)
-    blocks = int(model.config.num_hidden_layers)
+    blocks = model_anatomy(lm).n_layers
     if settings.top_layers > blocks:
         raise WorkbenchError(
             f"top layers must be at most the model's {blocks} blocks, not {settings.top_layers}"
         )
-    first = blocks - settings.top_layers
-    names = []
-    for name, module in model.named_modules():
-        block = re.search(r"\.(\d+)\.", name)
-        if not isinstance(module, torch.nn.Linear) or block is None:
-            continue
-        if int(block.group(1)) < first:
-            continue
-        if wanted == "all-linear" or name.rsplit(".", 1)[-1] in wanted:
-            names.append(name)
-    return names
+    names = block_linears(lm, range(blocks - settings.top_layers, blocks))
+    return [n for n in names if wanted == "all-linear" or n.rsplit(".", 1)[-1] in wanted]
 
 
 def _batches(examples: list[_Example], size: int, rng: random.Random) -> list[list[_Example]]:

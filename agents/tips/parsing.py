@@ -2,13 +2,15 @@
 
 Small models echo their trajectory instead of advising ("> take carrot from fridge", "You
 see a knife on the table."), so a line that is only a game command or only narrates what
-the game showed is not a tip. A reply with nothing usable raises `TipParseError`, which the
-writer answers with a retry.
+the game showed is not a tip; a tip that loops or is cut off mid-sentence (a small model
+running into its token limit) is dropped with its reason. A reply with nothing usable raises
+`TipParseError`, which the writer answers with a retry.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from agents.tips.tipset import TipOp
 
@@ -52,6 +54,11 @@ _NARRATION = re.compile(
     r"|the\s+[\w' -]+?\s+(?:contains|is\s+(?:empty|open|closed|locked|on|in)|are\s+(?:on|in))\b)",
     re.IGNORECASE,
 )
+# Words a finished sentence does not end on: a tip ending on one was cut off.
+_DANGLING = frozenset(
+    "the a an and or to of in on with from then if when before after your you is are "
+    "that this it for by at as but so".split()
+)
 # A narration keeps its content after an opening "At the end of the game," or "In the kitchen,".
 _SCENE_PREFIX = re.compile(r"^(?:at|in|on|inside|during|by)\b[^,]{0,40},\s*", re.IGNORECASE)
 # What turns a narration into advice: a modal, a condition or an order of actions.
@@ -62,9 +69,35 @@ _ADVICE = re.compile(
 )
 
 
+@dataclass
+class ParsedTips:
+    """The usable tips of a reply, and the tip lines dropped as defective, each as
+    "reason: text" (a looping tip, one cut off mid-sentence)."""
+
+    tips: list[str]
+    dropped: list[str] = field(default_factory=list)
+
+
 def _clean(text: str) -> str:
-    text = re.sub(r"\s+", " ", text).strip().strip("\"'`*").strip()
-    return text[:MAX_TIP_CHARS].rstrip()
+    return re.sub(r"\s+", " ", text).strip().strip("\"'`*").strip()
+
+
+def tip_defect(tip: str, last: bool = False) -> str | None:
+    """Why a tip line is unusable though it reads as advice, or None: it loops (a small
+    model repeating itself until its token limit), or it is cut off mid-sentence (longer
+    than a tip may be, or the reply's last line ending without punctuation while the
+    sentence runs on)."""
+    words = re.findall(r"[a-z']+", tip.lower())
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    if trigrams and max(trigrams.count(t) for t in set(trigrams)) >= 3:
+        return "repeats itself"
+    if len(tip) > MAX_TIP_CHARS:
+        return "cut off mid-sentence"
+    # A complete sentence ends in punctuation or a whole word; a reply stopped at its
+    # token limit ends on a dangling function word ("... then take the").
+    if last and not re.search(r"[.!?)\]\"']$", tip) and words and words[-1] in _DANGLING:
+        return "cut off mid-sentence"
+    return None
 
 
 def is_game_command(text: str) -> bool:
@@ -85,10 +118,10 @@ def is_observation(text: str) -> bool:
     return bool(_NARRATION.match(body)) and not _ADVICE.search(body)
 
 
-def parse_tips(text: str, max_tips: int) -> list[str]:
+def parse_tips(text: str, max_tips: int) -> ParsedTips:
     """The tips of a reply: its bulleted or numbered lines (plain lines if it has none),
     without headers, duplicates, game commands, observations or empty lines, at most
-    `max_tips`.
+    `max_tips`; lines that loop or are cut off are dropped, with the reason (`tip_defect`).
 
     Raises `TipParseError` when nothing usable is left.
     """
@@ -96,6 +129,7 @@ def parse_tips(text: str, max_tips: int) -> list[str]:
     bulleted = [line for line in lines if _BULLET.match(line)]
     chosen = bulleted or lines
     tips: list[str] = []
+    dropped: list[str] = []
     seen: set[str] = set()
     echoed = 0
     for line in chosen:
@@ -107,6 +141,11 @@ def parse_tips(text: str, max_tips: int) -> list[str]:
         if is_game_command(tip) or is_observation(tip):
             echoed += 1
             continue
+        defect = tip_defect(tip, last=line is lines[-1])
+        if defect is not None:
+            short = tip if len(tip) <= 60 else tip[:57] + "..."
+            dropped.append(f"{defect}: {short!r}")
+            continue
         key = tip.lower().rstrip(".")
         if key in seen:
             continue
@@ -115,10 +154,12 @@ def parse_tips(text: str, max_tips: int) -> list[str]:
     if not tips:
         if not (text or "").strip():
             raise TipParseError("the reply has no tips")
+        if dropped:
+            raise TipParseError(f"no usable tip lines; dropped {'; '.join(dropped)}")
         if echoed:
             raise TipParseError("no tip lines, only game commands or observations")
         raise TipParseError("no tip lines")
-    return tips[:max_tips]
+    return ParsedTips(tips[:max_tips], dropped)
 
 
 def parse_reflection(text: str) -> str:
@@ -143,7 +184,11 @@ def parse_ops(text: str) -> list[TipOp]:
         m = _OP_LINE.match(line)
         if not m:
             continue
-        op, number, rest = m.group(1).upper(), m.group(2), _clean(m.group(3) or "")
+        op, number, rest = (
+            m.group(1).upper(),
+            m.group(2),
+            _clean(m.group(3) or "")[:MAX_TIP_CHARS].rstrip(),
+        )
         target = int(number) if number else None
         if rest and (is_game_command(rest) or is_observation(rest)):
             continue

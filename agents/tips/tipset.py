@@ -48,7 +48,9 @@ class TipSet:
     `scope` is "game:<id>" for tips learned on one game's trials and "general" for a
     merged set; `parent_id` is the version it revises; `episodes` and `llm_call_ids` are
     its provenance (for a general set, every episode that fed it). A version whose LLM
-    reply stayed unusable has status "failed" and keeps its parent's tips.
+    reply stayed unusable has status "failed" and keeps its parent's tips; one whose reply
+    had tips dropped as defective (looping, cut off) has status "partial", `error` saying
+    which.
     """
 
     kind: str

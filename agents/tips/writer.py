@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.runner import worked_example
+from agents.prompt import worked_example
 from agents.tips.parsing import TipParseError, parse_ops, parse_reflection, parse_tips
 from agents.tips.prompts import DEFAULT_TIP_PROMPTS, TipPrompts
 from agents.tips.tipset import Tip, TipSet, apply_ops
@@ -238,7 +238,11 @@ class TipWriter:
             memory = [*tipset.tips, Tip(parsed)]
             tipset.tips = memory[-self.keep_reflections :]
         else:
-            tipset.tips = [Tip(t) for t in parsed]
+            tipset.tips = [Tip(t) for t in parsed.tips]
+            if parsed.dropped:
+                # Not "ok": a reader should see that the reply was partly unusable.
+                tipset.status = "partial"
+                tipset.error = f"dropped {len(parsed.dropped)}: {'; '.join(parsed.dropped)}"
         return tipset
 
     # -- general ----------------------------------------------------------------------------

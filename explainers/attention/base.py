@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from explainers.attribution.objective import Objective
-from explainers.base import Explainer, Explanation, float_param, int_param
+from explainers.explainer import Explainer
+from explainers.explanation import Explanation
+from explainers.objective import Objective
+from explainers.params import Float, Int
+from workbench.anatomy import Anatomy, HookPoint, Hooks, model_anatomy
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -114,15 +117,11 @@ class AttentionExplainer(Explainer):
             extras=maps_extras(attn_pass, maps),
         )
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "layer" in params:
-            params["layer"] = int_param("layer", params["layer"], minimum=None)
-        if params.get("head") is not None:
-            params["head"] = int_param("head", params["head"], minimum=0)
-        if "residual" in params:
-            params["residual"] = float_param("residual", params["residual"], 0.0, 1.0)
-        return params
+    param_checks = {
+        "layer": Int(min=None),
+        "head": Int(min=0, optional=True),
+        "residual": Float(0.0, 1.0),
+    }
 
     def attribute(self, obj: AttentionPass, **params: Any) -> AttentionMaps:
         raise NotImplementedError
@@ -198,14 +197,16 @@ def run_with_attention(lm: LoadedModel, obj: Objective, values: bool = False) ->
     if obj.target_ids.numel():
         ids = torch.cat([obj.prompt_ids, obj.target_ids[:-1]])
     tokens = obj.input_tokens + obj.target_tokens[:-1] if lm.kind == "causal" else obj.input_tokens
-    captured: list[torch.Tensor] = []
-    handles = _value_hooks(lm, captured) if values else []
-    try:
-        with eager_attention(lm), torch.no_grad():
-            out = lm.model(ids.unsqueeze(0).to(lm.device), output_attentions=True)
-    finally:
-        for handle in handles:
-            handle.remove()
+    points = _value_points(lm) if values else []
+    captured: dict[int, torch.Tensor] = {}
+    with Hooks() as active, eager_attention(lm), torch.no_grad():
+        for point in points:
+
+            def keep(v: torch.Tensor, block: int = point.block) -> None:
+                captured[block] = v[0].detach().float()
+
+            active.add(point, keep)
+        out = lm.model(ids.unsqueeze(0).to(lm.device), output_attentions=True)
     attentions = getattr(out, "attentions", None)
     if not attentions or any(a is None for a in attentions):
         raise WorkbenchError(
@@ -213,42 +214,38 @@ def run_with_attention(lm: LoadedModel, obj: Objective, values: bool = False) ->
             "attn_implementation='eager'"
         )
     stacked = torch.stack([a[0].float().cpu() for a in attentions])  # [L, H, n, n]
-    value_vectors = [_head_values(lm, module, x) for module, x in captured] if values else None
+    value_vectors = None
+    if values:
+        anatomy = model_anatomy(lm)
+        value_vectors = [_head_values(anatomy, p.block, captured[p.block]) for p in points]
     return AttentionPass(lm, obj, ids, tokens, scored_rows(lm, obj), stacked, value_vectors)
 
 
-def attention_modules(lm: LoadedModel) -> list[torch.nn.Module]:
-    """Each layer's self-attention module, in order (Llama-style `v_proj`/`o_proj` only)."""
-    modules = [m for m in lm.model.modules() if hasattr(m, "v_proj") and hasattr(m, "o_proj")]
-    if not modules:
+def _value_points(lm: LoadedModel) -> list[HookPoint]:
+    """Each block's value projection output (`attn.hook_v`), or a one-line error for a model
+    without separate value and output projections."""
+    anatomy = model_anatomy(lm)
+    try:
+        anatomy.check("attn")
+        return [anatomy.point(f"blocks.{b}.attn.hook_v") for b in range(anatomy.n_layers)]
+    except WorkbenchError as exc:
         raise WorkbenchError(
-            f"attn_norm needs attention modules with v_proj and o_proj projections (Llama, "
-            f"Mistral, Qwen2, Gemma, ...); {type(lm.model).__name__} has none: use "
-            "method attention or rollout instead"
-        )
-    return modules
+            f"attn_norm needs separate value and output projections (Llama, Mistral, Qwen2, "
+            f"BERT, ...): {exc}; use method attention or rollout instead"
+        ) from None
 
 
-def _value_hooks(lm: LoadedModel, captured: list) -> list:
-    # The attention module's input is the (normed) residual stream x that values read.
-    def hook(module, args, kwargs):
-        x = kwargs.get("hidden_states", args[0] if args else None)
-        captured.append((module, x.detach()))
-
-    return [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attention_modules(lm)]
-
-
-def _head_values(lm: LoadedModel, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """f_h(x_j) = (x_j W_V^h + b_V^h) W_O^h per head: [H, n, D] (the output bias is left out,
-    as in Kobayashi et al.: it does not depend on j)."""
-    config = lm.model.config
-    n_heads = config.num_attention_heads
-    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+def _head_values(anatomy: Anatomy, block: int, v: torch.Tensor) -> torch.Tensor:
+    """f_h(x_j) = (x_j W_V^h + b_V^h) W_O^h per head: [H, n, D], from the value projection's
+    output v [n, kv heads x d] (the output bias is left out, as in Kobayashi et al.: it does
+    not depend on j)."""
+    n_heads = anatomy.n_heads or 1
+    n_kv = anatomy.n_kv_heads or n_heads
+    out_proj = anatomy.part("attn_out", block)
     with torch.no_grad():
-        v = module.v_proj(x[0]).float()  # [n, n_kv * d]
         head_dim = v.shape[-1] // n_kv
         v = v.view(-1, n_kv, head_dim).transpose(0, 1)  # [n_kv, n, d]
         # grouped-query attention: each key/value head serves n_heads / n_kv query heads
         v = v.repeat_interleave(n_heads // n_kv, dim=0)  # [H, n, d]
-        w_o = module.o_proj.weight.float().view(-1, n_heads, head_dim)  # [D, H, d]
-        return torch.einsum("hnd,ehd->hne", v, w_o).cpu()
+        w_o = out_proj.weight.float().view(-1, n_heads, head_dim)  # [D, H, d]
+        return torch.einsum("hnd,ehd->hne", v, w_o.to(v.device)).cpu()

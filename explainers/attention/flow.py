@@ -17,13 +17,13 @@ the full n x n map only up to `full_map_tokens` tokens (n^2 / 2 problems for a c
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
 from explainers.attention.rollout import residual_attention
-from explainers.base import Progress, int_param, register
+from explainers.explainer import Progress
+from explainers.params import Int
+from explainers.registry import register
 
 CAPACITY_SCALE = 1_000_000  # scipy's max-flow takes integer capacities: 1e-6 resolution
 
@@ -90,12 +90,7 @@ class AttentionFlow(AttentionExplainer):
     summary = "attention flow: max-flow from each output to each input over the layer graph"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "full_map_tokens" in params:
-            value = params["full_map_tokens"]
-            params["full_map_tokens"] = int_param("full_map_tokens", value, minimum=0)
-        return params
+    param_checks = {"full_map_tokens": Int(min=0)}
 
     def attribute(
         self,

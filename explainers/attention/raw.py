@@ -11,7 +11,7 @@ for one `head` or averaged over the heads. The extras keep every layer's and hea
 from __future__ import annotations
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
-from explainers.base import register
+from explainers.registry import register
 
 
 @register

@@ -18,14 +18,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from explainers.tokens import inline_token
+
 if TYPE_CHECKING:
-    from explainers.base import Explanation
+    from explainers.explanation import Explanation
 
 GRID_MAX_TOKENS = 48  # the HTML grid's strips get unreadable beyond this; keep the last ones
-
-
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t")
 
 
 def _query_row(exp: Explanation) -> int:
@@ -74,13 +72,13 @@ def _token_line(label: str, tokens: list[str], weights: list[float]) -> Text:
     line = Text(label, style="dim")
     for token, w in zip(tokens, values):
         level = int(40 + 215 * min(1.0, w / scale))
-        line.append(_visible(token), style=f"on rgb({level},40,40)" if w / scale > 0.05 else "")
+        line.append(inline_token(token), style=f"on rgb({level},40,40)" if w / scale > 0.05 else "")
     return line
 
 
 def _top_cell(tokens: list[str], weights: list[float]) -> str:
     j = int(np.argmax(weights))
-    token = _visible(tokens[j]).strip() or repr(tokens[j])
+    token = inline_token(tokens[j]).strip() or repr(tokens[j])
     return f"{token[:8]} {weights[j]:.2f}"
 
 
@@ -118,7 +116,7 @@ def attention_html(exp: Explanation) -> str:
 
 
 def _esc(token: str) -> str:
-    return html.escape(_visible(token))
+    return html.escape(inline_token(token))
 
 
 def _matrix(tokens: list[str], matrix: list[list[float]]) -> str:

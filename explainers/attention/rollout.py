@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
-from explainers.base import register
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from explainers.attention.base import AttentionExplainer, AttentionMaps, AttentionPass
-from explainers.base import register
+from explainers.registry import register
 
 
 def value_norm_maps(

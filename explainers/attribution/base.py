@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from explainers.attribution.objective import BASELINES, Objective
 from explainers.attribution.perturbation import REMOVALS
-from explainers.base import Explainer, Explanation, choice_param, int_param, optional_int_param
+from explainers.explainer import Explainer
+from explainers.explanation import Explanation
+from explainers.objective import BASELINES, Objective
+from explainers.params import Choice, Int
 
 
 @dataclass
@@ -35,6 +37,12 @@ class AttributionExplainer(Explainer):
 
     category = "attribution"
     takes_contrast = True
+    param_checks = {
+        "baseline": Choice(*BASELINES),
+        "batch_size": Int(min=1, optional=True),
+        "removal": Choice(*REMOVALS),
+        "seed": Int(min=0),
+    }
 
     def explain_objective(self, obj: Objective, **params: Any) -> Explanation:
         result = self.attribute(obj, **params)
@@ -52,22 +60,6 @@ class AttributionExplainer(Explainer):
             exp.warn(warning)
         exp.status = result.status
         return exp
-
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Names the method takes, and the values the attribution family shares."""
-        params = super().check_params(params)
-        if "baseline" in params:
-            params["baseline"] = self.check_baseline(params["baseline"])
-        if "batch_size" in params:
-            params["batch_size"] = optional_int_param("batch_size", params["batch_size"])
-        if "removal" in params:
-            params["removal"] = choice_param("removal", params["removal"], REMOVALS)
-        if "seed" in params:
-            params["seed"] = int_param("seed", params["seed"], minimum=0)
-        return params
-
-    def check_baseline(self, baseline: Any) -> str:
-        return choice_param("baseline", baseline, BASELINES)
 
     def attribute(self, obj: Objective, **params: Any) -> Attribution:
         raise NotImplementedError

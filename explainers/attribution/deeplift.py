@@ -29,8 +29,8 @@ from torch import nn
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
-from explainers.attribution.objective import Objective
-from explainers.base import register
+from explainers.objective import Objective
+from explainers.registry import register
 
 EPS = 1e-10  # captum's threshold for "input equals reference"
 

@@ -22,9 +22,21 @@ import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
-from explainers.attribution.objective import BASELINES, Objective
-from explainers.base import Progress, choice_param, float_param, int_param, register
+from explainers.explainer import Progress
+from explainers.objective import BASELINES, Objective
+from explainers.params import Float, Int, choice_param
+from explainers.registry import register
 from workbench.errors import WorkbenchError
+
+
+def check_baselines(name: str, value: Any) -> str:
+    """One baseline name or a comma-separated distribution of them ("zero,eos")."""
+    names = [b.strip() for b in str(value).split(",") if b.strip()]
+    if not names:
+        raise WorkbenchError(f"{name} needs at least one of {', '.join(BASELINES)}")
+    for one in names:
+        choice_param(name, one, BASELINES)
+    return ",".join(names)
 
 
 @register
@@ -33,22 +45,11 @@ class GradientShap(AttributionExplainer):
     summary = "expected gradients over random baselines and path points (stochastic)"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "n_samples" in params:
-            params["n_samples"] = int_param("n_samples", params["n_samples"])
-        if "stdevs" in params:
-            params["stdevs"] = float_param("stdevs", params["stdevs"], low=0.0)
-        return params
-
-    def check_baseline(self, baseline: Any) -> str:
-        """One baseline name or a comma-separated distribution of them ("zero,eos")."""
-        names = [b.strip() for b in str(baseline).split(",") if b.strip()]
-        if not names:
-            raise WorkbenchError("baseline needs at least one of zero, pad, eos")
-        for name in names:
-            choice_param("baseline", name, BASELINES)
-        return ",".join(names)
+    param_checks = {
+        "baseline": check_baselines,
+        "n_samples": Int(min=1),
+        "stdevs": Float(low=0.0),
+    }
 
     def attribute(
         self,

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import torch
 
-from explainers.attribution.objective import Objective
-from explainers.base import Progress
+from explainers.explainer import Progress
+from explainers.objective import Objective
 
 # reduce(grad [B, P, D], embeds [B, P, D]) -> [B, P]
 Reduction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -90,12 +90,27 @@ def row_gradients(values: torch.Tensor, leaf: torch.Tensor) -> list[torch.Tensor
                     is_grads_batched=True,
                 )
             return list(grads.unbind(0))
-        except (RuntimeError, NotImplementedError):
-            pass  # the graph was retained: the loop below can still use it
+        except (RuntimeError, NotImplementedError) as error:
+            if not cannot_batch(error):
+                raise  # out of memory or a real failure: not a reason to go row by row
+            # the graph was retained: the loop below can still use it
     return [
         torch.autograd.grad(values[:, r].sum(), leaf, retain_graph=r < rows - 1)[0]
         for r in range(rows)
     ]
+
+
+# What torch says when vmap (which batches the backward) has no rule for an operation:
+# "Batching rule not implemented for aten::...", "vmap: ... is not supported", ...
+_CANNOT_BATCH = ("batching rule", "vmap")
+
+
+def cannot_batch(error: Exception) -> bool:
+    """Whether `error` is autograd refusing to batch the backward (a vmap limitation),
+    rather than out of memory or a bug: only the former falls back to one row at a time."""
+    if isinstance(error, NotImplementedError):
+        return True
+    return any(marker in str(error).lower() for marker in _CANNOT_BATCH)
 
 
 def batched_row_gradients(

@@ -53,15 +53,11 @@ import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
-from explainers.attribution.objective import Objective
-from explainers.base import (
-    DEFAULT_TOLERANCE,
-    Progress,
-    completeness_tolerance,
-    float_param,
-    int_param,
-    register,
-)
+from explainers.explainer import Progress
+from explainers.explanation import DEFAULT_TOLERANCE, completeness_tolerance
+from explainers.objective import Objective
+from explainers.params import Float, Int, int_param
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 
 AUTO_START_INTERVALS = 16
@@ -70,14 +66,14 @@ MIN_INTERVAL = 1e-6  # narrower panels are not split again
 MAX_CANCELLATION = 4.0  # converged only if the panels' absolute errors sum to <= 4 x tolerance
 
 
-def check_steps(steps: Any) -> int | str:
+def check_steps(name: str, steps: Any) -> int | str:
     """ "auto", or a number of steps >= 1 (command-line strings are parsed)."""
     if steps == "auto":
         return "auto"
     try:
-        return int_param("steps", steps)
+        return int_param(name, steps)
     except WorkbenchError:
-        raise WorkbenchError(f"steps must be 'auto' or an integer >= 1, not {steps!r}") from None
+        raise WorkbenchError(f"{name} must be 'auto' or an integer >= 1, not {steps!r}") from None
 
 
 @register
@@ -86,16 +82,11 @@ class IntegratedGradients(AttributionExplainer):
     summary = "integrated gradients along the straight path from a baseline (completeness-checked)"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "steps" in params:
-            params["steps"] = check_steps(params["steps"])
-        if "tolerance" in params:
-            params["tolerance"] = float_param("tolerance", params["tolerance"], low=0.0)
-        if "max_knots" in params:
-            minimum = AUTO_START_INTERVALS + 1
-            params["max_knots"] = int_param("max_knots", params["max_knots"], minimum)
-        return params
+    param_checks = {
+        "steps": check_steps,
+        "tolerance": Float(low=0.0),
+        "max_knots": Int(min=AUTO_START_INTERVALS + 1),
+    }
 
     def attribute(
         self,

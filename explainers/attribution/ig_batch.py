@@ -24,15 +24,11 @@ import torch
 
 from explainers.attribution.gradients import row_gradients, tokens_per_batch
 from explainers.attribution.ig import PathIntegral, completeness_status
-from explainers.attribution.objective import Objective
-from explainers.base import (
-    DEFAULT_TOLERANCE,
-    Explainer,
-    Explanation,
-    Progress,
-    get_method,
-    int_param,
-)
+from explainers.explainer import Explainer, Progress
+from explainers.explanation import DEFAULT_TOLERANCE, Explanation
+from explainers.objective import Objective
+from explainers.params import int_param
+from explainers.registry import get_method
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 

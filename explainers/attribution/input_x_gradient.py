@@ -17,8 +17,8 @@ import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
-from explainers.attribution.objective import Objective
-from explainers.base import register
+from explainers.objective import Objective
+from explainers.registry import register
 
 
 def _dot(grad: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:

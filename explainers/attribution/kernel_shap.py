@@ -12,12 +12,12 @@ Stochastic: `seed` fixes the coalitions. See surrogate.py for the batching.
 
 from __future__ import annotations
 
-from typing import Any
-
 from explainers.attribution.base import Attribution, AttributionExplainer
-from explainers.attribution.objective import Objective
 from explainers.attribution.surrogate import surrogate_scores
-from explainers.base import Progress, int_param, register
+from explainers.explainer import Progress
+from explainers.objective import Objective
+from explainers.params import Int
+from explainers.registry import register
 
 
 @register
@@ -26,11 +26,7 @@ class KernelShapExplainer(AttributionExplainer):
     summary = "Shapley values estimated by a kernel-weighted linear fit (captum KernelShap)"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "n_samples" in params:
-            params["n_samples"] = int_param("n_samples", params["n_samples"], minimum=2)
-        return params
+    param_checks = {"n_samples": Int(min=2)}
 
     def attribute(
         self,

@@ -13,12 +13,12 @@ samples, `n_samples` trades time for stability. See surrogate.py for the batchin
 
 from __future__ import annotations
 
-from typing import Any
-
 from explainers.attribution.base import Attribution, AttributionExplainer
-from explainers.attribution.objective import Objective
 from explainers.attribution.surrogate import surrogate_scores
-from explainers.base import Progress, float_param, int_param, register
+from explainers.explainer import Progress
+from explainers.objective import Objective
+from explainers.params import Float, Int
+from explainers.registry import register
 
 
 @register
@@ -27,13 +27,7 @@ class LimeExplainer(AttributionExplainer):
     summary = "local linear surrogate fitted on random token removals (captum Lime)"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "n_samples" in params:
-            params["n_samples"] = int_param("n_samples", params["n_samples"], minimum=2)
-        if "alpha" in params:
-            params["alpha"] = float_param("alpha", params["alpha"], low=0.0)
-        return params
+    param_checks = {"n_samples": Int(min=2), "alpha": Float(low=0.0)}
 
     def attribute(
         self,

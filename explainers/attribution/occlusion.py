@@ -14,14 +14,14 @@ window). All variants go through the model in batched forwards (perturbation.py)
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
-from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import check_removal, evaluate_kept
-from explainers.base import Progress, choice_param, register
+from explainers.explainer import Progress
+from explainers.objective import Objective
+from explainers.params import Choice, choice_param
+from explainers.registry import register
 
 UNITS = ("token", "word")
 
@@ -69,11 +69,7 @@ class Occlusion(AttributionExplainer):
     summary = "leave-one-out: drop of the target when a token or word is removed"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "unit" in params:
-            params["unit"] = choice_param("unit", params["unit"], UNITS)
-        return params
+    param_checks = {"unit": Choice(*UNITS)}
 
     def attribute(
         self,

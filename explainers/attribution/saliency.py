@@ -13,14 +13,13 @@ token, not in which direction the token pushed it.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.gradients import batched_row_gradients
-from explainers.attribution.objective import Objective
-from explainers.base import choice_param, register
+from explainers.objective import Objective
+from explainers.params import Choice
+from explainers.registry import register
 
 NORMS = ("l2", "l1")
 
@@ -30,11 +29,7 @@ class Saliency(AttributionExplainer):
     name = "saliency"
     summary = "gradient norm per token (unsigned sensitivity)"
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "norm" in params:
-            params["norm"] = choice_param("norm", params["norm"], NORMS)
-        return params
+    param_checks = {"norm": Choice(*NORMS)}
 
     def attribute(
         self, obj: Objective, norm: str = "l2", batch_size: int | None = None

@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 
 from explainers.attribution.base import Attribution, AttributionExplainer
-from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import evaluate_id_lists
-from explainers.base import Progress, int_param, register
+from explainers.explainer import Progress
+from explainers.objective import Objective
+from explainers.params import Int
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 
 REMOVED = -1  # not a token id: marks a deleted position inside shap's masked arrays
@@ -42,13 +44,7 @@ class ShapPartition(AttributionExplainer):
     summary = "Owen values over a token hierarchy (shap's Partition explainer, Text masker)"
     reports_progress = True
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "max_evals" in params:
-            params["max_evals"] = int_param("max_evals", params["max_evals"], minimum=2)
-        if "shap_batch" in params:
-            params["shap_batch"] = int_param("shap_batch", params["shap_batch"], minimum=1)
-        return params
+    param_checks = {"max_evals": Int(min=2), "shap_batch": Int(min=1)}
 
     def attribute(
         self,

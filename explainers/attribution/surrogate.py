@@ -19,9 +19,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from explainers.attribution.objective import Objective
 from explainers.attribution.perturbation import evaluate_kept, removable_positions
-from explainers.base import Progress
+from explainers.explainer import Progress
+from explainers.objective import Objective
 
 # Builds the captum attribution object (Lime, KernelShap) around a forward function.
 CaptumFactory = Callable[[Callable[[torch.Tensor], torch.Tensor]], object]
@@ -106,7 +106,8 @@ class AllRowsFit:
         return result
 
     def representation(self) -> torch.Tensor:
-        assert self.coefficients is not None, "fit first"
+        if self.coefficients is None:
+            raise RuntimeError("representation() before fit(): fit the surrogate first")
         return self.coefficients[:1]
 
 

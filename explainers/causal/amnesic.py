@@ -27,15 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from explainers.causal.engine import Hooks
-from explainers.causal.hooks import HookPoint, model_hooks
-from explainers.probing.probes import (
-    ProbeDataset,
-    extract_features,
-    fit_probe,
-    split_indices,
-)
-from explainers.probing.residual import check_layers
+from explainers.probing.features import extract_features
+from explainers.probing.probes import ProbeDataset, ProbeResult, fit_probe, split_indices
+from workbench.anatomy import HookPoint, Hooks, model_anatomy
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -66,6 +60,7 @@ class AmnesicResult:
     layers: list[AmnesicLayer]
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    model_info: dict[str, Any] | None = None  # workbench.models.ModelIdentity.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -121,6 +116,8 @@ def amnesic_probing(
     batch_size: int = 8,
     test_size: float = 0.25,
     seed: int = 0,
+    features: np.ndarray | None = None,
+    probe: ProbeResult | None = None,
 ) -> AmnesicResult:
     """Project each layer's probe directions out of the residual stream and measure the
     target's log-probability change against random directions of the same dimension.
@@ -137,6 +134,8 @@ def amnesic_probing(
         batch_size: examples per forward pass (each with 1 + n_random projections).
         test_size / seed: the split (the same as `run_probe`'s with the same seed), probes
             and random directions.
+        features / probe: what `run_probe` extracted (its `on_features`) and found for the
+            same dataset, layers, test_size and seed: reused, not computed again.
     """
     start = time.perf_counter()
     if lm.kind != "causal":
@@ -149,10 +148,12 @@ def amnesic_probing(
             raise WorkbenchError(f"{name} must be >= {low}")
     if max_examples < 1 or batch_size < 1:
         raise WorkbenchError("max_examples and batch_size must be >= 1")
-    hooks = model_hooks(lm)
-    layer_list = check_layers(layers, hooks.n_layers)
+    hooks = model_anatomy(lm)
+    layer_list = hooks.check_layers("resid", layers)
     examples = dataset.examples
-    features, _ = extract_features(lm, examples, layer_list)
+    if features is None:
+        features, _ = extract_features(lm, examples, layer_list)
+    probed = {r.layer: r.accuracy for r in probe.layers} if probe is not None else {}
     labels = [e.label for e in examples]
     train, test, split = split_indices(labels, dataset.groups, test_size, seed)
     chosen = [int(i) for i in test[:max_examples]]
@@ -163,7 +164,9 @@ def amnesic_probing(
     for k, layer in enumerate(layer_list):
         x = features[:, k].astype(np.float64)
         basis, projection = probe_directions(x[train], y[train].tolist(), iterations, seed)
-        accuracy = fit_probe(x[train], y[train].tolist(), x[test], y[test].tolist(), seed)
+        accuracy = probed.get(layer)
+        if accuracy is None:
+            accuracy = fit_probe(x[train], y[train].tolist(), x[test], y[test].tolist(), seed)
         after = fit_probe(
             x[train] @ projection, y[train].tolist(), x[test] @ projection, y[test].tolist(), seed
         )
@@ -192,6 +195,7 @@ def amnesic_probing(
     return AmnesicResult(
         task=dataset.task,
         model=lm.name,
+        model_info=lm.identity.to_dict(),
         layers=results,
         params={
             "target": target,

@@ -16,25 +16,19 @@ records both the exact scores and the Pearson correlation with them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from explainers.base import choice_param, register
-from explainers.causal.engine import Hooks, Progress, forward_logits
-from explainers.causal.patching import (
-    DIRECTIONS,
-    CausalExplainer,
-    PatchingSetup,
-    Sweep,
-    check_layers,
-    effect_warnings,
-    exact_patching,
-    normalise,
-    to_explanation,
-)
+from explainers.causal.engine import Progress
+from explainers.causal.patching import CausalExplainer, to_explanation
 from explainers.causal.result import PatchingExplanation
+from explainers.causal.sweep import DIRECTIONS, PatchingSetup, Sweep, exact_patching
+from explainers.params import Bool, choice_param
+from explainers.registry import register
+from workbench.anatomy import Hooks, forward_logits
 from workbench.errors import WorkbenchError
 
 
@@ -77,7 +71,7 @@ def attribution_patching(
     if setup.corrupt_to_clean is not None:
         raise WorkbenchError("attribution patching needs clean and corrupted inputs of one length")
     direction = choice_param("direction", direction, DIRECTIONS)
-    layer_list = check_layers(hooks, component, layers)
+    layer_list = hooks.check_layers(component, layers)
     names = [hooks.name(component, layer) for layer in layer_list]
     clean_acts, clean_grads, clean_value = _activations_and_gradients(setup, setup.clean, names)
     corr_acts, corr_grads, corrupt_value = _activations_and_gradients(setup, setup.corrupt, names)
@@ -95,16 +89,8 @@ def attribution_patching(
     estimates = torch.stack(rows).double().numpy()
     base = corrupt_value if direction == "denoise" else clean_value
     values = base + estimates
-    return Sweep(
-        scores=normalise(values, clean_value, corrupt_value),
-        values=values,
-        layers=layer_list,
-        positions=[] if component == "head" else list(range(setup.n_prompt)),
-        hook_names=names,
-        clean_value=clean_value,
-        corrupt_value=corrupt_value,
-        warnings=effect_warnings(clean_value, corrupt_value, setup.lm.dtype),
-    )
+    positions = [] if component == "head" else list(range(setup.n_prompt))
+    return Sweep.measured(setup, values, layer_list, positions, names, clean_value, corrupt_value)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,6 +105,18 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 class AttributionPatching(CausalExplainer):
     name = "attribution_patching"
     summary = "attribution patching: first-order estimate of every patch from two backward passes"
+    param_checks = {"compare_exact": Bool()}
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        checked = super().check_params(params)
+        if not checked.get("compare_exact"):
+            # Only the exact run that compare_exact adds has batches and an engine.
+            for name in ("batch_size", "engine"):
+                if name in checked:
+                    raise WorkbenchError(
+                        f"{name} applies to {self.name} only with compare_exact=true"
+                    )
+        return checked
 
     def explain_objective(
         self,
@@ -132,10 +130,6 @@ class AttributionPatching(CausalExplainer):
         engine: str = "auto",
         progress: Progress | None = None,
     ) -> PatchingExplanation:
-        if isinstance(compare_exact, str):
-            if compare_exact.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise WorkbenchError(f"compare_exact must be true or false, not {compare_exact!r}")
-            compare_exact = compare_exact.lower() in ("true", "1", "yes")
         setup = self.corrupted_setup(obj, corrupt)
         sweep = attribution_patching(setup, component, direction, layers)
         extras: dict[str, Any] = {}
@@ -151,7 +145,7 @@ class AttributionPatching(CausalExplainer):
             )
             extras["exact_scores"] = exact.scores.tolist()
             extras["exact_correlation"] = correlation(sweep.scores, exact.scores)
-        params = {"estimate": "attribution", "compare_exact": bool(compare_exact)}
+        params = {"estimate": "attribution", "compare_exact": compare_exact}
         return to_explanation(
             self.name, obj, setup, sweep, component, direction, params, corrupt, extras
         )

@@ -16,27 +16,25 @@ Two engines compute the same numbers:
   earliest patched one, attending to the base run's keys and values for the positions
   before (a prefix cache). Block arguments (masks, rotary embeddings, position ids) are
   recorded from the model's own forward pass, so no architecture is re-implemented. The
-  final norm and unembedding read only the target positions. Before use, the tail is
+  final norm and unembedding read only the target positions. Once per model, the tail is
   checked against the model's own logits; a model whose head does more (soft-capping,
-  scaling) uses the full engine.
+  scaling) uses the full engine. Hooks and caches come from workbench.anatomy and
+  workbench.prefix_cache.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from explainers.base import Progress
-from explainers.causal.hooks import HookPoint, ModelHooks
-from explainers.probing.residual import _cache_argument
+from explainers.explainer import Progress
+from workbench.anatomy import Anatomy, HookPoint, Hooks, first_tensor, forward_logits, trunk
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.prefix_cache import PrefixCache, cache_argument, compute_prefix, verdict
 
 ENGINES = ("auto", "suffix", "full")
 
@@ -84,85 +82,6 @@ class Readout:
         return values.sum(-1)
 
 
-def forward_logits(
-    lm: LoadedModel, embeds: torch.Tensor, rows: int, grad: bool = False
-) -> torch.Tensor:
-    """[B, n, D] input embeddings -> [B, rows, V] logits at the last `rows` positions
-    (a classifier: [B, 1, labels])."""
-    context = torch.enable_grad() if grad else torch.no_grad()
-    with context:
-        if lm.kind == "classifier":
-            return lm.model(inputs_embeds=embeds).logits.unsqueeze(1)
-        kwargs = {"logits_to_keep": rows} if lm.keeps_logits else {}
-        return lm.model(inputs_embeds=embeds, **kwargs).logits[:, -rows:]
-
-
-# -- hooks ----------------------------------------------------------------------------------
-
-
-def _first(value: Any) -> torch.Tensor:
-    return value[0] if isinstance(value, tuple) else value
-
-
-def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
-    return (tensor, *value[1:]) if isinstance(value, tuple) else tensor
-
-
-def add_hook(point: HookPoint, fn: Callable[[torch.Tensor], torch.Tensor | None]):
-    """Run `fn` on the activation at `point`; a tensor it returns replaces the activation.
-    Returns the handle (remove it when done)."""
-    if point.kind == "input":
-
-        def pre_hook(module, args, kwargs):
-            if args:
-                new = fn(args[0])
-                return None if new is None else ((new, *args[1:]), kwargs)
-            new = fn(kwargs["hidden_states"])
-            return None if new is None else (args, {**kwargs, "hidden_states": new})
-
-        return point.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
-
-    def hook(module, args, output):
-        new = fn(_first(output))
-        return None if new is None else _replace_first(output, new)
-
-    return point.module.register_forward_hook(hook)
-
-
-class Hooks:
-    """A context manager that removes its hooks on exit."""
-
-    def __init__(self) -> None:
-        self.handles: list[Any] = []
-
-    def add(self, point: HookPoint, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> None:
-        self.handles.append(add_hook(point, fn))
-
-    def __enter__(self) -> Hooks:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-
-def capture(
-    lm: LoadedModel, hooks: ModelHooks, embeds: torch.Tensor, names: list[str], rows: int
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One forward of [n, D] embeddings: ({name: [n, width] activation}, [rows, V] logits)."""
-    acts: dict[str, torch.Tensor] = {}
-    with Hooks() as active:
-        for name in names:
-
-            def keep(x: torch.Tensor, name: str = name) -> None:
-                acts[name] = x[0].detach()
-
-            active.add(hooks.point(name), keep)
-        logits = forward_logits(lm, embeds.unsqueeze(0), rows)[0]
-    return acts, logits
-
-
 # -- the patcher ----------------------------------------------------------------------------
 
 
@@ -171,7 +90,7 @@ class _Suffix:
     """The base run from position `start` on: each block's input and call arguments."""
 
     start: int
-    prefix: Any  # a Cache with the base run's keys/values before `start` (None at 0)
+    prefix: PrefixCache | None  # the base run's keys/values before `start` (None at 0)
     hidden: list[torch.Tensor]  # per block: its input hidden states [1, n - start, D]
     calls: list[tuple[tuple, dict]]  # per block: the other arguments it was called with
 
@@ -181,7 +100,7 @@ class Patcher:
     """Patched runs of one base input with activations of one source input.
 
     Args:
-        lm / hooks: the model and its hook points.
+        lm / hooks: the model and its anatomy (hook points).
         readout: what a run is scored by.
         base: [n, D] input embeddings every patched run starts from.
         source: {hook name: [n, width]} the values patches write (aligned with `base`'s
@@ -194,7 +113,7 @@ class Patcher:
     """
 
     lm: LoadedModel
-    hooks: ModelHooks
+    hooks: Anatomy
     readout: Readout
     base: torch.Tensor
     source: dict[str, torch.Tensor]
@@ -345,15 +264,12 @@ class Patcher:
         return self.readout.values(logits)
 
     def _run_suffix(self, suffix: _Suffix, size: int, block: int) -> torch.Tensor:
-        cache = None
-        if suffix.prefix is not None:
-            cache = copy.deepcopy(suffix.prefix)
-            cache.batch_repeat_interleave(size)
+        cache = None if suffix.prefix is None else suffix.prefix.for_batch(size)
         hidden = suffix.hidden[block].expand(size, -1, -1)
         with torch.no_grad():
             for b in range(block, self.hooks.n_layers):
                 args, kwargs = _with_cache(*suffix.calls[b], cache)
-                hidden = _first(self.hooks.blocks[b](hidden, *args, **kwargs))
+                hidden = first_tensor(self.hooks.blocks[b](hidden, *args, **kwargs))
             return self._tail(hidden[:, -self.readout.rows :])
 
     def _tail(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -365,18 +281,16 @@ class Patcher:
         """Record the base run from position `start` (once per start position)."""
         if start in self._suffixes:
             return self._suffixes[start]
-        from transformers import DynamicCache
-
-        base_model, cache_arg = self.lm.model.base_model, _cache_argument(self.lm)
+        base_model = trunk(self.lm)
         prefix = None
         with torch.no_grad():
             if start > 0:
-                prefix = DynamicCache()
-                base_model(
-                    inputs_embeds=self.base[:start].unsqueeze(0),
-                    use_cache=True,
-                    **{cache_arg: prefix},
-                )
+                prefix, _ = compute_prefix(base_model, inputs_embeds=self.base[:start].unsqueeze(0))
+                if prefix is None:
+                    raise WorkbenchError(
+                        f"the suffix engine cannot reuse {self.lm.name}'s key/value cache; "
+                        "use engine='full'"
+                    )
             hidden: list[torch.Tensor] = []
             calls: list[tuple[tuple, dict]] = []
 
@@ -392,11 +306,7 @@ class Patcher:
                 b.register_forward_pre_hook(record, with_kwargs=True) for b in self.hooks.blocks
             ]
             try:
-                kwargs: dict[str, Any] = {}
-                if prefix is not None:
-                    kwargs = {cache_arg: copy.deepcopy(prefix), "use_cache": True}
-                else:
-                    kwargs = {"use_cache": False}
+                kwargs = {"use_cache": False} if prefix is None else prefix.arguments(1)
                 base_model(inputs_embeds=self.base[start:].unsqueeze(0), **kwargs)
             finally:
                 for handle in handles:
@@ -410,16 +320,23 @@ class Patcher:
         exactly final norm + unembedding of the last block's output."""
         if self.lm.kind != "causal" or self.hooks.unembed is None:
             return False
-        if getattr(self.lm.model.config, "is_encoder_decoder", False) or self.n < 2:
+        if self.n < 2 or cache_argument(trunk(self.lm)) is None:
             return False
-        params = inspect.signature(self.lm.model.base_model.forward).parameters
-        if "cache" not in params and "past_key_values" not in params:
+        # Once per model (causal tracing builds a Patcher per noise sample).
+        return verdict(self.lm.model, "suffix engine", self._suffix_matches)
+
+    def _suffix_matches(self) -> bool:
+        """The check behind `_suffix_applies`, on this patcher's base input: the model's
+        cache can be reused, the recorded last block plus final norm and unembedding give
+        the model's logits, and attention is causal."""
+        prefix, _ = compute_prefix(trunk(self.lm), inputs_embeds=self.base[:1].unsqueeze(0))
+        if prefix is None:
             return False
         rows = self.readout.rows
         full = forward_logits(self.lm, self.base.unsqueeze(0), rows)[0].float()
         suffix = self._suffix(0)
         with torch.no_grad():
-            last = _first(
+            last = first_tensor(
                 self.hooks.blocks[-1](
                     suffix.hidden[-1], *suffix.calls[-1][0], **suffix.calls[-1][1]
                 )
@@ -431,7 +348,7 @@ class Patcher:
             changed = self.base.clone()
             changed[-1] = 0
             states = [
-                self.lm.model.base_model(inputs_embeds=e.unsqueeze(0)).last_hidden_state[0, :-1]
+                trunk(self.lm)(inputs_embeds=e.unsqueeze(0)).last_hidden_state[0, :-1]
                 for e in (self.base, changed)
             ]
         tolerance = 1e-4 if self.lm.dtype == torch.float32 else 3e-2

@@ -21,12 +21,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from explainers.base import Explanation
+from explainers.explanation import Explanation, score_matrix
+from explainers.tokens import visible_token
 from workbench.errors import WorkbenchError
 
 
 @dataclass
-class PatchingExplanation(Explanation):
+class PatchingExplanation(Explanation, category="causal"):
     """Normalised restoration per (layer, position) or (layer, head).
 
     Besides the `Explanation` fields: `component` (resid, attn, mlp, head), `layers` (one per
@@ -50,9 +51,7 @@ class PatchingExplanation(Explanation):
     corrupt_tokens: list[str] | None = None
 
     def __post_init__(self) -> None:
-        self.scores = np.asarray(self.scores, dtype=np.float64)
-        if self.scores.ndim == 1:
-            self.scores = self.scores[None, :]
+        self.scores = score_matrix(self.scores)
         rows, cols = self.scores.shape
         if rows != len(self.layers):
             raise ValueError(f"scores have {rows} rows for {len(self.layers)} layers")
@@ -102,10 +101,6 @@ class PatchingExplanation(Explanation):
         return render_patching_html(self)
 
 
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t")
-
-
 def _summary(exp: PatchingExplanation) -> list[str]:
     what = {
         "activation_patching": "exact activation patching",
@@ -118,7 +113,7 @@ def _summary(exp: PatchingExplanation) -> list[str]:
     if exp.metric == "logit_diff":
         metric = f"logit({target!r}) - logit({''.join(contrast or [])!r})"
     lines = [
-        f"{what} of {exp.component} on {exp.model} ({exp.direction}), metric {metric}",
+        f"{what} of {exp.component} on {exp.model_label} ({exp.direction}), metric {metric}",
         f"clean {exp.clean_value:+.4f}, corrupted {exp.corrupt_value:+.4f}; cells: normalised "
         "restoration, 0 = corrupted, 1 = clean",
     ]
@@ -127,7 +122,7 @@ def _summary(exp: PatchingExplanation) -> list[str]:
     layer, column, value = exp.best()
     where = f"head {column}" if exp.component == "head" else f"position {column}"
     if exp.component != "head":
-        where += f" {_visible(exp.input_tokens[column])!r}"
+        where += f" {visible_token(exp.input_tokens[column])!r}"
     lines.append(f"strongest: layer {layer}, {where}: {value:+.3f}")
     return lines
 
@@ -151,20 +146,34 @@ def render_patching_terminal(exp: PatchingExplanation, console: Console) -> None
     table = Table(show_edge=False, pad_edge=False, box=None, padding=(0, 0))
     if exp.component == "head":
         table.add_column("layer", justify="right")
-        for h in range(exp.scores.shape[1]):
-            table.add_column(f"H{h}"[:cell].rjust(cell), justify="right", min_width=cell)
+        for label in _column_labels(list(range(exp.scores.shape[1])), numbers, cell, "H"):
+            table.add_column(label, justify="right", min_width=cell)
         for i, layer in enumerate(exp.layers):
             table.add_row(f"{layer} ", *[_cell(v, numbers, cell) for v in exp.scores[i]])
     else:
         table.add_column("position", justify="left")
-        for layer in exp.layers:
-            table.add_column(str(layer).rjust(cell), justify="right", min_width=cell)
+        for label in _column_labels(exp.layers, numbers, cell, ""):
+            table.add_column(label, justify="right", min_width=cell)
         for j, pos in enumerate(exp.positions):
-            label = f"{pos:>3} {_visible(exp.input_tokens[pos])[:14]:<14} "
+            label = f"{pos:>3} {visible_token(exp.input_tokens[pos])[:14]:<14} "
             table.add_row(label, *[_cell(v, numbers, cell) for v in exp.scores[:, j]])
     console.print(table)
     axis = "columns: heads, rows: layers" if exp.component == "head" else "columns: layers"
+    if not numbers:
+        axis += f", numbered every {LABEL_EVERY}"
     console.print(Text(f"({axis}; hook names like {exp.hook_names[0]})", style="dim"))
+
+
+LABEL_EVERY = 5  # narrow shade columns: a number every 5th column, so digits never touch
+
+
+def _column_labels(values: list[int], numbers: bool, cell: int, prefix: str) -> list[str]:
+    """Column headers: every value (with `prefix`, e.g. H for heads) over numeric cells;
+    over 2-wide shade cells, the number of every LABEL_EVERY-th column and blanks between,
+    so that neighbouring numbers never run together."""
+    if numbers:
+        return [f"{prefix}{v}".rjust(cell) for v in values]
+    return [str(v) if i % LABEL_EVERY == 0 else "" for i, v in enumerate(values)]
 
 
 SHADES = " ░▒▓█"
@@ -207,7 +216,7 @@ def render_patching_html(exp: PatchingExplanation) -> str:
     else:
         head = "".join(f"<th>{layer}</th>" for layer in exp.layers)
         body = "".join(
-            f"<tr><th>{pos}</th><td class='tok'>{esc(_visible(exp.input_tokens[pos]))}</td>"
+            f"<tr><th>{pos}</th><td class='tok'>{esc(visible_token(exp.input_tokens[pos]))}</td>"
             + "".join(
                 td(v, f"{exp.hook_names[i]} position {pos}") for i, v in enumerate(exp.scores[:, j])
             )

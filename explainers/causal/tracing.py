@@ -20,21 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from explainers.base import float_param, int_param, register
-from explainers.causal.engine import Patch, Patcher, Progress, capture
-from explainers.causal.patching import (
-    CausalExplainer,
-    PatchingSetup,
-    Sweep,
-    check_layers,
-    effect_warnings,
-    normalise,
-    parse_int_list,
-    readout_for,
-    setup_from_ids,
-    to_explanation,
-)
+from explainers.causal.engine import Patch, Patcher, Progress
+from explainers.causal.patching import CausalExplainer, to_explanation
 from explainers.causal.result import PatchingExplanation
+from explainers.causal.sweep import PatchingSetup, Sweep, readout_for, setup_from_ids
+from explainers.params import Float, Int, IntList
+from explainers.registry import register
+from workbench.anatomy import capture
 from workbench.errors import WorkbenchError
 
 TRACE_COMPONENTS = ("resid", "attn", "mlp")
@@ -97,10 +89,11 @@ def causal_trace(
         )
     tokens = check_noise_tokens(noise_tokens, setup.n_prompt)
     valid = hooks.layers(component)
-    layer_list = check_layers(hooks, component, layers)
+    layer_list = hooks.check_layers(component, layers)
     needed = sorted({x for layer in layer_list for x in window_layers(layer, window, valid)})
     names = {x: hooks.name(component, x) for x in needed}
-    clean_acts, _ = capture(setup.lm, hooks, setup.clean, list(names.values()), setup.readout.rows)
+    captured = capture(setup.lm, list(names.values()), inputs_embeds=setup.clean.unsqueeze(0))
+    clean_acts = {name: act[0] for name, act in captured.activations.items()}
     clean_value = setup.value(setup.clean)
     positions = list(range(setup.n_prompt))
     rows = [
@@ -122,15 +115,9 @@ def causal_trace(
         total += patcher.values(rows, step)
     values = (total / samples).reshape(len(layer_list), len(positions))
     corrupt_value = float(np.mean(corrupted))
-    return Sweep(
-        scores=normalise(values, clean_value, corrupt_value),
-        values=values,
-        layers=layer_list,
-        positions=positions,
-        hook_names=[names[layer] for layer in layer_list],
-        clean_value=clean_value,
-        corrupt_value=corrupt_value,
-        warnings=effect_warnings(clean_value, corrupt_value, setup.lm.dtype),
+    hook_names = [names[layer] for layer in layer_list]
+    return Sweep.measured(
+        setup, values, layer_list, positions, hook_names, clean_value, corrupt_value
     )
 
 
@@ -139,19 +126,13 @@ class CausalTracing(CausalExplainer):
     name = "causal_tracing"
     summary = "causal tracing (ROME): restore clean states into a run with noised tokens"
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "noise_tokens" in params:
-            params["noise_tokens"] = parse_int_list("noise_tokens", params["noise_tokens"])
-        if "samples" in params:
-            params["samples"] = int_param("samples", params["samples"])
-        if "window" in params:
-            params["window"] = int_param("window", params["window"])
-        if "noise" in params:
-            params["noise"] = float_param("noise", params["noise"], 0.0)
-        if "seed" in params:
-            params["seed"] = int_param("seed", params["seed"], None)
-        return params
+    param_checks = {
+        "noise_tokens": IntList(),
+        "samples": Int(min=1),
+        "window": Int(min=1),
+        "noise": Float(low=0.0),
+        "seed": Int(min=None),
+    }
 
     def explain_objective(
         self,

@@ -12,7 +12,6 @@ methods side-by-side page shows.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from explainers.base import Explanation, Progress, get_method
+from explainers.explainer import Progress
+from explainers.explanation import Explanation
 from explainers.metrics.evaluation import (
     Evaluation,
     evaluate,
@@ -28,8 +28,10 @@ from explainers.metrics.evaluation import (
     random_explanation,
 )
 from explainers.metrics.plausibility import parse_rationale
+from explainers.registry import get_method
 from workbench import distributed
 from workbench.errors import WorkbenchError
+from workbench.files import read_jsonl
 from workbench.models import LoadedModel
 from workbench.store import Store, runs
 
@@ -162,16 +164,8 @@ class MethodSummary:
 
 def load_dataset(path: Path) -> list[DatasetItem]:
     """JSONL: one object per line with "text", optional "target" and "rationale"."""
-    if not path.is_file():
-        raise WorkbenchError(f"no dataset file {str(path)!r}")
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise WorkbenchError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    for number, record in read_jsonl(path, "dataset"):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise WorkbenchError(f'{path}:{number}: each line needs a "text" string')
         unknown = set(record) - {"text", "target", "rationale"}

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from explainers.attribution.objective import Objective, prepare, prepare_ids
 from explainers.attribution.perturbation import check_removal, evaluate_kept
-from explainers.base import Explanation, Progress
+from explainers.explainer import Progress
+from explainers.explanation import Explanation
 from explainers.metrics import faithfulness as fm
 from explainers.metrics import plausibility as pm
+from explainers.objective import Objective, prepare, prepare_ids
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
 
@@ -214,65 +215,19 @@ def evaluate(
         raise WorkbenchError("fractions must lie in (0, 1]")
     obj = obj or explanation_objective(exp, lm)
     units, columns = explanation_units(exp, obj)
-    truth = None
-    if rationale is not None:
-        if len(rationale) != len(exp.input_tokens):
-            shown = exp.input_tokens if len(exp.input_tokens) <= 20 else exp.input_tokens[:20]
-            raise WorkbenchError(
-                f"the rationale has {len(rationale)} values but the input has "
-                f"{len(exp.input_tokens)} {exp.aggregation}s {shown}; give one 0/1 per "
-                f"{exp.aggregation}"
-            )
-        truth = pm.check_rationale(rationale, len(exp.input_tokens))[columns]
+    truth = None if rationale is None else rationale_columns(exp, rationale, columns)
     oracle = ModelOracle(obj, units, removal, baseline, progress)
+    row_metrics = RowMetrics(rules, fractions, max_points, truth)
+    scores = [exp.scores[r, columns] for r in range(exp.scores.shape[0])]
     n = len(columns)
     everything, loo_keep = np.ones((1, n), dtype=bool), ~np.eye(n, dtype=bool)
-
-    def row_metrics(r: int, predict, predict_label, full: float, full_label: int, loo):
-        scores = exp.scores[r, columns]
-        comp, comp_bins = fm.comprehensiveness(scores, predict, full, fractions, rules)
-        suff, suff_bins = fm.sufficiency(scores, predict, full, fractions, rules)
-        deletion = fm.deletion_curve(scores, predict, max_points)
-        insertion = fm.insertion_curve(scores, predict, max_points)
-        row = {
-            "comprehensiveness": comp,
-            "sufficiency": suff,
-            "deletion_auc": deletion.area,
-            "insertion_auc": insertion.area,
-            "decision_flip": fm.decision_flip(scores, predict_label, full_label),
-            "kendall_tau_loo": fm.kendall_tau(scores, full - loo),
-        }
-        if truth is not None:
-            row["token_f1"] = pm.token_f1(scores, truth, convention=rules)
-            row["token_iou"] = pm.token_iou(scores, truth, convention=rules)
-            row["auprc"] = pm.auprc(scores, truth, convention=rules)
-        curve = {
-            "full": full,
-            "comprehensiveness_bins": comp_bins,
-            "sufficiency_bins": suff_bins,
-            "deletion": {"fractions": deletion.fractions, "values": deletion.values},
-            "insertion": {"fractions": insertion.fractions, "values": insertion.values},
-        }
-        return row, curve
-
-    # The metric functions ask for their perturbations one call at a time; a first pass
-    # with a recording predictor collects them all, so the model sees them in few batches
-    # (prompts of equal length together) and the real pass reads the oracle's cache.
-    asked: list[np.ndarray] = [everything, loo_keep]
-
-    def record(keep: np.ndarray) -> np.ndarray:
-        asked.append(np.asarray(keep, dtype=bool))
-        return np.zeros(len(keep))
-
-    for r in range(exp.scores.shape[0]):
-        row_metrics(r, record, record, 0.0, 0, np.zeros(n))
-    oracle(np.concatenate(asked))
+    _prefetch(oracle, row_metrics, scores, [everything, loo_keep])
     full_values, full_preds = oracle(everything)
     loo_values, _ = oracle(loo_keep)
     rows, curves = [], []
-    for r in range(exp.scores.shape[0]):
+    for r, row_scores in enumerate(scores):
         row, curve = row_metrics(
-            r,
+            row_scores,
             oracle.predictor(r),
             oracle.label_predictor(r),
             float(full_values[0, r]),
@@ -300,6 +255,88 @@ def evaluate(
         params=params,
         seconds=time.perf_counter() - start,
     )
+
+
+def rationale_columns(
+    exp: Explanation, rationale: Sequence[int], columns: np.ndarray
+) -> np.ndarray:
+    """The rationale (one 0/1 per input unit) at the scored columns."""
+    if len(rationale) != len(exp.input_tokens):
+        shown = exp.input_tokens if len(exp.input_tokens) <= 20 else exp.input_tokens[:20]
+        raise WorkbenchError(
+            f"the rationale has {len(rationale)} values but the input has "
+            f"{len(exp.input_tokens)} {exp.aggregation}s {shown}; give one 0/1 per "
+            f"{exp.aggregation}"
+        )
+    return pm.check_rationale(rationale, len(exp.input_tokens))[columns]
+
+
+@dataclass
+class RowMetrics:
+    """Every metric of one target row's scores, given the model's answers on perturbations:
+    `(row, curve)`, the metric values and the curves they were read from."""
+
+    rules: fm.Convention
+    fractions: Sequence[float] | None
+    max_points: int
+    truth: np.ndarray | None  # the rationale at the scored columns, or None
+
+    def __call__(
+        self,
+        scores: np.ndarray,
+        predict: fm.Predictor,
+        predict_label: Callable[[np.ndarray], np.ndarray],
+        full: float,
+        full_label: int,
+        loo: np.ndarray,
+    ) -> tuple[dict[str, float], dict[str, Any]]:
+        rules = self.rules
+        comp, comp_bins = fm.comprehensiveness(scores, predict, full, self.fractions, rules)
+        suff, suff_bins = fm.sufficiency(scores, predict, full, self.fractions, rules)
+        deletion = fm.deletion_curve(scores, predict, self.max_points)
+        insertion = fm.insertion_curve(scores, predict, self.max_points)
+        row = {
+            "comprehensiveness": comp,
+            "sufficiency": suff,
+            "deletion_auc": deletion.area,
+            "insertion_auc": insertion.area,
+            "decision_flip": fm.decision_flip(scores, predict_label, full_label),
+            "kendall_tau_loo": fm.kendall_tau(scores, full - loo),
+        }
+        if self.truth is not None:
+            row["token_f1"] = pm.token_f1(scores, self.truth, convention=rules)
+            row["token_iou"] = pm.token_iou(scores, self.truth, convention=rules)
+            row["auprc"] = pm.auprc(scores, self.truth, convention=rules)
+        curve = {
+            "full": full,
+            "comprehensiveness_bins": comp_bins,
+            "sufficiency_bins": suff_bins,
+            "deletion": {"fractions": deletion.fractions, "values": deletion.values},
+            "insertion": {"fractions": insertion.fractions, "values": insertion.values},
+        }
+        return row, curve
+
+
+def _prefetch(
+    oracle: ModelOracle,
+    row_metrics: RowMetrics,
+    scores: list[np.ndarray],
+    asked: list[np.ndarray],
+) -> None:
+    """Ask the model every perturbation the metrics will ask, in few batches.
+
+    The metric functions ask for their perturbations one call at a time; a first pass with a
+    recording predictor collects them all, so the model sees them in few batches (prompts of
+    equal length together) and the real pass reads the oracle's cache.
+    """
+
+    def record(keep: np.ndarray) -> np.ndarray:
+        asked.append(np.asarray(keep, dtype=bool))
+        return np.zeros(len(keep))
+
+    for row_scores in scores:
+        row_metrics(row_scores, record, record, 0.0, 0, np.zeros(len(row_scores)))
+    oracle(np.concatenate(asked))
 
 
 def random_explanation(exp: Explanation, seed: int = 0) -> Explanation:

@@ -209,15 +209,7 @@ def deletion_curve(
 
     Lower area is better: a faithful ranking makes the prediction fall fast.
     """
-    n = len(scores)
-    order = ranking(scores)
-    counts = curve_counts(n, max_points)
-    keep = np.ones((len(counts), n), dtype=bool)
-    for i, c in enumerate(counts):
-        keep[i, order[:c]] = False
-    values = [float(v) for v in predict(keep)]
-    fractions = [c / n for c in counts]
-    return Curve(fractions, values, _area(fractions, values))
+    return _curve(scores, predict, max_points, removing=True)
 
 
 def insertion_curve(
@@ -227,12 +219,18 @@ def insertion_curve(
 
     Higher area is better: a faithful ranking restores the prediction fast.
     """
+    return _curve(scores, predict, max_points, removing=False)
+
+
+def _curve(scores: Sequence[float], predict: Predictor, max_points: int, removing: bool) -> Curve:
+    """p at each curve point: the top units (by `scores`) removed from the full input
+    (`removing`, deletion) or the only ones kept (insertion)."""
     n = len(scores)
     order = ranking(scores)
     counts = curve_counts(n, max_points)
-    keep = np.zeros((len(counts), n), dtype=bool)
+    keep = np.full((len(counts), n), removing, dtype=bool)
     for i, c in enumerate(counts):
-        keep[i, order[:c]] = True
+        keep[i, order[:c]] = not removing
     values = [float(v) for v in predict(keep)]
     fractions = [c / n for c in counts]
     return Curve(fractions, values, _area(fractions, values))

@@ -47,6 +47,17 @@ def hard_rationale(
     return top_k_mask(scores, k, convention.positive_only)
 
 
+def _truth_and_prediction(
+    scores: Sequence[float],
+    rationale: Sequence[int],
+    k: int | None,
+    convention: Convention | str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rationale and the top-k units (the hard rationale of `scores`), as bool masks."""
+    truth = check_rationale(rationale, len(scores))
+    return truth, hard_rationale(scores, truth, k, get_convention(convention))
+
+
 def token_f1(
     scores: Sequence[float],
     rationale: Sequence[int],
@@ -54,8 +65,7 @@ def token_f1(
     convention: Convention | str = ERASER,
 ) -> float:
     """F1 of the top-k units against the rationale (0 when either side is empty)."""
-    truth = check_rationale(rationale, len(scores))
-    pred = hard_rationale(scores, truth, k, get_convention(convention))
+    truth, pred = _truth_and_prediction(scores, rationale, k, convention)
     tp = int((truth & pred).sum())
     if tp == 0:
         return 0.0
@@ -70,8 +80,7 @@ def token_iou(
     convention: Convention | str = ERASER,
 ) -> float:
     """|top-k and rationale| / |top-k or rationale| (0 when both are empty)."""
-    truth = check_rationale(rationale, len(scores))
-    pred = hard_rationale(scores, truth, k, get_convention(convention))
+    truth, pred = _truth_and_prediction(scores, rationale, k, convention)
     union = int((truth | pred).sum())
     return 0.0 if union == 0 else float((truth & pred).sum() / union)
 

@@ -27,9 +27,12 @@ import numpy as np
 import torch
 
 from explainers.attention.base import scored_rows
-from explainers.attribution.objective import Objective
-from explainers.base import Explainer, Explanation, int_param, register
-from explainers.probing.residual import check_layers, decoder_parts, residual_stream
+from explainers.explainer import Explainer
+from explainers.explanation import Explanation
+from explainers.objective import Objective
+from explainers.params import Int, IntList
+from explainers.registry import register
+from workbench.anatomy import model_anatomy, residuals
 from workbench.errors import WorkbenchError
 
 
@@ -56,16 +59,7 @@ class LogitLens(Explainer):
             },
         )
 
-    def check_params(self, params: dict[str, Any]) -> dict[str, Any]:
-        params = super().check_params(params)
-        if "top_k" in params:
-            params["top_k"] = int_param("top_k", params["top_k"])
-        if params.get("layers") is not None:
-            layers = params["layers"]
-            if isinstance(layers, (int, str)):
-                layers = [layers]
-            params["layers"] = [int_param("layers", layer, minimum=None) for layer in layers]
-        return params
+    param_checks = {"top_k": Int(min=1), "layers": IntList()}
 
     def attribute(
         self, obj: Objective, top_k: int = 5, layers: list[int] | None = None
@@ -73,16 +67,16 @@ class LogitLens(Explainer):
         """The lens over prompt + target prefix at `layers` (all by default)."""
         lm, target_ids = obj.lm, obj.target_ids
         ids = torch.cat([obj.prompt_ids, target_ids[:-1]])
-        parts = decoder_parts(lm)
+        parts = model_anatomy(lm)
         if parts.unembed is None:
             raise WorkbenchError(f"{lm.name} has no unembedding for the logit lens")
-        layer_list = check_layers(None if layers is None else list(layers), parts.n_layers)
-        residuals = residual_stream(lm, ids.unsqueeze(0), layers=layer_list)
+        layer_list = parts.check_layers("resid", None if layers is None else list(layers))
+        states = residuals(lm, layer_list, input_ids=ids.unsqueeze(0))
         tok = lm.tokenizer
         top, ranks, probs = [], [], []
         with torch.no_grad():
             for layer in layer_list:
-                hidden = residuals[layer][0]
+                hidden = states[layer][0]
                 if parts.final_norm is not None:
                     hidden = parts.final_norm(hidden)
                 logp = torch.log_softmax(parts.unembed(hidden).float(), dim=-1)  # [n, V]

@@ -22,20 +22,21 @@ games it never saw; without groups, a stratified random split.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from explainers.base import Progress
-from explainers.probing.residual import check_layers, decoder_parts, residual_stream
+from explainers.explainer import Progress
+from explainers.probing.features import extract_features
 from workbench import distributed
+from workbench.anatomy import model_anatomy
 from workbench.errors import WorkbenchError
+from workbench.files import read_jsonl
 from workbench.models import LoadedModel
 
 if TYPE_CHECKING:
@@ -116,16 +117,7 @@ class ProbeDataset:
     def from_jsonl(cls, path: str | Path) -> ProbeDataset:
         """Lines of {"text": ..., "label": ..., "position"?: int, "group"?: str, "type"?: str}."""
         path = Path(path)
-        if not path.is_file():
-            raise WorkbenchError(f"dataset {str(path)!r} does not exist")
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise WorkbenchError(f"{path.name} line {number}: not JSON ({exc.msg})") from None
+        records = [record for _, record in read_jsonl(path, "dataset")]
         return cls.from_records(f"jsonl:{path.name}", records, source=path.name)
 
 
@@ -154,6 +146,9 @@ class ProbeResult:
     split: str  # "group" (held-out games/groups) or "random"
     params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # Which weights were probed: `workbench.models.ModelIdentity.to_dict()` (base, adapter
+    # and its hash, dtype); `model` alone names only the base model.
+    model_info: dict[str, Any] | None = None
     id: str | None = None
 
     @property
@@ -170,66 +165,6 @@ class ProbeResult:
         return self.id
 
 
-def token_positions(lm: LoadedModel, examples: list[ProbeExample]) -> list[list[int]]:
-    return [lm.tokenizer(e.text, add_special_tokens=True)["input_ids"] for e in examples]
-
-
-def resolve_position(position: int, length: int, number: int) -> int:
-    index = position if position >= 0 else length + position
-    if not 0 <= index < length:
-        raise WorkbenchError(
-            f"example {number}: position {position} is outside its {length} tokens"
-        )
-    return index
-
-
-def extract_features(
-    lm: LoadedModel,
-    examples: list[ProbeExample],
-    layers: list[int] | None = None,
-    batch_size: int = 16,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Residuals at each example's position: ([N, layers, D] float32, the token read there).
-    `progress(examples done, N)` follows each batch.
-
-    Runs on the model's device (CPU or GPU), in batches padded on the right (with causal
-    attention, padding never changes a real position's state). Examples that share a long
-    prefix (the game-state questions: one agent prompt, one short question per entity) run
-    the prefix once and only their own suffixes in a batch over its cached keys/values.
-    """
-    parts = decoder_parts(lm)
-    layer_list = check_layers(layers, parts.n_layers)
-    ids = token_positions(lm, examples)
-    positions = [
-        resolve_position(e.position, len(t), i + 1) for i, (e, t) in enumerate(zip(examples, ids))
-    ]
-    features: np.ndarray | None = None
-    batch_size = max(1, int(batch_size))
-    shared_runs, plain = _prefix_runs(ids, positions)
-    batches = [
-        (run[k : k + batch_size], shared)
-        for run, shared in shared_runs
-        for k in range(0, len(run), batch_size)
-    ]
-    plain.sort(key=lambda i: len(ids[i]))
-    batches += [(plain[k : k + batch_size], 0) for k in range(0, len(plain), batch_size)]
-    done = 0
-    for batch, shared in batches:
-        if shared and lm.kind == "causal" and len(batch) > 1:
-            stacked = _suffix_batch(lm, ids, positions, batch, shared, layer_list)
-        else:
-            stacked = _plain_batch(lm, ids, positions, batch, layer_list)
-        if features is None:
-            features = np.zeros((len(examples), len(layer_list), stacked.shape[-1]), np.float32)
-        features[batch] = stacked.float().cpu().numpy()
-        done += len(batch)
-        if progress is not None:
-            progress(done, len(examples))
-    read = [lm.tokenizer.decode([t[p]]) for t, p in zip(ids, positions)]
-    return features, read
-
-
 def _extract_sharded(
     lm: LoadedModel,
     examples: list[ProbeExample],
@@ -242,95 +177,6 @@ def _extract_sharded(
         [extract_features(lm, distributed.shard(examples), layers, batch_size, progress)]
     )
     return np.concatenate([f for f, _ in blocks]), [t for _, read in blocks for t in read]
-
-
-MIN_SHARED_PREFIX = 32  # tokens; shorter common prefixes are not worth a cache
-
-
-def _prefix_runs(
-    ids: list[list[int]], positions: list[int]
-) -> tuple[list[tuple[list[int], int]], list[int]]:
-    """Examples grouped by a shared prefix ([(indices, prefix length)]) and the rest.
-
-    After a lexicographic sort, examples with a common prefix are adjacent; a run continues
-    while the next example shares at least half of the run's first example with it. The
-    prefix stops before every probed position, so each probed state lies in a suffix.
-    """
-    order = sorted(range(len(ids)), key=lambda i: ids[i])
-    runs: list[tuple[list[int], int]] = []
-    plain: list[int] = []
-    k = 0
-    while k < len(order):
-        first = ids[order[k]]
-        run, shared = [order[k]], positions[order[k]]
-        need = max(MIN_SHARED_PREFIX, len(first) // 2)
-        j = k + 1
-        while j < len(order):
-            common = _common_length(first, ids[order[j]])
-            if common < need:
-                break
-            shared = min(shared, common, positions[order[j]])
-            run.append(order[j])
-            j += 1
-        if len(run) > 1 and shared >= MIN_SHARED_PREFIX:
-            runs.append((run, shared))
-        else:
-            plain.extend(run)
-        k = j
-    return runs, plain
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-def _plain_batch(
-    lm: LoadedModel, ids: list[list[int]], positions: list[int], batch: list[int], layers: list[int]
-) -> torch.Tensor:
-    pad = lm.tokenizer.pad_token_id or 0
-    width = max(len(ids[i]) for i in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, i in enumerate(batch):
-        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-        mask[row, : len(ids[i])] = 1
-    residuals = residual_stream(lm, input_ids, mask, layers)
-    at = torch.tensor([positions[i] for i in batch], device=lm.device)
-    rows = torch.arange(len(batch), device=lm.device)
-    return torch.stack([residuals[layer][rows, at] for layer in layers], 1)
-
-
-def _suffix_batch(
-    lm: LoadedModel,
-    ids: list[list[int]],
-    positions: list[int],
-    batch: list[int],
-    shared: int,
-    layers: list[int],
-) -> torch.Tensor:
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    prefix = torch.tensor(ids[batch[0]][:shared]).unsqueeze(0)
-    residual_stream(lm, prefix, None, layers, cache=cache)
-    cache.batch_repeat_interleave(len(batch))
-    pad = lm.tokenizer.pad_token_id or 0
-    width = max(len(ids[i]) - shared for i in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for row, i in enumerate(batch):
-        suffix = ids[i][shared:]
-        input_ids[row, : len(suffix)] = torch.tensor(suffix)
-        mask[row, shared : shared + len(suffix)] = 1
-    residuals = residual_stream(lm, input_ids, mask, layers, cache=cache)
-    at = torch.tensor([positions[i] - shared for i in batch], device=lm.device)
-    rows = torch.arange(len(batch), device=lm.device)
-    return torch.stack([residuals[layer][rows, at] for layer in layers], 1)
 
 
 def control_labels(types: list[str], labels: list[str], seed: int = 0) -> list[str]:
@@ -388,6 +234,7 @@ def run_probe(
     test_size: float = 0.25,
     seed: int = 0,
     progress: Progress | None = None,
+    on_features: Callable[[np.ndarray], None] | None = None,
 ) -> ProbeResult:
     """Probe every asked layer (all by default: 0 = embeddings .. L) for `dataset`'s labels.
 
@@ -400,10 +247,11 @@ def run_probe(
         seed: fixes the split, the control labels and the probes.
         progress: `progress(done, total)` over the examples read (this rank's, under
             torchrun), then the layers probed.
+        on_features: called with the features (examples x layers x width) once extracted,
+            so that amnesic probing can reuse them instead of reading the model again.
     """
     start = time.perf_counter()
-    parts = decoder_parts(lm)
-    layer_list = check_layers(layers, parts.n_layers)
+    layer_list = model_anatomy(lm).check_layers("resid", layers)
     examples = dataset.examples
     n_read = len(distributed.shard(examples))
     total = n_read + len(layer_list)
@@ -413,6 +261,8 @@ def run_probe(
             progress(done, total)
 
     features, read = _extract_sharded(lm, examples, layer_list, batch_size, report)
+    if on_features is not None:
+        on_features(features)
     labels = [e.label for e in examples]
     types = [e.control_type or tok for e, tok in zip(examples, read)]
     control = control_labels(types, labels, seed)
@@ -440,6 +290,7 @@ def run_probe(
     return ProbeResult(
         task=dataset.task,
         model=lm.name,
+        model_info=lm.identity.to_dict(),
         layers=results,
         labels=dataset.labels,
         n_examples=len(examples),
@@ -447,23 +298,3 @@ def run_probe(
         params={"test_size": test_size, "seed": seed, "probe": "logistic regression (L2, C=1)"},
         seconds=time.perf_counter() - start,
     )
-
-
-def parse_layers(text: str | None) -> list[int] | None:
-    """`all` (or nothing) -> None; `0,4,8`, `10-20` (inclusive), `-1` (the last) -> layers."""
-    if text is None or text.strip().lower() in ("", "all"):
-        return None
-    layers: list[int] = []
-    for item in text.split(","):
-        item = item.strip()
-        low, sep, high = item.partition("-")
-        try:
-            if sep and low:
-                layers.extend(range(int(low), int(high) + 1))
-            else:
-                layers.append(int(item))
-        except ValueError:
-            raise WorkbenchError(
-                f"layers takes 'all', numbers and ranges like 0,4,10-12; not {item!r}"
-            ) from None
-    return layers

@@ -17,33 +17,46 @@ from rich.table import Table
 from rich.text import Text
 
 from explainers.metrics import better
+from explainers.tokens import visible_token
 
 if TYPE_CHECKING:
-    from explainers.base import Explanation
+    from explainers.explanation import Explanation
     from explainers.probing.probes import ProbeResult
 
 LENS_POSITIONS = 10  # the last positions shown: where the prediction forms
 
 
-def _visible(token: str) -> str:
-    return token.replace("\n", "\\n").replace("\t", "\\t")
+LENS_CELL = 8  # characters of a token shown in a cell (its probability goes below it)
 
 
 def render_lens_terminal(exp: Explanation, console: Console | None = None) -> None:
+    """The last positions (as many as fit the terminal, at most LENS_POSITIONS), each cell
+    the layer's top next token over its probability; the title says which were left out."""
     extras = exp.extras
     if "top" not in extras:
         return
     console = console or Console()
     tokens, layers = extras["tokens"], extras["layers"]
-    start = max(0, len(tokens) - LENS_POSITIONS)
+    # layer and target-rank columns take ~20 characters; a position column LENS_CELL + 3
+    fits = max(1, (console.width - 20) // (LENS_CELL + 3))
+    start = max(0, len(tokens) - min(LENS_POSITIONS, fits))
     row = extras["rows"][0]
-    console.print(Text("logit lens: top next token per layer and position", style="bold"))
-    names = [_visible(t)[:10] for t in tokens[start:]]
-    table = Table("layer", *names, "target rank", show_edge=False)
+    omitted = f"; positions 0-{start - 1} of {len(tokens)} left out" if start else ""
+    console.print(Text(f"logit lens: top next token per layer and position{omitted}", style="bold"))
+    names = [f"{j}\n{_cell_token(t)}" for j, t in enumerate(tokens[start:], start)]
+    table = Table("layer", *names, "target\nrank", show_edge=False)
+    for column in table.columns:
+        column.no_wrap = True
     for k, layer in enumerate(layers):
-        cells = [f"{_visible(c[0][0])[:10]} {c[0][1]:.2f}" for c in extras["top"][k][start:]]
+        cells = [f"{_cell_token(c[0][0])}\n{c[0][1]:.0%}" for c in extras["top"][k][start:]]
         table.add_row(str(layer), *cells, str(extras["target_rank"][0][k][row]))
     console.print(table)
+    console.print(Text("(␣ a space, ↵ a line break; the percentage is the probability)"))
+
+
+def _cell_token(token: str) -> str:
+    shown = visible_token(token)
+    return shown if len(shown) <= LENS_CELL else shown[: LENS_CELL - 1] + "…"
 
 
 def lens_html(exp: Explanation) -> str:
@@ -53,13 +66,13 @@ def lens_html(exp: Explanation) -> str:
     esc = html.escape
     tokens, layers = extras["tokens"], extras["layers"]
     row = extras["rows"][0]
-    head = "".join(f"<th>{esc(_visible(t))}</th>" for t in tokens)
+    head = "".join(f"<th>{esc(visible_token(t))}</th>" for t in tokens)
     body = []
     for k, layer in enumerate(layers):
         cells = "".join(
             f'<td style="background:rgba(40,140,60,{c[0][1]:.3f})" '
-            f'title="{esc(", ".join(f"{_visible(t)} {p:.3f}" for t, p in c))}">'
-            f"{esc(_visible(c[0][0]))}</td>"
+            f'title="{esc(", ".join(f"{visible_token(t)} {p:.3f}" for t, p in c))}">'
+            f"{esc(visible_token(c[0][0]))}</td>"
             for c in extras["top"][k]
         )
         body.append(f"<tr><th>{layer}</th>{cells}<td>{extras['target_rank'][0][k][row]}</td></tr>")

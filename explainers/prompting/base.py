@@ -19,21 +19,14 @@ from __future__ import annotations
 import inspect
 import re
 import string
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from explainers.base import (
-    Explainer,
-    Explanation,
-    Progress,
-    Units,
-    choice_param,
-    int_param,
-    timed,
-)
+from explainers.explainer import Explainer, Progress, timed
+from explainers.explanation import Explanation, Units
+from explainers.params import Int, choice_param
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM, LLMUnavailableError
 
@@ -184,7 +177,7 @@ def resolve_llm(model: LoadedModel | None, llm: LLM | str | None) -> LLM:
 
         return make_llm(llm)
     if model is None:
-        raise WorkbenchError("prompting methods need a model or an --llm to ask")
+        raise WorkbenchError("prompting methods need a model or an llm to ask")
     if model.kind != "causal":
         raise WorkbenchError(
             f"{model.name} is a classifier; prompting methods ask a causal LM questions"
@@ -223,9 +216,9 @@ def attribute_spans(
     """
     import torch
 
-    from explainers import explain
-    from explainers.attribution.objective import prepare
     from explainers.attribution.perturbation import evaluate_kept
+    from explainers.objective import prepare
+    from explainers.registry import get_method
 
     if method not in ATTRIBUTIONS or method == "none":
         raise WorkbenchError(f"unknown attribution {method!r}; choose occlusion, ig or none")
@@ -243,7 +236,7 @@ def attribute_spans(
         owner.append(best if best >= 0 and overlaps[best] > 0 else -1)
     per_token = np.zeros(len(owner))
     if method == "ig":
-        per_token = explain(llm.lm, formatted, target=answer, method="ig").scores.sum(axis=0)
+        per_token = get_method("ig").explain(llm.lm, formatted, answer).scores.sum(axis=0)
     else:
         special = obj.special_mask.tolist()
         positions = [p for p, o in enumerate(owner) if o >= 0 and not special[p]]
@@ -277,9 +270,6 @@ def _token_spans(lm: LoadedModel, text: str, tokens: list[str]) -> list[tuple[in
 # -- the explainer base class -------------------------------------------------------------
 
 
-ParamCheck = Callable[[str, Any], Any]  # (name, value) -> the value normalised, or raises
-
-
 class PromptingExplainer(Explainer):
     """A prompt-based method: subclasses implement `run(llm, text, **params)`.
 
@@ -288,14 +278,15 @@ class PromptingExplainer(Explainer):
     parameters are checked first, with no model (`check_request`, `check_params`: what the
     CLI runs before anything loads), so `--generate`, `--contrast` and a `--target` the
     method cannot use are refused with one line. `param_checks` says how each parameter's
-    value is checked.
+    value is checked. The LLM's run is one step of `progress`: (0, 1) when it starts, (1, 1)
+    when it is done.
     """
 
     category = "prompting"
     takes_target = False  # icl_demos measures a given answer; the others find the model's own
     takes_generate = False
     model_kinds = ("causal",)
-    param_checks: ClassVar[dict[str, ParamCheck]] = {"max_tokens": int_param}
+    param_checks = {"max_tokens": Int(min=1)}
 
     @timed
     def explain(
@@ -316,16 +307,13 @@ class PromptingExplainer(Explainer):
         backend = resolve_llm(model, llm)
         if self.takes_target:
             params["target"] = target
+        if progress is not None:
+            progress(0, 1)
         exp = self.run(backend, text, **params)
+        if progress is not None:
+            progress(1, 1)
         exp.params = {**exp.params, "llm": backend.describe()}
         return exp
-
-    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        checked = super().check_params(params)
-        for name, check in self.param_checks.items():
-            if name in checked:
-                checked[name] = check(name, checked[name])
-        return checked
 
     def run(self, llm: LLM, text: str, **params: Any) -> Explanation:
         raise NotImplementedError
@@ -349,5 +337,5 @@ def word_explanation(
     tokens = [
         text[words[i - 1].end : w.start] + w.text if i else w.text for i, w in enumerate(words)
     ]
-    units = Units(llm.model, text, tokens, [answer])
+    units = Units(llm.model, text, tokens, [answer], model_info=llm.model_info)
     return Explanation.from_objective(method, units, [scores], params=params, extras=extras)

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import math
 import re
-from functools import partial
 from typing import Any
 
 import numpy as np
 
-from explainers.base import Explanation, Units, choice_param, int_param, register
+from explainers.explanation import Explanation, Units
+from explainers.params import Choice, Int
 from explainers.prompting.base import (
     PromptingExplainer,
     ask,
@@ -43,6 +43,7 @@ from explainers.prompting.base import (
     same_answer,
 )
 from explainers.prompting.self_explain import ANSWER_FIELDS
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 
@@ -106,9 +107,8 @@ class ChainOfThought(PromptingExplainer):
     summary = "chain-of-thought answer; share of early answers (truncated reasoning) = final"
     param_checks = {
         "points": lambda name, value: parse_points(value),
-        "unit": partial(choice_param, choices=UNITS),
-        "max_tokens": int_param,
-        "answer_tokens": int_param,
+        "unit": Choice(*UNITS),
+        "answer_tokens": Int(min=1),
     }
 
     def run(
@@ -184,7 +184,11 @@ class ChainOfThought(PromptingExplainer):
             "answer_tokens": int(answer_tokens),
         }
         return Explanation.from_objective(
-            self, Units(llm.model, text, tokens, [final]), [scores], params=params, extras=extras
+            self,
+            Units(llm.model, text, tokens, [final], model_info=llm.model_info),
+            [scores],
+            params=params,
+            extras=extras,
         )
 
 

@@ -35,14 +35,14 @@ and `extras["agreement_note"]` says why.
 from __future__ import annotations
 
 import random
-from functools import partial
 from typing import Any
 
 import numpy as np
 
-from explainers.base import Explanation, choice_param, int_param, register
+from explainers.explanation import Explanation
 from explainers.metrics import kendall_tau
 from explainers.metrics.faithfulness import top_k_mask
+from explainers.params import Choice, Int
 from explainers.prompting.base import (
     ATTRIBUTIONS,
     REMOVALS,
@@ -59,6 +59,7 @@ from explainers.prompting.base import (
     word_explanation,
 )
 from explainers.prompting.self_explain import ANSWER_FIELDS, SelfExplanation, self_explanation
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 
@@ -104,11 +105,10 @@ class CounterfactualTest(PromptingExplainer):
     name = "counterfactual_test"
     summary = "answer change rate when the self-named important vs unimportant words are removed"
     param_checks = {
-        "max_words": int_param,
-        "max_tokens": int_param,
-        "removal": partial(choice_param, choices=REMOVALS),
-        "seed": partial(int_param, minimum=None),
-        "attribution": partial(choice_param, choices=ATTRIBUTIONS),
+        "max_words": Int(min=1),
+        "removal": Choice(*REMOVALS),
+        "seed": Int(min=None),
+        "attribution": Choice(*ATTRIBUTIONS),
     }
 
     def run(

@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
-from explainers.base import Explanation, Units, choice_param, int_param, register
+from explainers.explanation import Explanation, Units
+from explainers.params import Choice
 from explainers.prompting.base import (
     ATTRIBUTIONS,
     PromptingExplainer,
@@ -59,6 +59,7 @@ from explainers.prompting.base import (
     local_model,
     same_answer,
 )
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 
@@ -141,15 +142,88 @@ def read_output(reply: str, output_prefix: str) -> str:
     return line
 
 
+@dataclass
+class DemoEdits:
+    """The few-shot prompt and its edits: each demonstration left out (`without`, in demo
+    order) and each with its output flipped to another label (`flipped`, where one exists)."""
+
+    blocks: list[Block]
+    demos: list[int]  # the demonstrations' block indices
+    labels: list[str]
+    full: str
+    spans: list[tuple[int, int]]
+    without: list[str]
+    flips: dict[int, str | None]
+    flipped: dict[int, str]
+
+    @classmethod
+    def of(cls, blocks: list[Block]) -> DemoEdits:
+        demos = [i for i, b in enumerate(blocks) if b.kind == "demo"]
+        labels = list(dict.fromkeys(blocks[i].output for i in demos))
+        full, spans = assemble([b.text for b in blocks])
+        without = [assemble([b.text for j, b in enumerate(blocks) if j != i])[0] for i in demos]
+        flips = {i: flip_label(blocks[i].output, labels) for i in demos}
+        flipped = {
+            i: assemble([b.with_output(f) if j == i else b.text for j, b in enumerate(blocks)])[0]
+            for i, f in flips.items()
+            if f is not None
+        }
+        return cls(blocks, demos, labels, full, spans, without, flips, flipped)
+
+    def records(
+        self,
+        logps: list[float],
+        answers: list[str],
+        own: str,
+        token_sums: list[float] | None,
+    ) -> list[dict[str, Any]]:
+        """One record per demonstration, from the log-probabilities of the answer and the
+        model's answers on [full, *without, *flipped] (in that order)."""
+        n_demos = len(self.demos)
+        base = logps[0]
+        flip_effect = dict(zip(self.flipped, (base - lp for lp in logps[1 + n_demos :])))
+        answers_flipped = dict(zip(self.flipped, answers[1 + n_demos :]))
+        records = []
+        for n, (i, lp, without) in enumerate(zip(self.demos, logps[1:], answers[1:]), start=1):
+            flipped = answers_flipped.get(i)
+            records.append(
+                {
+                    "demo": n,
+                    "text": self.blocks[i].text,
+                    "output": self.blocks[i].output,
+                    "loo_effect": base - lp,
+                    "flip_to": self.flips[i],
+                    "flip_effect": flip_effect.get(i),
+                    "answer_without": without,
+                    "changed_without": not same_answer(without, own),
+                    "answer_flipped": flipped,
+                    "changed_flipped": None if flipped is None else not same_answer(flipped, own),
+                    "token_attribution": None if token_sums is None else token_sums[i],
+                }
+            )
+        return records
+
+
+def _token_attribution(
+    llm: LLM, edits: DemoEdits, answer: str, attribution: str
+) -> tuple[list[float] | None, str | None]:
+    """Each block's summed token attribution of `answer`, or None and why not."""
+    if attribution == "none":
+        return None, "attribution=none"
+    if local_model(llm) is None:
+        return None, (
+            f"{llm.backend}:{llm.model} gives text only: no token attribution "
+            "(it needs the weights; run with the local backend)"
+        )
+    return attribute_spans(llm, edits.full, answer, edits.spans, attribution), None
+
+
 @register
 class InContextDemos(PromptingExplainer):
     name = "icl_demos"
     summary = "each demonstration's effect on log p(answer): leave-one-out, label flip, tokens"
     takes_target = True
-    param_checks = {
-        "max_tokens": int_param,
-        "attribution": partial(choice_param, choices=ATTRIBUTIONS),
-    }
+    param_checks = {"attribution": Choice(*ATTRIBUTIONS)}
 
     def run(
         self,
@@ -162,75 +236,28 @@ class InContextDemos(PromptingExplainer):
         output_prefix: str = "Output:",
     ) -> Explanation:
         blocks = parse_few_shot(text, input_prefix, output_prefix)
-        demos = [i for i, b in enumerate(blocks) if b.kind == "demo"]
-        labels = list(dict.fromkeys(blocks[i].output for i in demos))
-        full, spans = assemble([b.text for b in blocks])
-
-        without = [assemble([b.text for j, b in enumerate(blocks) if j != i])[0] for i in demos]
-        flips = {i: flip_label(blocks[i].output, labels) for i in demos}
-        flipped = {
-            i: assemble([b.with_output(f) if j == i else b.text for j, b in enumerate(blocks)])[0]
-            for i, f in flips.items()
-            if f is not None
-        }
-        [reply] = ask(llm, [full], int(max_tokens))
+        edits = DemoEdits.of(blocks)
+        [reply] = ask(llm, [edits.full], int(max_tokens))
         own = read_output(reply, output_prefix)
         answer = target if target is not None else own
         if not answer.strip():
             raise WorkbenchError(
-                "the model's answer to the prompt is empty; pass --target to measure an answer"
+                "the model's answer to the prompt is empty; pass a target to measure an answer"
             )
-        prompts = [full, *without, *flipped.values()]
+        prompts = [edits.full, *edits.without, *edits.flipped.values()]
         # Log-probabilities first: a backend without them stops before the other calls.
         logps = answer_logprobs(llm, prompts, [answer] * len(prompts), self.name)
         replies = [reply, *ask(llm, prompts[1:], int(max_tokens))]
+        answers = [read_output(r, output_prefix) for r in replies]
+        token_sums, note = _token_attribution(llm, edits, answer, attribution)
+        records = edits.records(logps, answers, own, token_sums)
         base = logps[0]
-        loo = {i: base - lp for i, lp in zip(demos, logps[1 : 1 + len(demos)])}
-        flip_effect = {i: base - lp for i, lp in zip(flipped, logps[1 + len(demos) :])}
-        answers_without = dict(zip(demos, (read_output(r, output_prefix) for r in replies[1:])))
-        answers_flipped = dict(
-            zip(flipped, (read_output(r, output_prefix) for r in replies[1 + len(demos) :]))
-        )
-
-        token_sums: list[float] | None = None
-        note = None
-        if attribution == "none":
-            note = "attribution=none"
-        elif local_model(llm) is None:
-            note = (
-                f"{llm.backend}:{llm.model} gives text only: no token attribution "
-                "(it needs the weights; run with the local backend)"
-            )
-        else:
-            token_sums = attribute_spans(llm, full, answer, spans, attribution)
-
-        records = []
-        for n, i in enumerate(demos, start=1):
-            records.append(
-                {
-                    "demo": n,
-                    "text": blocks[i].text,
-                    "output": blocks[i].output,
-                    "loo_effect": loo[i],
-                    "flip_to": flips[i],
-                    "flip_effect": flip_effect.get(i),
-                    "answer_without": answers_without[i],
-                    "changed_without": not same_answer(answers_without[i], own),
-                    "answer_flipped": answers_flipped.get(i),
-                    "changed_flipped": (
-                        None
-                        if i not in answers_flipped
-                        else not same_answer(answers_flipped[i], own)
-                    ),
-                    "token_attribution": None if token_sums is None else token_sums[i],
-                }
-            )
         extras: dict[str, Any] = {
             "answer": answer,
             "model_answer": own,
             "reply": reply,
             "answer_logprob": base,
-            "labels": labels,
+            "labels": edits.labels,
             "demos": records,
             "block_kinds": [b.kind for b in blocks],
             "token_attribution_by_block": token_sums,
@@ -238,6 +265,7 @@ class InContextDemos(PromptingExplainer):
         if note:
             extras["attribution_note"] = note
         tokens = [(SEPARATOR if j else "") + b.text for j, b in enumerate(blocks)]
+        loo = {i: record["loo_effect"] for i, record in zip(edits.demos, records)}
         scores = [loo.get(j, 0.0) for j in range(len(blocks))]
         params = {
             "max_tokens": int(max_tokens),
@@ -247,5 +275,9 @@ class InContextDemos(PromptingExplainer):
             "target": target,
         }
         return Explanation.from_objective(
-            self, Units(llm.model, text, tokens, [answer]), [scores], params=params, extras=extras
+            self,
+            Units(llm.model, text, tokens, [answer], model_info=llm.model_info),
+            [scores],
+            params=params,
+            extras=extras,
         )

@@ -27,7 +27,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from explainers.base import Explanation, int_param, register
+from explainers.explanation import Explanation
+from explainers.params import Int
 from explainers.prompting.base import (
     PromptingExplainer,
     Word,
@@ -39,6 +40,7 @@ from explainers.prompting.base import (
     word_explanation,
     word_key,
 )
+from explainers.registry import register
 from workbench.errors import WorkbenchError
 from workbench.llm import LLM
 
@@ -192,7 +194,7 @@ def self_explanation(
 class SelfExplain(PromptingExplainer):
     name = "self_explain"
     summary = "the model's answer and the input words it says mattered (1 = named)"
-    param_checks = {"max_words": int_param, "max_tokens": int_param}
+    param_checks = {"max_words": Int(min=1)}
 
     def run(self, llm: LLM, text: str, max_words: int = 3, max_tokens: int = 64) -> Explanation:
         found = self_explanation(llm, text, int(max_words), int(max_tokens))

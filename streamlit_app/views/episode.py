@@ -13,18 +13,19 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from streamlit_app.common import all_or, empty_state, llm_call, pager, query, query_param
+from streamlit_app.common import (
+    all_or,
+    llm_call,
+    pager,
+    play_runs_and_linked_episode,
+    query,
+    query_param,
+)
 from workbench.store import dashboard
 
 st.title("Episode viewer")
 
-runs = query(dashboard.play_runs)
-if not runs:
-    empty_state("played episodes")
-    st.stop()
-
-linked = query_param("episode")
-linked_view = query(dashboard.episode_view, linked, limit=1) if linked else None
+runs, linked, linked_view = play_runs_and_linked_episode()
 if linked and linked_view is None:
     st.warning(f"No episode with id {linked!r}; pick one below.")
 

@@ -2,8 +2,8 @@
 tips, history, observation, admissible list), see the prompt's token heatmap in those
 sections, and what removing each tip does.
 
-The analysis is `agents.explain_step.explain_step` from the introspective-tips feature; in
-an installation without it this page says so instead of failing. The tips segment's total
+The analysis is `agents.explain_step.explain_step`, with any attribution method of the
+registry (`agents.explain_step.step_methods`). The tips segment's total
 is its tips' masses plus its scaffold (the "Tips:" header, bullets and line breaks), shown
 as its own row so the table adds up. An attribution that missed completeness (integrated
 gradients with too few steps) is flagged above its numbers.
@@ -13,64 +13,37 @@ Deep link: `/explain-step?episode=ID&step=N`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from explainers.base import Explanation
+from agents.explain_step import explain_step, step_methods
+from explainers.explanation import Explanation
 from streamlit_app.common import (
-    empty_state,
     explanation_warnings,
     heatmap,
+    play_runs_and_linked_episode,
     query,
     query_param,
     store,
 )
 from workbench.errors import WorkbenchError
+from workbench.models import LoadedModel, load_model
 from workbench.store import dashboard, explanations
 from workbench.store import tips as tips_store
 
-METHODS = ("ig", "saliency", "input_x_gradient", "deeplift", "gradient_shap", "occlusion")
 SCAFFOLD = "(tips header, bullets and line breaks)"
 ADVICE = "steps auto (`workbench explain-step ... --param steps=auto`)"
 
 st.title("Explain this step")
 
 
-def _explain_step() -> Callable[..., Any] | None:
-    try:
-        from agents.explain_step import explain_step
-    except ImportError:
-        return None
-    return explain_step
-
-
 @st.cache_resource(show_spinner="loading the model ...")
-def _model(name: str) -> Any:
-    from workbench.models import load_model
-
+def _model(name: str) -> LoadedModel:
     return load_model(name, progress=False)
 
 
-explain_step = _explain_step()
-if explain_step is None:
-    st.info(
-        "Explain-step is not available in this installation yet: it comes with the "
-        "introspective tips feature (`agents.explain_step`, `workbench explain-step`). "
-        "The recorded episodes can still be read in the episode viewer."
-    )
-    st.stop()
-
-runs = query(dashboard.play_runs)
-if not runs:
-    empty_state("played episodes")
-    st.stop()
-
-linked_episode = query_param("episode")
-linked = query(dashboard.episode_view, linked_episode, limit=1) if linked_episode else None
+runs, linked_episode, linked = play_runs_and_linked_episode()
 names = {r["id"]: r["name"] for r in runs}
 agents_of = {r["id"]: r["agents"] or "" for r in runs}
 # LLM runs first: only their steps have a decision to explain.
@@ -118,7 +91,7 @@ if recorded is not None:
         )
 
 left, right = st.columns(2)
-method = left.selectbox("attribution method", METHODS, key="xs-method")
+method = left.selectbox("attribution method", step_methods(), key="xs-method")
 model_name = right.text_input(
     "model (hub id, directory or .gguf; empty: the run's own model)", key="xs-model"
 )

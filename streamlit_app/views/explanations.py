@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from explainers.base import Explanation
+from explainers.explanation import Explanation
 from streamlit_app.common import (
     all_or,
     empty_state,
@@ -29,6 +29,7 @@ from streamlit_app.common import (
     pick,
     query,
     visible,
+    with_model_labels,
 )
 from workbench.store import dashboard, explanations
 
@@ -44,7 +45,7 @@ first = query(dashboard.explanations_page, limit=1, method=method)
 limit, offset = pager("explanations", first.total, default_size=10)
 page = query(dashboard.explanations_page, limit=limit, offset=offset, method=method)
 st.dataframe(
-    pd.DataFrame(page.rows),
+    pd.DataFrame(with_model_labels(page.rows)),
     hide_index=True,
     column_order=["method", "input_text", "target_text", "model", "max_abs_delta", "metrics"]
     + ["n_input_tokens", "seconds", "created_at", "id"],
@@ -75,7 +76,7 @@ if record.get("category") == "causal":
 exp = Explanation.from_dict(record)
 
 st.caption(
-    f"{exp.method} ({exp.category}) on {exp.model} · {exp.seconds:.2f} s"
+    f"{exp.method} ({exp.category}) on {exp.model_label} · {exp.seconds:.2f} s"
     f" · {len(exp.input_tokens)} input tokens · {len(exp.target_tokens)} target(s)"
 )
 warnings = explanation_warnings(exp, "`--steps auto`")

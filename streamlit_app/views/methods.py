@@ -11,10 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from explainers.base import Explanation
+from explainers.explanation import Explanation
 from explainers.heatmap import explanation_heatmap_html
 from explainers.metrics import HIGHER_IS_BETTER, better
-from streamlit_app.common import explanation_warnings, pick, query
+from streamlit_app.common import explanation_warnings, pick, query, target_row
 from workbench.store import dashboard
 
 st.title("Methods side by side")
@@ -42,7 +42,7 @@ explained = [(Explanation.from_dict(e["explanation"]), e["metrics"]) for e in en
 first = explained[0][0]
 st.markdown("**input**")
 st.text(first.input_text)
-st.caption(f"model {first.model} · {len(first.input_tokens)} {first.aggregation}s")
+st.caption(f"model {first.model_label} · {len(first.input_tokens)} {first.aggregation}s")
 
 reference = next((m for exp, m in explained if exp.method == "random"), None)
 names = list(dict.fromkeys(n for _, m in explained for n in m))
@@ -86,16 +86,8 @@ st.dataframe(
     column_config={"method": st.column_config.TextColumn(pinned=True)},
 )
 
-targets = first.target_tokens or [""]
-row = 0
-if len(targets) > 1:
-    row = st.selectbox(
-        "target token",
-        range(len(targets)),
-        format_func=lambda i: f"{i + 1}: {targets[i]!r}",
-        key="methods-target",
-    )
-st.subheader(f"Heatmaps for target {targets[row]!r}")
+row = target_row(first, "methods-target")
+st.subheader(f"Heatmaps for target {(first.target_tokens or [''])[row]!r}")
 for exp, _ in explained:
     st.markdown(f"**{exp.method}**" + (" (the floor to beat)" if exp.method == "random" else ""))
     warnings = explanation_warnings(exp, "`--param ig.steps=auto`")

@@ -14,7 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from explainers.metrics import PROBE_METRICS, better
-from streamlit_app.common import empty_state, pager, pick, query
+from streamlit_app.common import empty_state, pager, pick, query, with_model_labels
+from workbench.models import model_label
 from workbench.store import dashboard, probes
 
 st.title("Probing")
@@ -27,11 +28,14 @@ if not first.total:
 
 limit, offset = pager("probes", first.total, default_size=10)
 page = query(dashboard.probes_page, limit=limit, offset=offset)
-st.dataframe(pd.DataFrame(page.rows), hide_index=True)
+rows = with_model_labels(page.rows)
+st.dataframe(pd.DataFrame(rows), hide_index=True)
 
-labels = {p["id"]: f"{p['task']} · {p['model']} · {p['id']}" for p in page.rows}
+labels = {p["id"]: f"{p['task']} · {p['model']} · {p['id']}" for p in rows}
 probe_id, _ = pick("probe", labels, key="probe-id", param="probe")
 probe = query(probes.get_probe, probe_id)
+if probe:
+    st.caption(f"model {model_label(probe['model'], probe['model_info'])}")
 layers = pd.DataFrame(probe["layers"] if probe else [])
 if layers.empty:
     st.warning("This probe has no per-layer results.")

@@ -17,13 +17,6 @@ from workbench.store import tips as tips_store
 
 st.title("Tip sets")
 
-if not query(dashboard.tips_available):
-    st.info(
-        "This database has no tip-set tables yet: they come with the introspective tips "
-        "feature. Open the database once with a current `workbench` to add them."
-    )
-    st.stop()
-
 first = query(dashboard.tipsets_page, limit=1)
 if not first.total:
     st.info(

@@ -6,7 +6,7 @@ work (the store is rank 0's) stops every rank with one line.
 The acting and tip-writing LLM is the scripted OpenAI-compatible server of the experiment
 tests (deterministic replies over real HTTP), reached by every rank. Tips are written on
 rank 0 between trials and handed to every rank: the trial-1 episodes win only with them.
-The kill is deterministic: with one episode a rank per chunk, $WORKBENCH_FAULT_KILL=1:1
+The kill is deterministic: with one episode a rank per chunk, `torchrun(crash="1:1")`
 makes rank 1 SIGKILL itself after playing chunk 1 of the first trial (one game under four
 conditions), when rank 0 has stored chunk 0 (two episodes).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import store_reads
 from tests.agents.test_tips import scripted_actor
 from tests.games.compiled import compiled
 from tests.gpu.launch import torchrun
@@ -61,11 +62,11 @@ def stored(db, name: str) -> dict:
         found[phase] = {
             "episodes": by_key,
             "tipsets": sorted(tipsets, key=repr),
-            "rows": play_store.count_rows(store, run["id"]),
+            "rows": store_reads.count_rows(store, run["id"]),
         }
     experiment = runs.get_run(store, name, kind="experiment")
     assert experiment["status"] == "finished"
-    found["table"] = tips_store.get_experiment_results(store, experiment["id"])
+    found["table"] = store_reads.get_experiment_results(store, experiment["id"])
     return found
 
 
@@ -87,8 +88,8 @@ def test_experiment_on_two_ranks_killed_then_resumed_stores_what_one_process_sto
         assert code == 0, err
 
         env = {**endpoint, **GLOO}
-        fault = {distributed.FAULT_ENV: "1:1", distributed.CHUNK_ENV: "1"}
-        killed = torchrun(*args, "--db", str(two_db), env={**env, **fault})
+        one_a_chunk = {distributed.CHUNK_ENV: "1"}
+        killed = torchrun(*args, "--db", str(two_db), env={**env, **one_a_chunk}, crash="1:1")
         assert killed.returncode != 0
         # torchrun stops rank 0 at once (SIGTERM); if rank 0 saw the loss first, it said so
         # in one line. (`--gpus` has the launcher name the lost rank in one line.)
@@ -106,7 +107,7 @@ def test_experiment_on_two_ranks_killed_then_resumed_stores_what_one_process_sto
         again = torchrun(*args, "--db", str(two_db), env=env)
     assert again.returncode == 1
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: experiment 'it' has already finished; pick another --name"]
+    assert errors == ["error: experiment 'it' has already finished; pick another name"]
 
     one, two = stored(one_db, "it"), stored(two_db, "it")
     assert len(one["train"]["episodes"]) == 8 and len(one["test"]["episodes"]) == 2

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from agents.experiment import introspective_tips
+from tests import store_reads
 from tests.agents.test_tips import scripted_actor
 from tests.games.compiled import compiled
 from tests.run_cli import run_inprocess
@@ -57,7 +58,7 @@ def test_experiment_table_is_exact(level1_games, test_games, store):
     first = tips_store.get_tipset(store, result.general.parent_id)
     assert first["parent_id"] is not None and first["ops"][0]["op"] == "ADD"
     assert result.general.version == 5 and len(result.general.episodes) == 4
-    stored = tips_store.get_experiment_results(store, result.run_id)
+    stored = store_reads.get_experiment_results(store, result.run_id)
     assert len(stored) == len(result.rows) == 10
     assert json.loads(json.dumps(result.to_dict()))["general_tipset"]["id"] == result.general.id
 

@@ -20,7 +20,8 @@ from agents.finetune import (
     recovery_demonstrations,
     split_games,
 )
-from agents.policies import LLMAgent, Turn
+from agents.policies import LLMAgent
+from agents.trajectory import Turn
 from tests.run_cli import run_inprocess
 from workbench.errors import WorkbenchError
 from workbench.llm.local import LocalLLM
@@ -220,7 +221,7 @@ def test_the_adapter_loads_and_changes_the_choices(adapter, game_model_dir, demo
     result, before = adapter
     tuned = load_model(str(game_model_dir), device="cpu", dtype="float32", adapter=result.out)
     assert tuned.adapter == str(result.out.resolve())
-    assert tuned.id.endswith("+" + tuned.adapter)
+    assert tuned.identity.adapter == tuned.adapter and tuned.identity.adapter_sha256
     assert LocalLLM(tuned).describe()["adapter"] == tuned.adapter
     after = _scores(tuned, demos)
 
@@ -423,7 +424,7 @@ def test_cli_bad_input_is_one_line(capsys, tmp_path, adapter, level1_games):
             ["experiment", "introspective-tips", "--train", level1, "--test", level1]
             + ["--llm", "openai:gpt-4o-mini", "--adapter", str(result.out)],
             1,
-            "--adapter applies to a local model",
+            "--adapter does not apply to experiment",
         ),
     ]
     for args, code, message in cases:
@@ -475,7 +476,7 @@ def test_a_run_records_its_adapter_and_explain_step_reloads_it(
     adapter, game_model_dir, level1_games, store
 ):
     import agents
-    from agents.explain_step import run_model
+    from agents.recorded_step import run_model
     from workbench.store import runs
 
     result, _ = adapter

@@ -1,5 +1,6 @@
-"""Reports over played runs: per-game averaging, honest intervals (Wilson for success, t for
-score) and paired comparisons, from episodes written through the store."""
+"""Reports over played runs: per-game averaging, honest intervals (Wilson for success, a t
+interval that cannot collapse for scores) and paired comparisons, from episodes written
+through the store."""
 
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def test_no_wins_in_two_games_gets_a_wilson_interval(store):
     assert report(store).run["name"] == "lost"  # the latest play run by default
     with pytest.raises(WorkbenchError, match="no play run named 'nosuchrun'"):
         report(store, "nosuchrun")
+
+
+def test_two_games_with_equal_scores_get_an_interval_not_a_point(store):
+    # The newcomer's report: 2 games, both scoring 0, read "0% [0%, 0%]".
+    record(store, "zero", {("g1", 0, "none"): (False, 0), ("g2", 0, "none"): (False, 0)})
+    [row] = report(store, "zero").rows
+    assert row.score.mean == 0.0 and row.score.low == 0.0 and row.score.high > 0.5
+    assert row.score.text() != "0% [0%, 0%]"
 
 
 def test_trials_are_averaged_per_game_before_games():

@@ -7,6 +7,7 @@ import pytest
 
 import agents
 from agents import Condition, PromptTemplate
+from tests import store_reads
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.errors import WorkbenchError
 from workbench.llm import LLMUnavailableError
@@ -44,7 +45,7 @@ def test_random_agent_records_complete_episodes(level1_games, store):
         run_name="rnd",
     )
     assert len(result.episodes) == 4
-    counts = play_store.count_rows(store, result.run_id)
+    counts = store_reads.count_rows(store, result.run_id)
     assert counts == {"episodes": 4, "steps": sum(e.moves for e in result.episodes), "llm_calls": 0}
     for row in play_store.list_episodes(store, result.run_id):
         steps = play_store.get_steps(store, row["id"])
@@ -94,7 +95,7 @@ def test_llm_agent_records_prompts_and_calls(level1_games, store, tiny_causal, s
             else:
                 assert step.raw_output is not None and step.llm_call.completion_tokens > 0
                 assert step.valid == (step.action in step.admissible)
-    counts = play_store.count_rows(store, result.run_id)
+    counts = store_reads.count_rows(store, result.run_id)
     assert counts == {"episodes": 2, "steps": 6, "llm_calls": 6}
     row = play_store.list_episodes(store, result.run_id)[0]
     stored = play_store.get_steps(store, row["id"])
@@ -136,7 +137,7 @@ def test_llm_agent_over_openai_generates_and_maps_commands(level1_games, store):
     assert all(s.llm_call.prompt_tokens > 0 for s in steps)
     # Neither the run's record nor its LLM calls hold the key.
     dump = str(runs.get_run(store, "oa"))
-    dump += str([play_store.list_llm_calls(store, e.id) for e in result.episodes])
+    dump += str([store_reads.list_llm_calls(store, e.id) for e in result.episodes])
     assert "sk-hidden" not in dump and "scripted" in dump
 
 
@@ -169,7 +170,7 @@ def test_endpoint_failure_stops_cleanly_and_the_run_resumes(level1_games, store)
             )
         run = runs.get_run(store, "flaky", kind="play")
         assert run["status"] == "failed"  # not shown as running forever; still resumable
-        assert play_store.count_rows(store, run["id"]) == {
+        assert store_reads.count_rows(store, run["id"]) == {
             "episodes": 1,
             "steps": 2,
             "llm_calls": 2,
@@ -185,7 +186,7 @@ def test_endpoint_failure_stops_cleanly_and_the_run_resumes(level1_games, store)
             parallel=1,
         )
     assert resumed.skipped == 1 and len(resumed.episodes) == 1
-    assert play_store.count_rows(store, run["id"]) == {"episodes": 2, "steps": 4, "llm_calls": 4}
+    assert store_reads.count_rows(store, run["id"]) == {"episodes": 2, "steps": 4, "llm_calls": 4}
     assert runs.get_run(store, "flaky", kind="play")["status"] == "finished"
 
 
@@ -197,5 +198,5 @@ def test_resume_refuses_different_options_and_finished_runs(level1_games, store)
         agents.play(level1_games, "random", trials=0, store=store)
     with pytest.raises(WorkbenchError, match="unknown agent 'smart'"):
         agents.play(level1_games, "smart", store=store)
-    with pytest.raises(WorkbenchError, match="needs an LLM"):
+    with pytest.raises(WorkbenchError, match="needs an llm"):
         agents.play(level1_games, "llm", store=store)

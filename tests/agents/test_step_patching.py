@@ -12,8 +12,8 @@ import pytest
 
 from agents.step_patching import parse_patch, patch_step
 from agents.tips import Tip, TipSet, play_tips
-from explainers.base import Explanation
 from explainers.causal.result import PatchingExplanation
+from explainers.explanation import Explanation
 from tests.conftest import WORDS
 from tests.run_cli import run_inprocess
 from workbench.errors import WorkbenchError
@@ -115,11 +115,11 @@ def test_a_patch_edits_the_game_replies_the_history_shows(played, tiny_causal):
     import copy
     import dataclasses
 
-    from agents.explain_step import recorded_step
+    from agents.recorded_step import recorded_step
     from agents.step_patching import _edited_turn
 
     store, episode = played
-    _, recorded = recorded_step(store, "g", episode["id"], 1, tiny_causal)
+    recorded = recorded_step(store, "g", episode["id"], 1, tiny_causal)
     turn = recorded.turn
     earlier = dataclasses.replace(turn.steps[0], feedback="The recipe says: slice the apple.")
     turn = dataclasses.replace(turn, steps=[earlier])

@@ -18,7 +18,8 @@ from agents.tips import (
     parse_tips,
     play_tips,
 )
-from agents.tips.parsing import is_game_command, is_observation
+from agents.tips.parsing import is_game_command, is_observation, tip_defect
+from tests import store_reads
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.errors import WorkbenchError
 from workbench.llm.openai_backend import OpenAILLM
@@ -34,14 +35,30 @@ def test_parse_tips_reads_bullets_and_drops_noise():
         "Sure! Tips:\n1. Read the cookbook first.\n* Take what the recipe needs\n"
         "- read the cookbook first.\n- = Kitchen =-"
     )
-    assert parse_tips(reply, 5) == ["Read the cookbook first.", "Take what the recipe needs"]
-    assert parse_tips(reply, 1) == ["Read the cookbook first."]
-    assert parse_tips("Open the fridge before taking food.", 3) == [
+    assert parse_tips(reply, 5).tips == ["Read the cookbook first.", "Take what the recipe needs"]
+    assert parse_tips(reply, 1).tips == ["Read the cookbook first."]
+    assert parse_tips("Open the fridge before taking food.", 3).tips == [
         "Open the fridge before taking food."
     ]
     for bad in ("", "   \n", "- ok\n- :)"):
         with pytest.raises(TipParseError):
             parse_tips(bad, 3)
+
+
+def test_parse_tips_drops_a_looping_tip_cut_off_mid_sentence():
+    looping = "Take the knife, then take the knife, then take the knife, then take the"
+    reply = f"- Read the cookbook first.\n- {looping}"
+    parsed = parse_tips(reply, 5)
+    assert parsed.tips == ["Read the cookbook first."]
+    assert parsed.dropped == [f"repeats itself: {looping[:57] + '...'!r}"]
+    assert tip_defect(looping) == "repeats itself"
+    # Cut off without looping: the reply's last line stops on a dangling word.
+    assert tip_defect("Open the fridge before you take the", last=True) == "cut off mid-sentence"
+    assert tip_defect("Open the fridge before you take the", last=False) is None
+    assert tip_defect("Open the fridge first", last=True) is None
+    assert tip_defect("x" * 301) == "cut off mid-sentence"
+    with pytest.raises(TipParseError, match="no usable tip lines; dropped repeats itself"):
+        parse_tips(f"- {looping}", 5)
 
 
 def test_parse_tips_rejects_echoed_commands_and_observations():
@@ -57,7 +74,7 @@ def test_parse_tips_rejects_echoed_commands_and_observations():
         "- If you see a closed container, open it.\n"
         "- Take what the recipe needs, then prepare meal."
     )
-    assert parse_tips(reply, 5) == [
+    assert parse_tips(reply, 5).tips == [
         "Open the fridge before taking food.",
         "If you see a closed container, open it.",
         "Take what the recipe needs, then prepare meal.",
@@ -185,7 +202,7 @@ def test_self_tips_reach_the_next_trial_with_provenance(level1_games, store):
         stored = tips_store.get_tipset(store, tipset.id)
         source = next(e for e in by_trial[0] if e["game"] == tipset.game_id)
         assert stored["episodes"] == [source["id"]] and stored["scope"] == f"game:{source['game']}"
-        calls = play_store.list_llm_calls(store, source["id"])
+        calls = store_reads.list_llm_calls(store, source["id"])
         tip_calls = [c for c in calls if c["purpose"] == "tips:self"]
         assert [c["id"] for c in tip_calls] == stored["llm_call_ids"]
         assert (
@@ -226,6 +243,33 @@ def test_unusable_replies_are_retried_then_recorded_as_failures(level1_games, st
     assert len(episodes) == 4  # the run went on
 
 
+def test_a_reply_with_a_looping_tip_is_kept_partial_not_ok(level1_games, store):
+    looping = "- Go east, then go east, then go east, then go east, then go"
+    replies = [f"- Read the cookbook first.\n{looping}", "- Take what the recipe needs."]
+    with ScriptedOpenAIServer(scripted_actor(replies)) as server:
+        llm = OpenAILLM("scripted", base_url=server.base_url, backoff=0.01)
+        result = play_tips(
+            level1_games,
+            ["self"],
+            llm=llm,
+            store=store,
+            trials=2,
+            max_steps=3,
+            parallel=1,
+            run_name="looping",
+            select="generate",
+            workers=0,
+            write_after_last=False,
+        )
+    assert sorted(t.status for t in result.tipsets) == ["ok", "partial"]
+    partial = next(t for t in result.tipsets if t.status == "partial")
+    assert partial.texts == ["Read the cookbook first."]
+    assert partial.error.startswith("dropped 1: repeats itself: 'Go east, then go east")
+    episodes = play_store.list_episodes(store, result.run_id)
+    second = {e["game"]: e["tips"] for e in episodes if e["trial"] == 1}
+    assert second[partial.game_id] == ["Read the cookbook first."]  # its usable tip is used
+
+
 def test_reflexion_and_expert_and_general(level1_games, store):
     with ScriptedOpenAIServer(scripted_actor()) as server:
         llm = OpenAILLM("scripted", base_url=server.base_url, backoff=0.01)
@@ -244,7 +288,7 @@ def test_reflexion_and_expert_and_general(level1_games, store):
         by = {(t.condition, t.trial): t for t in result.tipsets}
         # Reflexion reflects on the failed trial 0 only: trial 1 is won, nothing to reflect.
         assert [k for k in by if k[0] == "reflexion"] == [("reflexion", 0)]
-        expert_prompt = play_store.list_llm_calls(store, by[("expert", 0)].episodes[0])[-1]
+        expert_prompt = store_reads.list_llm_calls(store, by[("expert", 0)].episodes[0])[-1]
         assert "The expert's game:" in expert_prompt["prompt"]
         assert "> eat meal" in expert_prompt["prompt"]  # the walkthrough, replayed
         assert by[("expert", 1)].parent_id == by[("expert", 0)].id

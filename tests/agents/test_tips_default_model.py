@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from agents.tips import TipWriter, build_general, play_tips
+from tests import store_reads
 from workbench.llm.local import LocalLLM
 from workbench.models import load_model
-from workbench.store import play as play_store
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_every_condition_on_the_default_model(level1_games, store):
     for mode in ("self", "expert"):
         second = next(e for e in result.episodes if e.spec.condition == mode and e.spec.trial == 1)
         assert second.spec.tips == [t.text for t in written[(mode, 0)].tips]
-    calls = play_store.list_llm_calls(store, written[("self", 0)].episodes[0])
+    calls = store_reads.list_llm_calls(store, written[("self", 0)].episodes[0])
     assert any(c["purpose"].startswith("tips:") for c in calls)
 
     general = build_general(

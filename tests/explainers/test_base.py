@@ -11,8 +11,9 @@ from rich.console import Console
 
 from explainers import explain, validate_params
 from explainers.attribution.ig_batch import explain_dataset
-from explainers.attribution.objective import prepare
-from explainers.base import Explanation, get_method, known_methods
+from explainers.explanation import Explanation
+from explainers.objective import prepare
+from explainers.registry import get_method, known_methods
 from workbench.errors import UnknownMethodError, WorkbenchError
 
 pytestmark = pytest.mark.usefixtures("single_thread")

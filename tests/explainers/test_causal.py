@@ -5,6 +5,7 @@ probing, the stored and rendered result, the CLI, and one-line errors for bad in
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -12,12 +13,12 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.base import Explanation
-from explainers.causal.hooks import model_hooks
 from explainers.causal.result import PatchingExplanation
+from explainers.explanation import Explanation
 from tests.conftest import tiny_llama_config
 from tests.explainers.conftest import copy_inputs
 from tests.run_cli import run_inprocess
+from workbench.anatomy import model_anatomy
 from workbench.errors import WorkbenchError
 from workbench.models import from_pretrained_objects
 
@@ -28,40 +29,6 @@ CORRUPT = "the apple is in the fridge"
 @pytest.fixture(autouse=True)
 def _one_thread(single_thread):
     """Tiny-model forwards on a shared machine: one torch thread (see conftest)."""
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2(tokenizer):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(2)
-    config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        n_positions=64,
-        bos_token_id=1,
-        eos_token_id=1,
-    )
-    return from_pretrained_objects(GPT2LMHeadModel(config), tokenizer, name="tiny-gpt2")
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tokenizer):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(3)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_labels=2,
-        pad_token_id=0,
-    )
-    return from_pretrained_objects(BertForSequenceClassification(config), tokenizer, "tiny-bert")
 
 
 # -- a hand-written reference: one patch per forward, hooks written out per architecture ----
@@ -172,7 +139,7 @@ def test_exact_patching_equals_one_patch_per_forward(request, model_name, compon
         assert (exp.clean_value, exp.corrupt_value) == pytest.approx((clean, corrupt), abs=1e-5)
         restored = exp.scores * (exp.clean_value - exp.corrupt_value)
         np.testing.assert_allclose(restored, values - corrupt, atol=3e-5, err_msg=engine)
-    assert model_hooks(lm).has(component)
+    assert model_anatomy(lm).has(component)
 
 
 # -- a model where one position carries the answer ------------------------------------------
@@ -246,6 +213,26 @@ def test_causal_tracing_restores_the_noised_token(trained_copy_model):
     assert windowed.scores.shape == (2, len(exp.input_tokens))
 
 
+def test_the_suffix_engine_is_checked_once_per_model(tiny_causal, tokenizer, monkeypatch):
+    from explainers.causal.engine import Patcher
+
+    checks = []
+    real = Patcher._suffix_matches
+
+    def counted(self):
+        checks.append(self.lm.name)
+        return real(self)
+
+    monkeypatch.setattr(Patcher, "_suffix_matches", counted)
+    fresh = from_pretrained_objects(copy.deepcopy(tiny_causal.model), tokenizer, name="fresh")
+    kwargs = dict(method="causal_tracing", target="to", noise_tokens=[1], samples=3)
+    exp = explain(fresh, CLEAN, **kwargs)
+    explain(fresh, CLEAN, **kwargs, seed=1)
+    assert checks == ["fresh"]  # one Patcher per noise sample, one check per model
+    full = explain(fresh, CLEAN, **kwargs, engine="full")
+    np.testing.assert_allclose(exp.scores, full.scores, atol=1e-5)
+
+
 def test_amnesic_probing_hurts_more_than_random_directions(trained_copy_model):
     from explainers.causal.amnesic import amnesic_probing
     from explainers.probing.probes import ProbeDataset, ProbeExample
@@ -279,8 +266,10 @@ def test_a_bert_classifier_is_patched_by_label(tiny_bert, component):
         # Layer 0 (the embeddings): only the edited token differs between the two inputs.
         assert exp.scores[0, 1] == pytest.approx(1.0, abs=1e-3)
         assert np.abs(np.delete(exp.scores[0], 1)).max() < 1e-3
-    hooks = model_hooks(tiny_bert)
-    assert type(hooks.attn_proj[0]).__name__ == "Linear" and hooks.head_dim == 8
+    anatomy = model_anatomy(tiny_bert)
+    attn_out = anatomy.point("blocks.0.hook_attn_out").module
+    assert attn_out is tiny_bert.model.bert.encoder.layer[0].attention.output.dense
+    assert anatomy.head_dim == 8
 
 
 # -- the result: JSON, store, renderings ----------------------------------------------------
@@ -319,8 +308,34 @@ def test_the_result_is_json_stored_and_rendered(tiny_causal, store):
     assert "<script>" not in html and "&lt;script&gt;" in html
 
 
+def test_a_wide_heatmap_numbers_its_columns_apart():
+    """Over 16 layers the cells are 2-wide shades: every 5th layer is numbered, so that
+    neighbouring numbers never run together ("1011121314")."""
+    from rich.console import Console
+
+    layers = list(range(24))
+    exp = PatchingExplanation(
+        method="activation_patching",
+        category="causal",
+        model="m",
+        input_text="a b",
+        input_tokens=["a", " b"],
+        target_tokens=["c"],
+        scores=np.linspace(-1, 1, 48).reshape(24, 2),
+        layers=layers,
+        hook_names=[f"blocks.{k}.hook_resid_pre" for k in layers],
+        positions=[0, 1],
+    )
+    console = Console(record=True, width=120)
+    exp.show(console=console)
+    text = console.export_text()
+    header = next(line for line in text.splitlines() if line.startswith("position"))
+    assert header.split()[1:] == ["0", "5", "10", "15", "20"]
+    assert "numbered every 5" in text and "  1 ␣b" in text  # whitespace shown in the labels
+
+
 def test_hook_names_follow_transformer_lens(tiny_causal):
-    hooks = model_hooks(tiny_causal)
+    hooks = model_anatomy(tiny_causal)
     assert hooks.names("resid") == [
         "blocks.0.hook_resid_pre",
         "blocks.1.hook_resid_pre",
@@ -395,8 +410,8 @@ def test_unsupported_architectures_and_classifiers_are_one_line_errors(tokenizer
             return self.embed
 
     lm = from_pretrained_objects(NoBlocks(), tokenizer, name="no-blocks")
-    with pytest.raises(WorkbenchError, match="does not support NoBlocks"):
-        model_hooks(lm)
+    with pytest.raises(WorkbenchError, match="cannot find the transformer blocks of NoBlocks"):
+        explain(lm, CLEAN, method="activation_patching", target="to", corrupt=CORRUPT)
     data = ProbeDataset("x", [ProbeExample(f"the {w}", w) for w in ["milk", "apple"] * 4])
     with pytest.raises(WorkbenchError, match="needs a causal LM"):
         amnesic_probing(tiny_classifier, data)
@@ -455,8 +470,8 @@ def test_patch_command(capsys, tiny_model_dir, tmp_path):
         (["--corrupt", CORRUPT, "--layers", "9"], "layer 9 is out of range"),
         (["--noise-tokens", "7"], "noise token 7 is out of range"),
         (["--corrupt", CORRUPT, "--noise-tokens", "1"], "give either --corrupt"),
-        (["--corrupt", CORRUPT, "--samples", "3"], "--samples applies to causal tracing"),
-        (["--corrupt", CORRUPT, "--compare-exact"], "--compare-exact applies to"),
+        (["--corrupt", CORRUPT, "--samples", "3"], "--samples does not apply to patch --corrupt"),
+        (["--corrupt", CORRUPT, "--compare-exact"], "--compare-exact does not apply to"),
     ],
 )
 def test_patch_command_errors(capsys, tiny_model_dir, extra, message):

@@ -227,12 +227,14 @@ def test_compare_with_db_stores_every_method_and_the_random_baseline(
     ],
 )
 def test_bad_arguments_are_one_line_errors(tiny_model_dir, tmp_path, capsys, args, message):
+    stores = args[0] == "evaluate" and "--dataset" not in args
     code, out, err = run(
         capsys,
         *args,
         "--model",
         str(tiny_model_dir),
-        *(["--db", str(tmp_path / "wb.duckdb")] if args[0] == "evaluate" else []),
+        # evaluate --dataset stores nothing, so it refuses --db.
+        *(["--db", str(tmp_path / "wb.duckdb")] if stores else []),
     )
     assert code == (2 if "--removal" in args else 1)  # 2: a usage error, caught by Typer
     assert message in err, err
@@ -284,5 +286,5 @@ def test_evaluate_convention_ferret_gives_the_librarys_ferret_values(tiny_model_
 def test_gpus_without_a_dataset_is_one_line(capsys):
     code, _, err = run(capsys, "evaluate", "--method", "occlusion", "--text", TEXT, "--gpus", "2")
     assert code == 1 and err.strip().splitlines() == [
-        "error: --gpus splits a --dataset over GPUs; one --text runs on one device"
+        "error: --gpus does not apply to evaluate --text (--gpus splits a --dataset over GPUs)"
     ]

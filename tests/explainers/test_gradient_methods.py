@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.attribution.objective import prepare
+from explainers.objective import prepare
 from tests.explainers.conftest import copy_inputs
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -183,3 +183,36 @@ def test_data_set_ig_batched_backward_equals_one_backward_per_target_row(tiny_ca
     looped = explain_dataset(tiny_causal, items, steps=4)
     for a, b in zip(batched, looped):
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "error, falls_back",
+    [
+        (RuntimeError("Batching rule not implemented for aten::_foo"), True),
+        (RuntimeError("vmap: inplace arithmetic(self, *extra_args) is not possible"), True),
+        (NotImplementedError("no batched backward"), True),
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), False),
+        (RuntimeError("expected scalar type Float but found Half"), False),
+    ],
+)
+def test_only_a_backward_autograd_cannot_batch_falls_back_to_one_row_at_a_time(
+    monkeypatch, error, falls_back
+):
+    from explainers.attribution import gradients
+
+    real_grad = torch.autograd.grad
+
+    def batched_fails(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise error
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", batched_fails)
+    leaf = torch.ones(3, 4, requires_grad=True)
+    values = torch.stack([(leaf * 2).sum(-1), (leaf * 3).sum(-1)], dim=1)  # [B=3, rows=2]
+    if falls_back:
+        grads = gradients.row_gradients(values, leaf)
+        assert [float(g[0, 0]) for g in grads] == [2.0, 3.0]
+    else:
+        with pytest.raises(type(error)):
+            gradients.row_gradients(values, leaf)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from explainers.base import Explanation
+from explainers.explanation import Explanation
 from explainers.heatmap import (
     explanation_heatmap_html,
     section_totals,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.attribution.objective import prepare
+from explainers.objective import prepare
 from workbench.errors import WorkbenchError
 
 TEXT = "the milk is in the fridge to get the milk open the"

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from explainers import explain
-from explainers.attribution.objective import prepare
-from explainers.base import Explanation
+from explainers.explanation import Explanation
 from explainers.metrics import (
     auprc,
     comprehensiveness,
@@ -28,6 +27,7 @@ from explainers.metrics import (
     token_iou,
 )
 from explainers.metrics.plausibility import parse_rationale
+from explainers.objective import prepare
 from tests.explainers.conftest import copy_inputs
 from workbench.errors import WorkbenchError
 
@@ -148,7 +148,8 @@ def test_faithfulness_of_ig_and_occlusion_beats_random(trained_copy_model):
 
 
 def test_metrics_are_stored_with_their_explanation(tiny_causal, store):
-    from workbench.store.metrics import get_metrics, metric_summary, save_metrics
+    from tests.store_reads import metric_summary
+    from workbench.store.metrics import get_metrics, save_metrics
 
     exp = explain(tiny_causal, "the milk is in the fridge Q", target="milk", method="occlusion")
     result = evaluate(exp, tiny_causal)
@@ -205,7 +206,7 @@ def test_ferret_convention_on_a_tiny_classifier_by_hand(tiny_classifier):
     """
     import torch
 
-    from explainers.base import get_method
+    from explainers.registry import get_method
 
     lm = tiny_classifier
     text = "the red apple is on the table"

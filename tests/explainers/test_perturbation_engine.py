@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.attribution import perturbation, surrogate
-from explainers.attribution.objective import prepare
+from explainers.attribution import batch_plan, perturbation, surrogate
 from explainers.attribution.perturbation import evaluate_id_lists, evaluate_kept
+from explainers.objective import prepare
 from workbench.errors import WorkbenchError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -24,7 +24,33 @@ def fine_batches(monkeypatch):
     """A forward's fixed cost dwarfs a tiny model's work, so the planner would run most
     variants in one batch from position 0; without that cost it splits them by shared
     prefix, and the cached path is what runs."""
-    monkeypatch.setattr(perturbation, "_overhead_positions", lambda sizes, cuda: 1.0)
+    monkeypatch.setattr(batch_plan, "overhead_positions", lambda sizes, cuda: 1.0)
+
+
+class Forwards:
+    """Counts a model's forwards and the positions they compute (padding included, cached
+    prefixes not), with a forward pre-hook on the model."""
+
+    def __init__(self, model):
+        self.forwards = self.positions = 0
+        self.handle = model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        shape = embeds.shape[:2] if embeds is not None else kwargs["input_ids"].shape
+        self.forwards += 1
+        self.positions += int(shape[0] * shape[1])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def without_prefix_reuse(monkeypatch):
+    """The engine as if no prompt cache could be reused: every variant in full."""
+    monkeypatch.setattr(perturbation, "_prompt_prefix", lambda obj: None)
 
 
 def one_at_a_time(obj, prompts):
@@ -68,9 +94,9 @@ def test_reuse_skips_the_shared_prefix(tiny_causal):
     keep[torch.arange(n), torch.arange(n)] = False  # leave-one-out
     counted = {}
     for reuse in (True, False):
-        perturbation.COUNTERS.update(forwards=0, positions=0)
-        evaluate_kept(obj, keep, "replace", reuse_prefix=reuse)
-        counted[reuse] = perturbation.COUNTERS["positions"]
+        with Forwards(tiny_causal.model) as forwards:
+            evaluate_kept(obj, keep, "replace", reuse_prefix=reuse)
+        counted[reuse] = forwards.positions
     assert perturbation._prompt_prefix(obj) is not None  # this model's cache is reusable
     # Without reuse every variant runs all n + T - 1 positions; with it, about half.
     assert counted[False] == n * (n + 2)
@@ -81,9 +107,9 @@ def test_mixed_lengths_share_forwards_with_right_padding(tiny_causal):
     obj = prepare(tiny_causal, TEXT, TARGET)
     prompts = [obj.prompt_ids[: k + 1].tolist() for k in range(len(obj.prompt_ids))]
     prompts += [[5, 6, 7], [], [9]]
-    perturbation.COUNTERS.update(forwards=0, positions=0)
-    values, _ = evaluate_id_lists(obj, prompts, reuse_prefix=False)
-    assert perturbation.COUNTERS["forwards"] < len(set(map(len, prompts)))
+    with Forwards(tiny_causal.model) as forwards:
+        values, _ = evaluate_id_lists(obj, prompts, reuse_prefix=False)
+    assert forwards.forwards < len(set(map(len, prompts)))
     np.testing.assert_allclose(
         values.numpy(), one_at_a_time(obj, prompts).numpy(), rtol=1e-5, atol=1e-5
     )
@@ -109,22 +135,31 @@ def test_classifiers_run_in_full(tiny_classifier):
     )
 
 
-def test_a_model_without_a_cache_argument_runs_in_full(tiny_causal, monkeypatch):
-    obj = prepare(tiny_causal, TEXT, TARGET)
-    monkeypatch.setattr(perturbation, "_MEMO", {})
-    real = tiny_causal.model.forward
+def test_a_model_without_a_cache_argument_runs_in_full(tiny_causal, tokenizer):
+    from transformers import LlamaForCausalLM
 
-    def forward(
-        input_ids=None, inputs_embeds=None, attention_mask=None, use_cache=None, logits_to_keep=0
-    ):
-        return real(
-            input_ids=input_ids,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            logits_to_keep=logits_to_keep,
-        )
+    from workbench.models import from_pretrained_objects
 
-    monkeypatch.setattr(tiny_causal.model, "forward", forward)
+    class NoCacheLlama(LlamaForCausalLM):
+        def forward(
+            self,
+            input_ids=None,
+            inputs_embeds=None,
+            attention_mask=None,
+            use_cache=None,
+            logits_to_keep=0,
+        ):
+            return super().forward(
+                input_ids=input_ids,
+                inputs_embeds=inputs_embeds,
+                attention_mask=attention_mask,
+                logits_to_keep=logits_to_keep,
+            )
+
+    model = NoCacheLlama(tiny_causal.model.config)
+    model.load_state_dict(tiny_causal.model.state_dict())
+    lm = from_pretrained_objects(model, tokenizer, name="no-cache")
+    obj = prepare(lm, TEXT, TARGET)
     assert perturbation._prompt_prefix(obj) is None
     keep = random_keeps(obj, n=8)
     values, _ = evaluate_kept(obj, keep, "replace")
@@ -154,11 +189,12 @@ def test_attributions_are_the_same_with_and_without_prefix_reuse(
 ):
     scores, positions = {}, {}
     for reuse in (True, False):
-        monkeypatch.setattr(perturbation, "REUSE_PREFIX", reuse)
-        perturbation.COUNTERS.update(forwards=0, positions=0)
+        if not reuse:
+            without_prefix_reuse(monkeypatch)
         np.random.seed(0)
-        scores[reuse] = explain(tiny_causal, TEXT, target=TARGET, method=method, **params).scores
-        positions[reuse] = perturbation.COUNTERS["positions"]
+        with Forwards(tiny_causal.model) as forwards:
+            exp = explain(tiny_causal, TEXT, target=TARGET, method=method, **params)
+        scores[reuse], positions[reuse] = exp.scores, forwards.positions
     if method in ("occlusion", "shap"):  # variants with long shared prefixes: less work
         assert positions[True] < positions[False]
     scale = np.abs(scores[False]).max()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.attribution.objective import prepare
+from explainers.objective import prepare
 from tests.explainers.conftest import copy_inputs
 from workbench.errors import WorkbenchError
 

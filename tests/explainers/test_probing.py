@@ -11,13 +11,8 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.probing.probes import (
-    ProbeDataset,
-    control_labels,
-    extract_features,
-    parse_layers,
-    run_probe,
-)
+from explainers.probing.features import extract_features
+from explainers.probing.probes import ProbeDataset, control_labels, run_probe
 from tests.conftest import tiny_llama_config, tiny_tokenizer
 from tests.run_cli import run_inprocess
 from workbench.errors import WorkbenchError
@@ -68,6 +63,23 @@ def test_logit_lens_renders_a_layer_by_position_table(tiny_causal):
     exp.show(console=console)
     assert "logit lens: top next token per layer and position" in console.export_text()
     assert "logit lens" in exp.to_html()
+
+
+def test_logit_lens_table_fits_80_columns_and_shows_what_it_leaves_out(tiny_causal):
+    from rich.console import Console
+
+    exp = explain(tiny_causal, TEXT, method="logit_lens")
+    last_layer = len(exp.extras["layers"]) - 1
+    exp.extras["top"][last_layer][-1][0] = [" \n", 0.123456]  # a whitespace token on top
+    console = Console(record=True, width=80)
+    exp.show(console=console)
+    text = console.export_text()
+    n = len(exp.extras["tokens"])
+    shown = [line for line in text.splitlines() if "logit lens: top next token" in line][0]
+    assert "left out" in shown and f"of {n}" in shown
+    assert "␣↵" in text and "12%" in text  # whitespace visible; the probability readable
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "0.…" not in text and "0…" not in text
 
 
 # -- probes on a planted feature -------------------------------------------------------
@@ -192,14 +204,6 @@ def test_dataset_errors_name_the_line(tmp_path):
         ProbeDataset.from_jsonl(path)
 
 
-def test_parse_layers():
-    assert parse_layers("all") is None
-    assert parse_layers("0,4,10-12") == [0, 4, 10, 11, 12]
-    assert parse_layers("-1") == [-1]
-    with pytest.raises(WorkbenchError, match="layers takes"):
-        parse_layers("first")
-
-
 # -- the CLI ---------------------------------------------------------------------------
 
 
@@ -243,7 +247,30 @@ def test_cli_probe_terminal_table(capsys, jsonl, tiny_model_dir):
         "--layers", "1", "--no-save",
     )  # fmt: skip
     assert code == 0, err
-    assert "selectivity" in out and "data.jsonl" in out
+    assert "selectivity" in out and "majority label" in out and "data.jsonl" in out
+
+
+def test_cli_probe_flags_a_negative_selectivity(capsys, jsonl, tiny_model_dir, monkeypatch):
+    """The CLI prints the library's table: a negative selectivity is flagged and warned of."""
+    import explainers.probing.probes as probes
+    from explainers.probing.probes import LayerProbe, ProbeResult
+
+    def negative_at_layer_1(lm, dataset, layers, **kwargs):
+        layer_results = [
+            LayerProbe(0, 0.8, 0.5, 0.3, 0.5, 30, 10),
+            LayerProbe(1, 0.55, 0.7, -0.15, 0.5, 30, 10),
+        ]
+        return ProbeResult(dataset.task, lm.name, layer_results, ["no", "yes"], 40, "group")
+
+    monkeypatch.setattr(probes, "run_probe", negative_at_layer_1)
+    code, out, err = run_inprocess(
+        capsys, "probe", "--dataset", str(jsonl), "--model", str(tiny_model_dir),
+        "--layers", "0,1", "--no-save",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "-0.150" in out and out.count("(negative)") == 1  # one flag, on layer 1's row
+    words = " ".join(out.split())  # the table and the warning wrap at the terminal's width
+    assert "warning: selectivity is negative at layer 1: the probe fits the control" in words
 
 
 @pytest.mark.parametrize(

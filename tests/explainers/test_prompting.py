@@ -12,10 +12,10 @@ import pytest
 from rich.console import Console
 
 from explainers import explain
-from explainers.base import validate_params
 from explainers.prompting.cot import split_reasoning, unit_spans
 from explainers.prompting.icl_demos import parse_few_shot
 from explainers.prompting.self_explain import parse_self_explanation
+from explainers.registry import validate_params
 from tests.run_cli import run_inprocess
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.errors import WorkbenchError
@@ -182,6 +182,19 @@ def test_self_explain_marks_exactly_the_named_words():
     assert exp.target_tokens == ["the fridge"] and exp.category == "prompting"
     assert exp.extras["why"] == "it says so." and "Important words" in exp.extras["prompt"]
     assert "".join(exp.input_tokens) == STORY
+
+
+def test_a_prompting_method_reports_its_run_as_one_step_of_progress():
+    calls = []
+    with ScriptedOpenAIServer(reply=story_reply) as server:
+        explain(
+            None,
+            STORY,
+            method="self_explain",
+            llm=scripted(server),
+            progress=lambda done, total: calls.append((done, total)),
+        )
+    assert calls == [(0, 1), (1, 1)]
 
 
 def test_self_explain_says_when_the_reply_names_no_word(capsys):

@@ -11,10 +11,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def torchrun(*args: str, nproc: int = 2, env: dict[str, str] | None = None, timeout: float = 300):
-    """`torchrun --standalone --nproc-per-node N -m workbench ARGS` in a subprocess."""
+def torchrun(
+    *args: str,
+    nproc: int = 2,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    crash: str | None = None,
+):
+    """`torchrun --standalone --nproc-per-node N -m workbench ARGS` in a subprocess.
+
+    `crash="RANK:CHUNK"` runs the command through tests.gpu.crashing_workbench instead: that
+    rank kills itself after computing that chunk, before its results reach rank 0.
+    """
+    entry = ["workbench"] if crash is None else ["tests.gpu.crashing_workbench", crash]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc-per-node", str(nproc), "-m", "workbench", *args]
+    cmd += ["--nproc-per-node", str(nproc), "-m", *entry, *args]
     return run(cmd, env, timeout)
 
 

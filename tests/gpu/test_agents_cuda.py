@@ -48,7 +48,8 @@ def test_local_backend_chooses_the_same_commands_on_cuda(copy_lm, gpu_lm):
 
 
 def test_probe_on_cuda_reads_the_cpu_features(copy_lm, gpu_lm):
-    from explainers.probing.probes import ProbeDataset, extract_features, run_probe
+    from explainers.probing.features import extract_features
+    from explainers.probing.probes import ProbeDataset, run_probe
 
     records = [
         {"text": text, "label": "milk" if answer == "milk" else "other", "group": f"g{i % 4}"}

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from explainers import explain
-from explainers.base import known_methods
+from explainers.registry import known_methods
 from tests.gpu.conftest import on_gpu
 from workbench.errors import WorkbenchError
 

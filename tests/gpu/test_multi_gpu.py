@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from explainers.base import known_methods
+from explainers.registry import known_methods
 from tests.explainers.conftest import copy_inputs
 from tests.gpu.launch import torchrun, workbench
 from tests.gpu.test_methods_cuda import TARGET, TEXT, outcome
@@ -134,7 +134,8 @@ def test_every_method_through_a_model_split_over_two_gpus(two_gpus, split_and_wh
 
 def test_dataset_ig_and_probe_features_through_the_split_model(two_gpus, split_and_whole):
     from explainers.attribution.ig_batch import explain_dataset
-    from explainers.probing.probes import ProbeExample, extract_features
+    from explainers.probing.features import extract_features
+    from explainers.probing.probes import ProbeExample
 
     split, whole = split_and_whole
     items = [{"text": t, "target": a} for t, a in copy_inputs(12, seed=4)]

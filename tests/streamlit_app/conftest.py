@@ -23,7 +23,7 @@ from agents.explain_step import explain_step
 from agents.prompt import DEFAULT_TEMPLATE, PromptTemplate
 from agents.runner import episode_specs, run_episodes, run_params
 from explainers import explain
-from explainers.base import Explanation
+from explainers.explanation import Explanation
 from explainers.metrics.compare import compare_methods, save_comparison
 from tests.conftest import WORDS, tiny_llama_config, tiny_tokenizer
 from tests.games.compiled import (  # noqa: F401
@@ -42,6 +42,15 @@ from workbench.store.metrics import save_metrics
 from workbench.store.probes import save_probe
 from workbench.store.tips import save_tipset
 
+# The model of the stored probe and explanation: the tiny model with an adapter, so pages
+# must show more than "tiny-llama".
+ADAPTED_MODEL = {
+    "base": "tiny-llama",
+    "dtype": "float32",
+    "adapter": "/adapters/l1-3",
+    "adapter_sha256": "1a2b3c4d" + "0" * 56,
+    "device": "cpu",
+}
 SCRIPT = "<script>alert('xss')</script>"
 SCRIPT_TIP = f"{SCRIPT} Read the cookbook before cooking."
 SCRIPT_OBSERVATION = f"You see a fridge. {SCRIPT} <b>bold</b> [link](javascript:alert(1))"
@@ -223,6 +232,7 @@ def fill(store: Store, games: list, model_dir: Path) -> Filled:
         method="ig",
         category="attribution",
         model="tiny-llama",
+        model_info=ADAPTED_MODEL,
         input_text=f"{SCRIPT} the milk is in the",
         input_tokens=[SCRIPT, " the", " milk", " is", " in", " the"],
         target_tokens=[" fridge", "<b>"],
@@ -269,6 +279,7 @@ def fill(store: Store, games: list, model_dir: Path) -> Filled:
         {
             "task": "textworld-state:carried",
             "model": "tiny-llama",
+            "model_info": ADAPTED_MODEL,
             "n_examples": 40,
             "labels": ["no", "yes"],
             "split": "group",

@@ -3,14 +3,13 @@ what a user sees on each, and that game and LLM text never turns into markup."""
 
 from __future__ import annotations
 
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import agents.explain_step
 from tests.streamlit_app.conftest import (
     EXPLAINED_STEP,
     SCRIPT,
@@ -230,6 +229,11 @@ def test_explanation_heatmap_escapes_tokens_and_metrics_say_which_way_is_better(
     assert not at.warning  # converged: no warning
     assert "<script" not in markup(at).lower()
     assert at.selectbox(key="exp-method").format_func(None) == "all"
+    # Which weights were explained: the adapter and its hash, not the base model alone.
+    identity = "tiny-llama + adapter /adapters/l1-3 (sha256 1a2b3c4d) (float32)"
+    assert any(f" on {identity} · " in c.value for c in at.caption)
+    listed = frame(at, "max_abs_delta").set_index("id")
+    assert listed.loc[filled.explanation, "model"] == "tiny-llama + l1-3 (1a2b3c4d)"
 
 
 def test_a_non_converged_ig_is_flagged_where_its_scores_are(filled_env, filled):
@@ -273,6 +277,11 @@ def test_probing_flags_negative_selectivity(filled_env, filled):
     assert "majority label at layer(s) 0" in warning
     assert any("selectivity: higher is better" in c.value for c in at.caption)
     assert at.get("vega_lite_chart")
+    # Which weights were probed: the adapter and its hash, not the base model alone.
+    assert frame(at, "best_layer")["model"].tolist() == ["tiny-llama + l1-3 (1a2b3c4d)"]
+    assert "model tiny-llama + adapter /adapters/l1-3 (sha256 1a2b3c4d) (float32)" in [
+        c.value for c in at.caption
+    ]
 
 
 def test_tip_sets_show_tips_history_provenance_and_diff(filled_env, filled):
@@ -352,9 +361,7 @@ def test_explain_this_step_runs_the_analysis_with_progress(filled_env, filled, m
             1.1,
         )
 
-    module = types.ModuleType("agents.explain_step")
-    module.explain_step = explain_step
-    monkeypatch.setitem(sys.modules, "agents.explain_step", module)
+    monkeypatch.setattr(agents.explain_step, "explain_step", explain_step)
     episodes = play_store.list_episodes(Store(filled.path), filled.llm_run)
     real = next(e for e in episodes if e["id"] != filled.script_episode)
     at = open_page("explain_step", episode=real["id"], step="1")
@@ -408,10 +415,3 @@ def test_explain_this_step_live_on_a_model_directory(filled_env, filled):
     segments = frame(at, "segment")
     tips_total = dict(zip(segments["segment"], segments["mass"]))["tips"]
     assert tips["mass"].sum() == pytest.approx(tips_total, abs=1e-9)
-
-
-def test_explain_this_step_without_the_feature_says_so(filled_env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "agents.explain_step", None)  # import fails
-    at = open_page("explain_step")
-    assert "not available in this installation yet" in at.info[0].value
-    assert not at.button

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,11 +16,11 @@ import pytest
 
 from tests.games.compiled import games_base, level1_games  # noqa: F401
 from tests.run_cli import run_inprocess
+from tests.store_reads import table_rows
 from tests.workbench.openai_server import ScriptedOpenAIServer
 from workbench.store import Store
 from workbench.store import play as play_store
 from workbench.store.explanations import list_explanations
-from workbench.store.export import table_rows
 from workbench.store.runs import get_run
 
 TEXT = "the milk is in the fridge to get the milk open the"
@@ -115,6 +116,52 @@ def test_html_is_escaped_and_explanations_read_back(tiny_model_dir, tmp_path, ca
     assert code == 0 and json.loads(out)["id"] == exp_id
     code, out, _ = run_inprocess(capsys, "explanations", "list", "--db", str(db))
     assert code == 0 and exp_id in out
+
+
+def test_out_dash_writes_to_stdout_and_the_list_marks_incomplete_rows(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    from explainers import Explanation
+
+    monkeypatch.chdir(tmp_path)  # a file named "-" would land here
+    db = tmp_path / "wb.duckdb"
+    code, out, err = run_inprocess(
+        capsys, "explain", "--model", str(tiny_model_dir), "--text", TEXT, "--target", "door",
+        "--steps", "4", "--format", "json", "--out", "-", "--db", str(db),
+    )  # fmt: skip
+    assert code == 0, err
+    exp_id = json.loads(out)["id"]  # stdout is the one JSON document
+    assert not (tmp_path / "-").exists()
+    code, out, _ = run_inprocess(
+        capsys, "explanations", "show", exp_id, "--format", "html", "--out", "-", "--db", str(db)
+    )
+    assert code == 0 and out.lstrip().startswith("<") and not (tmp_path / "-").exists()
+    code, out, err = run_inprocess(
+        capsys, "export", "--table", "explanations", "--format", "jsonl", "--out", "-",
+        "--db", str(db),
+    )  # fmt: skip
+    assert code == 0 and json.loads(out.splitlines()[0])["id"] == exp_id, err
+    code, _, err = run_inprocess(capsys, "games", "make", "--level", "1", "--out", "-")
+    assert code == 1 and "names a folder" in err
+
+    # The same explanation with a row that misses completeness by far: marked, and explained.
+    store = Store(db)
+    broken = Explanation.load(store, exp_id)
+    broken.delta = [10.0 + abs(e) * 10 for e in broken.expected]
+    broken.id = None
+    broken_id = broken.save(store)
+    code, out, _ = run_inprocess(capsys, "explanations", "list", "--db", str(db))
+    assert code == 0
+    rows = {line.split()[1]: line for line in out.splitlines() if line.split()[1:2]}
+    marked = [i for i in (exp_id, broken_id) if i in rows and " ! " in rows[i]]
+    assert broken_id in marked
+    assert (exp_id in marked) == bool(Explanation.load(store, exp_id).incomplete_rows())
+    assert "! : a target row misses completeness" in " ".join(out.split())
+
+
+def test_a_folder_as_dataset_says_it_is_a_folder(tmp_path, capsys):
+    code, _, err = run_inprocess(capsys, "explain", "--dataset", str(tmp_path), "--no-save")
+    assert code == 1 and "is a folder" in err, err
 
 
 @pytest.mark.parametrize(
@@ -242,23 +289,34 @@ def test_dataset_mode_explains_every_line(tiny_model_dir, tmp_path, capsys):
     assert code == 1 and "give either --text or --dataset" in err
 
 
-def test_help_answers_for_every_command(capsys):
-    """--help of every command and group works, without loading anything heavy."""
+def test_help_answers_for_every_command(capsys, monkeypatch):
+    """--help of every command and group works, without loading anything heavy; on an
+    80-column terminal every option name is shown whole and paragraphs are re-wrapped."""
     import typer
 
     from workbench.cli import app
 
+    monkeypatch.setenv("COLUMNS", "80")
+
     def paths(command, prefix):
-        yield prefix
+        yield prefix, command
         for name, sub in getattr(command, "commands", {}).items():
             yield from paths(sub, [*prefix, name])
 
-    found = list(paths(typer.main.get_command(app), []))
-    assert ["export"] in found and ["runs", "list"] in found and ["episodes", "list"] in found
-    for path in found:
+    found = dict((tuple(p), c) for p, c in paths(typer.main.get_command(app), []))
+    assert ("export",) in found and ("runs", "list") in found and ("episodes", "list") in found
+    for path, command in found.items():
         code, out, err = run_inprocess(capsys, *path, "--help")
         assert code == 0, (path, err)
         assert "Usage: workbench" in " ".join(out.split()), path
+        assert max(len(line) for line in out.splitlines()) <= 80, path
+        options = [p for p in command.params if p.param_type_name == "option"]
+        for name in (n for p in options for n in p.opts + p.secondary_opts):
+            assert name in out.split() or f"{name}," in out, (path, name)  # never cut short
+    # The example's quoted text is re-wrapped, not cut by a hard line break of the source.
+    _, out, _ = run_inprocess(capsys, "explain", "--help")
+    assert "To get the milk, open the" in " ".join(out.split())
+    assert not re.search(r"get the *\n *milk", out)
 
 
 def test_python_dash_m_workbench_and_no_heavy_import_at_start():
@@ -404,3 +462,36 @@ def test_ctrl_c_is_one_line_saying_what_was_saved_and_exits_130(level1_games, tm
             out, rest = play.communicate(timeout=120)
     assert line.strip() == "interrupted: 0 of 4 episodes saved; run the same command to resume"
     assert play.returncode == 130 and rest.strip() == "" and "Traceback" not in rest
+
+
+def test_probe_intervene_reads_the_model_once(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Amnesic probing reuses the features and probes `probe` just computed."""
+    import explainers.causal.amnesic as amnesic
+    import explainers.probing.probes as probes
+
+    reads: list[int] = []
+    real = probes.extract_features
+
+    def counted(lm, examples, *args, **kwargs):
+        reads.append(len(examples))
+        return real(lm, examples, *args, **kwargs)
+
+    monkeypatch.setattr(probes, "extract_features", counted)
+    monkeypatch.setattr(amnesic, "extract_features", counted)
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"text": f"the {w} is in the {v}", "label": w}) + "\n"
+            for w in ("milk", "apple", "key", "box")
+            for v in ("fridge", "kitchen", "box", "oven")
+        )
+    )
+    code, out, err = run_inprocess(
+        capsys, "probe", "--dataset", str(data), "--model", str(tiny_model_dir), "--layers",
+        "1,2", "--intervene", "--random-directions", "2", "--format", "json", "--no-save",
+    )  # fmt: skip
+    assert code == 0, err
+    assert reads == [16]  # one pass over the 16 examples
+    result = json.loads(out)
+    amnesic_layers = result["params"]["intervene"]["layers"]
+    assert [r["accuracy"] for r in amnesic_layers] == [r["accuracy"] for r in result["layers"]]

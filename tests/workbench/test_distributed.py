@@ -2,7 +2,7 @@
 `explain --dataset` and `probe` under `torchrun --nproc-per-node 2` storing what one process
 stores, and a run whose rank 1 is killed mid-way resuming with nothing lost or duplicated.
 
-The kill is deterministic: $WORKBENCH_FAULT_KILL=1:1 makes rank 1 SIGKILL itself right after
+The kill is deterministic: `torchrun(crash="1:1")` makes rank 1 SIGKILL itself right after
 computing chunk 1, before its results reach rank 0, which by then has stored chunk 0.
 """
 
@@ -65,6 +65,53 @@ def test_a_failing_chunk_stops_before_it_is_saved():
     assert saved == [[0, 1]]
 
 
+def test_each_computed_chunk_is_announced_before_it_is_saved():
+    events = []
+    distributed.run_chunks(
+        list(range(5)),
+        lambda part: part,
+        save=lambda done: events.append(("saved", done)),
+        chunk_size=2,
+        on_computed=lambda k: events.append(("computed", k)),
+    )
+    assert events == [
+        ("computed", 0), ("saved", [0, 1]),
+        ("computed", 1), ("saved", [2, 3]),
+        ("computed", 2), ("saved", [4]),
+    ]  # fmt: skip
+
+
+def test_results_tell_no_save_from_another_rank(tmp_path, monkeypatch):
+    from workbench.cli.options import open_results
+
+    db = tmp_path / "results.duckdb"
+    off = open_results(db, save=False)
+    assert (off.saving, off.writes, off.store) == (False, False, None)
+    here = open_results(db, save=True)
+    assert here.saving and here.writes and here.store.path == db
+    monkeypatch.setenv("WORLD_SIZE", "2")  # rank 1 of a torchrun job: rank 0 writes
+    monkeypatch.setenv("RANK", "1")
+    other = open_results(db, save=True)
+    assert (other.saving, other.writes, other.store) == (True, False, None)
+
+
+def test_a_collective_in_a_rank_that_has_not_joined_says_so(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(WorkbenchError, match="rank 1 of a torchrun job has not joined it"):
+        distributed.gather([1])
+
+
+def test_loading_a_model_joins_no_job(tiny_model_dir, monkeypatch):
+    import torch
+
+    from workbench.models import load_model
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; joining is the caller's
+    load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert not torch.distributed.is_initialized()
+
+
 def test_gpus_and_device_errors_without_cuda(capsys, tiny_model_dir, tmp_path):
     import torch
 
@@ -77,7 +124,7 @@ def test_gpus_and_device_errors_without_cuda(capsys, tiny_model_dir, tmp_path):
         (["--dataset", str(data), "--gpus", "2"], "--gpus 2 was asked for but no CUDA GPU"),
         ([*one_text, "--gpus", "2"], "--gpus splits a --dataset over GPUs"),
         ([*one_text, "--device", "cuda"], "--device cuda was asked for but no CUDA GPU"),
-        ([*one_text, "--device-map", "auto", "--device", "cpu"], "--device-map"),
+        ([*one_text, "--device-map", "auto", "--device", "cpu"], "device_map"),
     ]:
         code, _, err = run_inprocess(
             capsys, "explain", "--model", str(tiny_model_dir), "--no-save", *args
@@ -127,7 +174,7 @@ def test_explain_dataset_two_ranks_killed_then_resumed_store_what_one_process_st
 
     two_db = str(tmp_path / "two.duckdb")
     chunks = {distributed.CHUNK_ENV: "2", **GLOO}  # 4 lines a chunk, 3 chunks
-    killed = torchrun(*args, "--db", two_db, env={distributed.FAULT_ENV: "1:1", **chunks})
+    killed = torchrun(*args, "--db", two_db, env=chunks, crash="1:1")
     assert killed.returncode != 0
     assert sorted(stored_run(two_db, one["run"])) == [0, 1, 2, 3]  # chunk 0, whole
 

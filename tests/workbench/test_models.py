@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import logging
 import zipfile
 
 import numpy as np
@@ -32,11 +32,11 @@ def test_classifier_directory_is_detected(tiny_classifier_dir):
 
 
 def test_device_map_errors_are_one_line_before_anything_loads(tiny_model_dir, monkeypatch):
-    with pytest.raises(WorkbenchError, match="it does not go with --device cpu"):
+    with pytest.raises(WorkbenchError, match="it does not go with device 'cpu'"):
         load_model(str(tiny_model_dir), device="cpu", device_map="auto")
-    with pytest.raises(WorkbenchError, match="unknown --device-map 'everywhere'"):
+    with pytest.raises(WorkbenchError, match="unknown device_map 'everywhere'"):
         load_model(str(tiny_model_dir), device="cuda", device_map="everywhere")
-    with pytest.raises(WorkbenchError, match="max memory applies with --device-map"):
+    with pytest.raises(WorkbenchError, match="max_memory applies with device_map"):
         load_model(str(tiny_model_dir), device="cpu", max_memory={0: "1GiB"})
     if not torch.cuda.is_available():
         with pytest.raises(WorkbenchError, match="no CUDA GPU is available"):
@@ -44,7 +44,7 @@ def test_device_map_errors_are_one_line_before_anything_loads(tiny_model_dir, mo
     # Under torchrun every process holds a whole model; one spread over all GPUs is refused.
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(WorkbenchError, match="without torchrun or --gpus"):
+    with pytest.raises(WorkbenchError, match="does not go with a torchrun job"):
         load_model(str(tiny_model_dir), device="cuda", device_map="auto")
 
 
@@ -86,7 +86,7 @@ def test_default_model_agrees_with_captum():
 
 @pytest.mark.slow
 def test_gguf_file_is_converted_once_then_cached(tmp_path, monkeypatch):
-    from workbench.models import DEFAULT_GGUF, default_model_dir
+    from workbench.model_files import DEFAULT_GGUF, default_model_dir
     from workbench.settings import cache_dir
 
     default_model_dir()  # makes sure the wheel is in the cache
@@ -100,11 +100,12 @@ def test_gguf_file_is_converted_once_then_cached(tmp_path, monkeypatch):
     assert lm.kind == "causal" and lm.name == str(gguf)
     converted = list((tmp_path / "cache" / "models").iterdir())
     assert len(converted) == 1 and (converted[0] / "model.safetensors").is_file()
-    from workbench.models import converted_gguf_dir
+    from workbench import model_files
 
-    start = time.perf_counter()
-    assert converted_gguf_dir(gguf) == converted[0]
-    assert time.perf_counter() - start < 1.0
+    conversions = []
+    monkeypatch.setattr(model_files, "_convert_gguf", lambda *args: conversions.append(args))
+    assert model_files.converted_gguf_dir(gguf) == converted[0]
+    assert conversions == []  # the cached conversion is found, not made again
 
 
 def test_hub_ids_are_not_mistaken_for_paths(monkeypatch):
@@ -114,3 +115,58 @@ def test_hub_ids_are_not_mistaken_for_paths(monkeypatch):
         load_model("no-such-org/no-such-model", device="cpu")
     with pytest.raises(ModelLoadError, match="model directory './no/such/dir' does not exist"):
         load_model("./no/such/dir", device="cpu")
+
+
+def test_a_second_load_is_the_cached_model(tiny_model_dir):
+    first = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    assert load_model(str(tiny_model_dir), device="cpu", dtype="float32") is first
+
+
+def test_errors_name_parameters_not_flags(tiny_model_dir):
+    with pytest.raises(WorkbenchError) as bad:
+        load_model(str(tiny_model_dir), device="cuda", device_map="everywhere")
+    assert "device_map" in str(bad.value) and "--" not in str(bad.value)
+
+
+def test_the_library_is_quiet_unless_asked_for_progress(monkeypatch, tmp_path):
+    from workbench import model_files
+
+    asked = []
+
+    def no_download(progress):
+        asked.append(progress)
+        raise ModelLoadError("no download in this test")
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))  # no default model cached here
+    monkeypatch.setattr(model_files, "_download_default_wheel", no_download)
+    for kwargs in ({}, {"progress": True}):
+        with pytest.raises(ModelLoadError, match="no download"):
+            load_model(device="cpu", **kwargs)
+    assert asked == [False, True]
+
+
+def test_loading_leaves_the_hub_logger_as_it_was(tiny_model_dir):
+    hub = logging.getLogger("huggingface_hub")
+    before = hub.level
+    hub.setLevel(logging.INFO)
+    try:
+        load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16")
+        load_model(str(tiny_model_dir) + "/", device="cpu", dtype="float16")  # not cached
+        assert hub.level == logging.INFO
+    finally:
+        hub.setLevel(before)
+
+
+def test_workbench_debug_shows_the_cause_of_a_user_error(capsys, monkeypatch, tmp_path):
+    from tests.run_cli import run_inprocess
+    from workbench.cli import main
+
+    (tmp_path / "config.json").write_text("{not json")  # a broken model directory
+    args = ["explain", "--model", str(tmp_path), "--text", "the milk", "--target", " is"]
+    args += ["--device", "cpu", "--no-save"]
+    code, _, err = run_inprocess(capsys, *args)
+    assert code == 1 and err.startswith("error: could not load model") and err.count("\n") == 1
+    monkeypatch.setenv("WORKBENCH_DEBUG", "1")
+    with pytest.raises(ModelLoadError) as raised:
+        main(args)
+    assert raised.value.__cause__ is not None  # transformers' own exception, chained

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from workbench.stats import mcnemar, mean_interval, paired_t, wilson_interval
+from workbench.stats import mcnemar, paired_t, score_interval, wilson_interval
 
 
 def test_wilson_on_no_wins_of_two_is_not_degenerate():
@@ -34,12 +34,25 @@ def test_wilson_inside_the_range_and_with_fractional_successes():
         wilson_interval(3, 2)
 
 
-def test_mean_interval_is_a_t_interval():
-    # mean 2, sd 1, n 3: half = t(0.975, 2) * 1 / sqrt(3) = 4.302653 / 1.732051 = 2.484138
-    i = mean_interval([1.0, 2.0, 3.0])
-    assert i.mean == 2.0 and (i.low, i.high) == pytest.approx((2 - 2.484138, 2 + 2.484138))
-    one = mean_interval([0.4])
+def test_score_interval_is_a_t_interval_with_two_pseudo_games_in_its_spread():
+    # mean 0.5; squares 0.08 + 0.5^2 + 0.5^2 = 0.58 over n + 1 = 4: sd = sqrt(0.145);
+    # half = t(0.975, 2) * sd / sqrt(3) = 4.302653 * 0.380789 / 1.732051 = 0.945932
+    i = score_interval([0.3, 0.5, 0.7])
+    assert i.mean == pytest.approx(0.5)
+    assert (i.low, i.high) == (0.0, 1.0)  # clipped: three games say little
+    many = score_interval([0.3, 0.5, 0.7] * 10)
+    assert 0.3 < many.low < 0.5 < many.high < 0.7
+    one = score_interval([0.4])
     assert one.mean == 0.4 and math.isnan(one.low) and math.isnan(one.high)
+
+
+def test_score_interval_of_equal_scores_does_not_collapse():
+    two = score_interval([0.0, 0.0])
+    assert two.mean == 0.0 and two.low == 0.0 and two.high > 0.5  # not [0%, 0%]
+    # 20 games of 0: sd = sqrt(1 / 21); half = t(0.975, 19) * sd / sqrt(20) = 0.10215
+    twenty = score_interval([0.0] * 20)
+    assert twenty.high == pytest.approx(2.093024 * math.sqrt(1 / 21) / math.sqrt(20), abs=1e-5)
+    assert score_interval([1.0] * 20).low == pytest.approx(1 - twenty.high)
 
 
 def test_mcnemar_exact_on_a_known_table():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import workbench.store
-from explainers.base import Explanation
+from explainers.explanation import Explanation
 from workbench.errors import StoreError, WorkbenchError
 from workbench.store import Store, explanations, runs
 from workbench.store.metrics import save_metrics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from tests import store_reads
 from workbench.store import play as play_store
 from workbench.store import runs
 
@@ -96,7 +97,7 @@ def test_episode_round_trip_with_steps_and_calls(store):
     assert [s["prompt"] for s in steps] == ["prompt 0", "prompt 1"]
     assert steps[0]["facts"] == ["at(P, kitchen)"] and steps[1]["done"]
     assert play_store.finished_episode_keys(store, "run1") == {("g1", 0, "tips")}
-    assert play_store.list_llm_calls(store, "e1")[0]["params"] == {"temperature": 0}
+    assert store_reads.list_llm_calls(store, "e1")[0]["params"] == {"temperature": 0}
 
 
 def test_a_failing_episode_write_leaves_nothing(store):
@@ -106,8 +107,8 @@ def test_a_failing_episode_write_leaves_nothing(store):
         play_store.save_episode(store, RUN, GAME, _episode(), broken, _calls())
     assert runs.get_run(store, "r") is None
     assert play_store.get_episode(store, "e1") is None
-    assert play_store.count_rows(store, "run1") == {"episodes": 0, "steps": 0, "llm_calls": 0}
-    assert play_store.get_steps(store, "e1") == [] and play_store.list_llm_calls(store, "e1") == []
+    assert store_reads.count_rows(store, "run1") == {"episodes": 0, "steps": 0, "llm_calls": 0}
+    assert play_store.get_steps(store, "e1") == [] and store_reads.list_llm_calls(store, "e1") == []
 
 
 def test_the_same_episode_cannot_be_written_twice(store):
@@ -115,6 +116,19 @@ def test_the_same_episode_cannot_be_written_twice(store):
     with pytest.raises(duckdb.ConstraintException):
         play_store.save_episode(store, RUN, GAME, _episode("e2"), [], [])
     play_store.save_episode(store, RUN, GAME, _episode("e3", trial=1), [], [])
-    assert play_store.count_rows(store, "run1") == {"episodes": 2, "steps": 2, "llm_calls": 2}
+    assert store_reads.count_rows(store, "run1") == {"episodes": 2, "steps": 2, "llm_calls": 2}
     runs.finish_run(store, "run1")
     assert runs.latest_run(store, "play")["status"] == "finished"
+
+
+def test_an_exported_episodes_file_names_its_run_and_level(store, tmp_path):
+    from workbench.store.export import export_table
+
+    play_store.save_episode(store, RUN, GAME, _episode(), _steps(), _calls())
+    out = tmp_path / "episodes.parquet"
+    assert export_table(store, "episodes", out, run="r") == 1
+    [row] = duckdb.sql(f"SELECT * FROM read_parquet('{out}')").fetchall()
+    columns = duckdb.sql(f"SELECT * FROM read_parquet('{out}')").columns
+    exported = dict(zip(columns, row))
+    assert exported["run_name"] == "r" and exported["level"] == 2
+    assert exported["id"] == "e1" and exported["run_id"] == "run1"

@@ -6,7 +6,7 @@ the commands, so `workbench --help` answers at once.
 
 Every user error is a `WorkbenchError` and comes out as one line on stderr with exit code 1;
 a usage error (a bad option value) is one line with exit code 2; Ctrl-C is one line with
-exit code 130. Set WORKBENCH_DEBUG=1 to see tracebacks.
+exit code 130. Set WORKBENCH_DEBUG=1 to see tracebacks, of user errors too.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from workbench.cli import (
     export,
     finetune,
     games,
+    launch,
     patch,
     play,
     probe,
@@ -44,6 +45,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: paragraphs are re-wrapped to the terminal and option names are never cut
+    # (rich's help tables truncate long option names at 80 columns).
+    rich_markup_mode=None,
 )
 app.command("demo")(demo.demo)
 app.command("explain")(explain.explain)
@@ -103,7 +107,9 @@ def main(args: list[str] | None = None) -> None:
         if type(exc).__name__ != "NoArgsIsHelpError":  # that one printed the help already
             _error(_usage_message(exc))
     except WorkbenchError as exc:
-        if not distributed.reported_by_launcher(exc):
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise  # the traceback, with the exception that caused the user error (`from exc`)
+        if not launch.reported_by_launcher(exc):
             _error(str(exc))
         code = 1
     except KeyboardInterrupt as exc:
@@ -117,5 +123,5 @@ def main(args: list[str] | None = None) -> None:
         _error(f"unexpected {type(exc).__name__}: {first} (set WORKBENCH_DEBUG=1 for details)")
         code = 1
     if distributed.launched():
-        distributed.finish(code)  # a torchrun rank: see there why it does not just exit
+        launch.finish(code)  # a torchrun rank: see there why it does not just exit
     sys.exit(code)

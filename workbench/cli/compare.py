@@ -75,6 +75,7 @@ def compare(
         save_comparison,
     )
     from explainers.metrics.plausibility import parse_rationale
+    from workbench.cli import launch
     from workbench.models import load_model
 
     names = parse_methods(methods)
@@ -85,12 +86,15 @@ def compare(
     writable_file(plot, "--plot")
     if db is None and os.environ.get("WORKBENCH_DB"):
         db = Path(os.environ["WORKBENCH_DB"])
+    if run_name is not None and db is None:
+        raise WorkbenchError("--run-name names the stored comparison; give --db FILE to store it")
     store = open_store(db) if db is not None else None
     if store is not None and run_name is not None:
         from workbench.store import runs
 
         if runs.get_run(store, run_name) is not None:
             raise WorkbenchError(f"run name {run_name!r} is taken; pick another --run-name")
+    launch.start(None, device)  # under torchrun: join the job (the inputs split over ranks)
     lm = load_model(model, device=device, dtype=dtype, progress=True)
     pairs: list = []
     with progress(f"comparing {', '.join(names)}") as update:

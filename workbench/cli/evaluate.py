@@ -4,12 +4,14 @@ side by side on one input): faithfulness and plausibility metrics."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.cli.modes import EVALUATE, refuse_unused, saving
 from workbench.cli.options import (
     Aggregate,
     AggregateOption,
@@ -27,9 +29,9 @@ from workbench.cli.options import (
     TableFormat,
     TableFormatOption,
     TargetOption,
-    dataset_only_gpus,
     method_params,
     method_params_for,
+    open_results,
     open_store,
 )
 from workbench.cli.render import metric_table, progress, status, write_json
@@ -37,6 +39,7 @@ from workbench.errors import WorkbenchError
 
 
 def evaluate(
+    ctx: typer.Context,
     explanation: str | None = typer.Option(
         None, "--explanation", help="Evaluate a stored explanation (id from `explanations list`)."
     ),
@@ -73,63 +76,96 @@ def evaluate(
     """
     from explainers.metrics.plausibility import parse_rationale
 
-    modes = [
+    chosen = [
         m
-        for m, given in (("--explanation", explanation), ("--text", text), ("--dataset", dataset))
-        if given is not None
+        for m, value in (("explanation", explanation), ("text", text), ("dataset", dataset))
+        if value is not None
     ]
-    if len(modes) != 1:
+    if len(chosen) != 1:
         raise WorkbenchError(
             "give one of --explanation ID, --text TEXT (with --method) or --dataset FILE"
-            + (f", not {' and '.join(modes)}" if modes else "")
+            + (f", not --{' and --'.join(chosen)}" if chosen else "")
         )
-    dataset_only_gpus(gpus, dataset)
-    mask = parse_rationale(rationale) if rationale is not None else None
+    mode = chosen[0]
+    refuse_unused(ctx, EVALUATE[("text", saving(save)) if mode == "text" else mode])
+    scoring = Scoring(
+        {"removal": removal.value, "convention": convention.value}, fmt, model, device, dtype
+    )
     if dataset is not None:
-        if mask is not None:
-            raise WorkbenchError("with --dataset, rationales come from the file's lines")
-        from workbench import distributed
+        from workbench.cli import launch
 
-        distributed.launch(gpus)  # --gpus N: the data set split over N GPUs (torchrun)
-        _evaluate_dataset(
-            dataset,
-            method,
-            param,
-            fmt,
-            removal,
-            convention,
-            aggregate,
-            random_reference,
-            model,
-            device,
-            dtype,
-        )
+        launch.start(gpus, device)  # --gpus N: the data set split over N GPUs (torchrun)
+        _evaluate_dataset(dataset, method, param, aggregate, random_reference, scoring)
         return
-    from explainers import Explanation
-    from explainers import explain as run_explain
-    from explainers.metrics import evaluate as evaluate_explanation
-    from workbench.models import load_model
-
-    store = open_store(db) if (save or explanation is not None) else None
+    mask = parse_rationale(rationale) if rationale is not None else None
     if explanation is not None:
-        exp = Explanation.load(store, explanation)
-        lm = _load_for_explanation(model, exp.model, device, dtype)
+        _evaluate_stored(explanation, mask, scoring, db, save)
     else:
-        if "," in method:
-            raise WorkbenchError(
-                "evaluate takes one --method with --text; use `workbench compare` for several"
-            )
-        explainer = _attribution_method(method)
-        explainer.check_request(text, target, aggregate=aggregate.value)
-        params = method_params(explainer, {}, param)
-        lm = load_model(model, device=device, dtype=dtype, progress=True)
-        exp = run_explain(
-            lm, text, method=method, target=target, aggregate=aggregate.value, **params
+        _evaluate_text(text, method, target, param, aggregate, mask, scoring, db, save)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What every mode of `evaluate` shares: the metrics' settings, the output format and
+    the model to load."""
+
+    metrics: dict[str, str]  # removal, convention
+    fmt: TableFormat
+    model: str | None
+    device: str
+    dtype: str
+
+    def load(self):
+        from workbench.models import load_model
+
+        return load_model(self.model, device=self.device, dtype=self.dtype, progress=True)
+
+
+def _evaluate_stored(explanation: str, mask, scoring: Scoring, db: Path | None, save: bool) -> None:
+    """`evaluate --explanation ID`: re-score a stored explanation (on the model it was made
+    with, unless --model names another)."""
+    from explainers import Explanation
+    from explainers.metrics import evaluate as evaluate_explanation
+
+    store = open_store(db)
+    exp = Explanation.load(store, explanation)
+    lm = _load_for_explanation(exp, scoring.model, scoring.device, scoring.dtype)
+    result = evaluate_explanation(exp, lm, mask, **scoring.metrics)
+    _report(result, exp, store if save else None, scoring.fmt)
+
+
+def _evaluate_text(
+    text: str,
+    method: str,
+    target: str | None,
+    param: list[str],
+    aggregate: Aggregate,
+    mask,
+    scoring: Scoring,
+    db: Path | None,
+    save: bool,
+) -> None:
+    """`evaluate --text`: explain one input with one method, then score the explanation."""
+    from explainers.metrics import evaluate as evaluate_explanation
+
+    if "," in method:
+        raise WorkbenchError(
+            "evaluate takes one --method with --text; use `workbench compare` for several"
         )
-        if store is not None:
-            exp.save(store)
-    result = evaluate_explanation(exp, lm, mask, removal=removal.value, convention=convention.value)
-    if store is not None and save:
+    explainer = _attribution_method(method)
+    explainer.check_request(text, target, aggregate=aggregate.value)
+    params = method_params(explainer, {}, param)
+    store = open_results(db, save).store  # one process: None means --no-save
+    lm = scoring.load()
+    exp = explainer.explain(lm, text, target=target, aggregate=aggregate.value, **params)
+    if store is not None:
+        exp.save(store)
+    _report(evaluate_explanation(exp, lm, mask, **scoring.metrics), exp, store, scoring.fmt)
+
+
+def _report(result, exp, store, fmt: TableFormat) -> None:
+    """The metric values on stdout, and saved with the explanation when `store` is given."""
+    if store is not None:
         result.explanation_id = exp.id
         result.save(store)
     if fmt is TableFormat.json:
@@ -141,7 +177,7 @@ def evaluate(
         for tok, row in zip(result.target_tokens, result.rows):
             rows.add_row(repr(tok), *[f"{v:.4f}" for v in row.values()])
         Console().print(rows)
-    if store is not None and save:
+    if store is not None:
         status(f"saved metrics of explanation {exp.id} in {store.path}")
 
 
@@ -149,22 +185,17 @@ def _evaluate_dataset(
     dataset: Path,
     method: str,
     param: list[str],
-    fmt: TableFormat,
-    removal: Removal,
-    convention: Convention,
     aggregate: Aggregate,
     random_reference: bool,
-    model: str | None,
-    device: str,
-    dtype: str,
+    scoring: Scoring,
 ) -> None:
+    """`evaluate --dataset`: every method on every line, summarised per method."""
     from explainers.metrics.compare import evaluate_dataset, load_dataset, parse_methods
-    from workbench.models import load_model
 
     methods = parse_methods(method)
     params = method_params_for(methods, param)
     items = load_dataset(dataset)
-    lm = load_model(model, device=device, dtype=dtype, progress=True)
+    lm = scoring.load()
     with progress(f"{', '.join(methods)} on {len(items)} inputs") as update:
         summaries = evaluate_dataset(
             lm,
@@ -172,12 +203,11 @@ def _evaluate_dataset(
             methods,
             params=params,
             aggregate=aggregate.value,
-            removal=removal.value,
-            convention=convention.value,
             with_random=random_reference,
+            **scoring.metrics,
             on_result=lambda index, _evaluation: update(index + 1, len(items)),
         )
-    if fmt is TableFormat.json:
+    if scoring.fmt is TableFormat.json:
         write_json(
             {
                 "dataset": str(dataset),
@@ -189,12 +219,16 @@ def _evaluate_dataset(
         Console().print(metric_table(summaries, f"{len(items)} inputs from {dataset}"))
 
 
-def _load_for_explanation(model: str | None, exp_model: str, device: str, dtype: str):
-    """The model a stored explanation was made with, unless --model names another."""
-    from workbench.models import DEFAULT_MODEL, load_model
+def _load_for_explanation(exp, model: str | None, device: str, dtype: str):
+    """The model a stored explanation was made with (its base, adapter and dtype), unless
+    --model names another."""
+    from workbench.models import ModelIdentity, load_identity, load_model
 
-    name = model if model is not None else (None if exp_model == DEFAULT_MODEL else exp_model)
-    return load_model(name, device=device, dtype=dtype, progress=True)
+    if model is not None:
+        return load_model(model, device=device, dtype=dtype, progress=True)
+    # Explanations stored before identities were kept name only their base model.
+    identity = ModelIdentity.from_dict(exp.model_info or {"base": exp.model, "dtype": "auto"})
+    return load_identity(identity, device=device, dtype=dtype)
 
 
 def _attribution_method(name: str):

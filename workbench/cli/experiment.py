@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.cli.modes import EXPERIMENT, backend, refuse_unused
 from workbench.cli.options import (
     AdapterOption,
     DbOption,
@@ -25,11 +26,14 @@ from workbench.cli.options import (
 from workbench.cli.render import status, write_json
 from workbench.errors import WorkbenchError
 
-app = typer.Typer(help="Run a paper's experiment end to end.", no_args_is_help=True)
+app = typer.Typer(
+    help="Run a paper's experiment end to end.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("introspective-tips")
 def introspective_tips(
+    ctx: typer.Context,
     train: Path = typer.Option(..., "--train", help="Game-set folder of training games."),
     test: Path = typer.Option(..., "--test", help="Game-set folder of unseen test games."),
     trials: int = typer.Option(
@@ -41,9 +45,11 @@ def introspective_tips(
     llm: str = LlmOption,
     select: str = SelectOption,
     max_tips: int = MaxTipsOption,
-    max_steps: int = typer.Option(50, "--max-steps", help="Commands per episode at most."),
-    parallel: int = typer.Option(8, "--parallel", help="Games stepping (and prompted) together."),
-    seed: int = typer.Option(0, "--seed", help="Seeds random choices."),
+    max_steps: int = typer.Option(50, "--max-steps", min=1, help="Commands per episode at most."),
+    parallel: int = typer.Option(
+        8, "--parallel", min=1, help="Games stepping (and prompted) together."
+    ),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds random choices."),
     fmt: TableFormat = TableFormatOption,
     model: str | None = ModelOption,
     adapter: Path | None = AdapterOption,
@@ -65,21 +71,23 @@ def introspective_tips(
     Example: workbench experiment introspective-tips --train game-sets/train
     --test game-sets/test --trials 3 --llm openai:gpt-4o-mini --select generate --format json
     """
+    refuse_unused(ctx, EXPERIMENT[backend(llm)])
     import games as game_sets
     from agents.experiment import introspective_tips as run_experiment
     from agents.tips import TipWriter
-    from workbench import distributed
+    from workbench.cli import launch
     from workbench.llm import LLMUnavailableError, make_llm
     from workbench.store import new_id
 
-    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
+    # --gpus N: this command again under torchrun, then exit
+    launch.start(gpus, device, local_model=backend(llm) == "local")
     train_games = game_sets.list_games(train)
     test_games = game_sets.list_games(test)
     store = open_store(db)
     name = name or f"introspective-tips-{new_id()}"
-    language_model = make_llm(llm, model=model, device=device, dtype=dtype)
+    language_model = make_llm(llm, model=model, device=device, dtype=dtype, progress=True)
     finetuned = (
-        make_llm(llm, model=model, device=device, dtype=dtype, adapter=adapter)
+        make_llm(llm, model=model, device=device, dtype=dtype, adapter=adapter, progress=True)
         if adapter is not None
         else None
     )

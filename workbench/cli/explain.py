@@ -9,7 +9,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from workbench.cli.modes import EXPLAIN, backend, refuse_unused, saving
 from workbench.cli.options import (
+    STDOUT,
     AdapterOption,
     Aggregate,
     AggregateOption,
@@ -22,9 +24,9 @@ from workbench.cli.options import (
     GpusOption,
     ModelOption,
     ParamOption,
-    dataset_only_gpus,
+    Results,
     method_params,
-    open_store,
+    open_results,
     writable_file,
 )
 from workbench.cli.render import (
@@ -33,12 +35,13 @@ from workbench.cli.render import (
     status,
     working,
     write_json,
+    write_out,
 )
 from workbench.errors import WorkbenchError
-from workbench.files import write_atomically
 
 
 def explain(
+    ctx: typer.Context,
     text: str | None = typer.Option(None, "--text", "-t", help="The input to explain."),
     dataset: Path | None = typer.Option(
         None,
@@ -70,7 +73,9 @@ def explain(
     aggregate: Aggregate = AggregateOption,
     fmt: ExplanationFormat = ExplanationFormatOption,
     out: Path | None = typer.Option(
-        None, "--out", help="Write the html/json rendering (JSONL with --dataset) to this file."
+        None,
+        "--out",
+        help="Write the html/json rendering (JSONL with --dataset) to this file; - to stdout.",
     ),
     model: str | None = ModelOption,
     adapter: Path | None = AdapterOption,
@@ -92,13 +97,15 @@ def explain(
     Example: workbench explain --method ig --text "The milk is in the fridge. To get the
     milk, open the" --target " fridge"
     """
-    from explainers import get_method
-    from workbench import distributed
-
     if (text is None) == (dataset is None):
         raise WorkbenchError("give either --text or --dataset")
-    dataset_only_gpus(gpus, dataset)
-    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
+    refuse_unused(
+        ctx, EXPLAIN["text" if dataset is None else "dataset", saving(save), backend(llm)]
+    )
+    from explainers import get_method
+    from workbench.cli import launch
+
+    launch.start(gpus, device)  # --gpus N: this command again under torchrun, then exit
     writable_file(out)
     if dataset is not None and fmt is ExplanationFormat.html:
         raise WorkbenchError("--dataset writes JSONL (--format json --out FILE), not html")
@@ -111,17 +118,15 @@ def explain(
         explainer.check_request(text, **request, aggregate=aggregate.value)
         params = method_params(explainer, {"steps": steps, "baseline": baseline}, param)
         items = _dataset_items(dataset) if dataset is not None else None
-        store = open_store(db) if save else None
-        if llm != "local":
-            if adapter is not None:
-                raise WorkbenchError("--adapter applies to a local model; drop --llm")
-            params["llm"] = _prompting_llm(explainer, llm, model, device, dtype)
-            lm = getattr(params["llm"], "lm", None)  # an endpoint answers: no weights needed
+        results = open_results(db, save)
+        if backend(llm) == "openai":
+            params["llm"] = _prompting_llm(explainer, llm, model)
+            lm = None  # the endpoint answers: no weights are needed here
         else:
             from workbench.models import load_model
 
             lm = load_model(
-                model,
+                _local_name(llm, model),
                 device=device,
                 dtype=dtype,
                 progress=True,
@@ -129,19 +134,17 @@ def explain(
                 adapter=adapter,
             )
     if items is not None:
-        _explain_dataset(lm, items, method, request, aggregate, params, store, fmt, out)
+        _explain_dataset(lm, items, method, request, aggregate, params, results, fmt, out)
         return
-    from explainers import explain as run_explain
-
-    with progress(f"{method} on the input") as update:
-        exp = run_explain(
-            lm, text, method=method, aggregate=aggregate.value, progress=update, **request, **params
+    with progress(f"{method} on the input") as update:  # the method checked above runs
+        exp = explainer.explain(
+            lm, text, aggregate=aggregate.value, progress=update, **request, **params
         )
-    if store is not None:
-        exp.save(store)
+    if results.writes:
+        exp.save(results.store)
     emit_explanation(exp, fmt, out)
-    if store is not None and fmt is not ExplanationFormat.json:
-        status(f"saved as explanation {exp.id} in {store.path}")
+    if results.writes and fmt is not ExplanationFormat.json:
+        status(f"saved as explanation {exp.id} in {results.store.path}")
 
 
 def _dataset_items(dataset: Path) -> list[dict]:
@@ -152,7 +155,15 @@ def _dataset_items(dataset: Path) -> list[dict]:
 
 
 def _explain_dataset(
-    lm, items, method, request, aggregate: Aggregate, params, store, fmt, out: Path | None
+    lm,
+    items,
+    method,
+    request,
+    aggregate: Aggregate,
+    params,
+    results: Results,
+    fmt,
+    out: Path | None,
 ):
     """Data-set mode: padded batches across inputs, split over the torchrun ranks (--gpus).
     Rank 0 saves each chunk in one transaction under a run named after the command, so the
@@ -163,6 +174,7 @@ def _explain_dataset(
     from workbench.store import explanations as explanations_store
     from workbench.store import runs as runs_store
 
+    store = results.store  # rank 0's when saving; None on the other ranks and with --no-save
     name = _dataset_run_name(lm, items, method, request, aggregate, params)
     run = runs_store.get_run(store, name, kind="explain-dataset") if store is not None else None
     stored = explanations_store.run_explanations(store, run["id"]) if run else []
@@ -206,17 +218,17 @@ def _explain_dataset(
         return
     if run_id[0] is not None and (run is None or run["status"] != "finished"):
         runs_store.finish_run(store, run_id[0])
-    if store is None:
+    if not results.saving:  # nothing stored: the records come from this run alone
         new = [{**e.to_record(), "extras": {**e.extras, "item": i}} for i, e in zip(indices, exps)]
     records = sorted(stored + new, key=lambda r: r["extras"]["item"])
     if out is not None:
-        write_atomically(out, "".join(json.dumps(r) + "\n" for r in records))
+        write_out(out, "".join(json.dumps(r) + "\n" for r in records))
     rate = len(exps) / seconds if seconds > 0 else 0.0
-    if fmt is ExplanationFormat.json:
+    if fmt is ExplanationFormat.json and out != STDOUT:  # with --out -, stdout is the JSONL
         write_json(
             {
                 "method": method,
-                "run": name if store is not None else None,
+                "run": name if results.saving else None,
                 "count": len(records),
                 "computed": len(exps),
                 "skipped": len(stored),
@@ -226,13 +238,15 @@ def _explain_dataset(
             }
         )
         return
-    Console().print(
+    summary = (
         f"{method}: {len(exps)} inputs in {seconds:.2f} s ({rate:.2f} inputs/s)"
         + (f", {len(stored)} stored before" if stored else "")
-        + (f", saved in {store.path} as run {name}" if store is not None else ""),
-        markup=False,
-        highlight=False,
+        + (f", saved in {store.path} as run {name}" if results.saving else "")
     )
+    if out == STDOUT:
+        status(summary)
+    else:
+        Console().print(summary, markup=False, highlight=False)
 
 
 def _costs(lm, items: list[dict], request: dict) -> list[float]:
@@ -268,12 +282,21 @@ def _dataset_run_name(lm, items, method, request, aggregate: Aggregate, params) 
     return f"explain-{method}-{digest[:12]}"
 
 
-def _prompting_llm(explainer, spec: str, model: str | None, device: str, dtype: str):
-    """The `--llm` a prompting method asks (other methods need the weights themselves)."""
+def _prompting_llm(explainer, spec: str, model: str | None):
+    """The endpoint (`--llm openai:MODEL`) a prompting method asks; other methods need the
+    weights themselves."""
     from workbench.llm import make_llm
 
     if explainer.category != "prompting":
         raise WorkbenchError(
             f"--llm applies to prompting methods; {explainer.name} needs local weights (--model)"
         )
-    return make_llm(spec, model=model, device=device, dtype=dtype)
+    return make_llm(spec, model=model)
+
+
+def _local_name(llm: str, model: str | None) -> str | None:
+    """The local model `--llm local[:NAME]` and `--model` name together (one of them)."""
+    name = llm.partition(":")[2]
+    if name and model is not None and name != model:
+        raise WorkbenchError(f"--llm {llm} and --model {model} name two models; give one")
+    return name or model

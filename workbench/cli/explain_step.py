@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from workbench.cli.modes import EXPLAIN_STEP, refuse_unused
 from workbench.cli.options import (
     AdapterOption,
     DbOption,
@@ -24,6 +25,7 @@ from workbench.errors import WorkbenchError
 
 
 def explain_step(
+    ctx: typer.Context,
     run: str = typer.Option(..., "--run", help="Play run name or id."),
     episode: str = typer.Option(
         ..., "--episode", help="Episode id (see `workbench episodes list --run NAME`)."
@@ -60,6 +62,8 @@ def explain_step(
     Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2
     --patch "the fridge is open=>the fridge is closed"
     """
+    facet = "given" if model is not None or adapter is not None else "recorded"
+    refuse_unused(ctx, EXPLAIN_STEP["attribution" if patch is None else "patch", facet])
     if patch is not None:
         _patch_step(
             run, episode, step, patch, positions, layers, fmt, model, adapter, device, dtype, db
@@ -86,7 +90,7 @@ def _patch_step(
     run, episode, step, patch, positions, layers, fmt, model, adapter, device, dtype, db
 ):
     from agents.step_patching import POSITION_MODES, parse_patch, patch_step
-    from explainers.causal.patching import parse_int_list
+    from explainers.params import parse_int_list
 
     parse_patch(patch)  # a malformed request fails before the model loads
     if positions not in POSITION_MODES:

@@ -17,7 +17,9 @@ from workbench.cli.options import (
 )
 from workbench.cli.render import emit_explanation, status
 
-app = typer.Typer(help="Read explanations back from the store.", no_args_is_help=True)
+app = typer.Typer(
+    help="Read explanations back from the store.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("list")
@@ -30,6 +32,7 @@ def explanations_list(
 
     Example: workbench explanations list --limit 5
     """
+    from workbench.models import model_label
     from workbench.store import explanations as explanations_store
 
     store = open_store(db, read_only=True)
@@ -37,7 +40,9 @@ def explanations_list(
     if not rows:
         status("no explanations yet; run `workbench explain --text ...` first")
         return
-    table = Table()
+    from explainers.explanation import DEFAULT_TOLERANCE
+
+    table = Table(caption_justify="left")
     table.add_column("id", no_wrap=True)
     table.add_column("when", no_wrap=True)
     table.add_column("method", no_wrap=True)
@@ -46,17 +51,31 @@ def explanations_list(
     table.add_column("max |delta|", no_wrap=True)
     for r in rows:
         delta = "" if r["max_abs_delta"] is None else f"{r['max_abs_delta']:.3g}"
+        if r["max_abs_delta"] is not None and _incomplete(store, r["id"]):
+            delta += " !"
+            table.caption = (
+                f"! : a target row misses completeness (|delta| above {DEFAULT_TOLERANCE:.0%} of"
+                " the expected change): its scores do not add up; re-run with more steps"
+            )
         text = r["input_text"] if len(r["input_text"]) <= 40 else r["input_text"][:37] + "..."
         table.add_row(
             r["id"],
             f"{r['created_at']:%Y-%m-%d %H:%M}",
             r["method"],
-            r["model"],
+            model_label(r["model"], r["model_info"], short=True),
             repr(text),
             repr(r["target_text"] or ""),
             delta,
         )
     Console().print(table)
+
+
+def _incomplete(store, exp_id: str) -> bool:
+    """Whether a stored explanation misses completeness on some row (the list keeps only
+    max |delta|; whether it is too large depends on each row's expected change)."""
+    from explainers import Explanation
+
+    return bool(Explanation.load(store, exp_id).incomplete_rows())
 
 
 @app.command("show")
@@ -65,7 +84,7 @@ def explanations_show(
     db: Path | None = DbOption,
     fmt: ExplanationFormat = ExplanationFormatOption,
     out: Path | None = typer.Option(
-        None, "--out", help="Write the html/json rendering to this file."
+        None, "--out", help="Write the html/json rendering to this file; - to stdout."
     ),
 ) -> None:
     """Show one stored explanation.

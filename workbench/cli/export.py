@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import typer
 
-from workbench.cli.options import DbOption, open_store, writable_file
+from workbench.cli.options import STDOUT, DbOption, open_store, writable_file
 from workbench.cli.render import status
 
 
@@ -18,7 +20,9 @@ def export(
         help="runs, episodes, steps, llm_calls, explanations, metrics, probes or tips.",
     ),
     fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl."),
-    out: Path = typer.Option(..., "--out", help="The file to write (replaced whole)."),
+    out: Path = typer.Option(
+        ..., "--out", help="The file to write (replaced whole); - writes to standard output."
+    ),
     run: str | None = typer.Option(None, "--run", help="Only the rows of this run (name or id)."),
     db: Path | None = DbOption,
 ) -> None:
@@ -32,5 +36,16 @@ def export(
     from workbench.store.export import export_table
 
     writable_file(out)
-    count = export_table(open_store(db, read_only=True), table, out, fmt, run=run)
-    status(f"wrote {count} {table} row(s) to {out}")
+    store = open_store(db, read_only=True)
+    if out != STDOUT:
+        count = export_table(store, table, out, fmt, run=run)
+        status(f"wrote {count} {table} row(s) to {out}")
+        return
+    # `--out -`: the store writes files, so the file is written aside, then copied to stdout.
+    with tempfile.TemporaryDirectory() as folder:
+        written = Path(folder) / f"{table}.{fmt}"
+        count = export_table(store, table, written, fmt, run=run)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(written.read_bytes())
+        sys.stdout.flush()
+    status(f"wrote {count} {table} row(s) to standard output")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.cli.options import DeviceOption, DtypeOption, ModelOption
+from workbench.cli.options import DeviceOption, DtypeOption, ModelOption, new_folder
 from workbench.cli.render import progress, status, write_json
 from workbench.errors import WorkbenchError
 
@@ -19,7 +19,9 @@ def finetune(
     epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over the training steps."),
     lr: float = typer.Option(5e-4, "--lr", min=0.0, help="Peak learning rate (AdamW)."),
     rank: int = typer.Option(16, "--rank", min=1, help="LoRA rank."),
-    dropout: float = typer.Option(0.0, "--dropout", help="LoRA dropout, in [0, 1)."),
+    dropout: float = typer.Option(
+        0.0, "--dropout", min=0.0, max=0.99, help="LoRA dropout, in [0, 1)."
+    ),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Steps per optimizer step."),
     top_layers: int | None = typer.Option(
         None, "--top-layers", min=1, help="Adapt only the last N blocks (faster; default all)."
@@ -49,8 +51,8 @@ def finetune(
         "--precision",
         help="auto (bf16 autocast on GPUs and CPUs with native bf16), float32 or bfloat16.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Fixes the held-out games, order and init."),
-    history: int = typer.Option(5, "--history", help="Past steps shown in the prompt."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Fixes the held-out games, order and init."),
+    history: int = typer.Option(5, "--history", min=0, help="Past steps shown in the prompt."),
     parallel: int = typer.Option(8, "--parallel", min=1, help="Games replayed together."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     model: str | None = ModelOption,
@@ -88,7 +90,7 @@ def finetune(
         precision=precision,
     )
     template = PromptTemplate(history_steps=history)
-    check_out(out)
+    check_out(new_folder(out))
     found = [g for p in games_paths for g in game_sets.list_games(p)]
     if not found:
         raise WorkbenchError("no games to fine-tune on")

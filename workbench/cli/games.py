@@ -8,20 +8,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.cli.options import TableFormat, TableFormatOption
+from workbench.cli.options import TableFormat, TableFormatOption, new_folder
 from workbench.cli.render import progress, status, write_json
 
-app = typer.Typer(help="Make and list TextWorld cooking games.", no_args_is_help=True)
+app = typer.Typer(
+    help="Make and list TextWorld cooking games.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @app.command("make")
 def games_make(
-    level: int = typer.Option(..., "--level", help="Difficulty level 1-10 (GATA table)."),
-    count: int = typer.Option(1, "--count", help="How many games."),
-    seed: int = typer.Option(0, "--seed", help="Base seed; same seed, same games."),
+    level: int = typer.Option(
+        ..., "--level", min=1, max=10, help="Difficulty level 1-10 (GATA table)."
+    ),
+    count: int = typer.Option(1, "--count", min=1, help="How many games."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Base seed; same seed, same games."),
     split: str = typer.Option("train", "--split", help="train, valid or test."),
     out: Path = typer.Option(..., "--out", help="Game-set folder (created; may hold games)."),
-    jobs: int = typer.Option(1, "--jobs", help="Games compiled in parallel."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Games compiled in parallel."),
 ) -> None:
     """Make tw-cooking games of one level into a game-set folder with a manifest.
 
@@ -30,6 +34,7 @@ def games_make(
     """
     import games as game_sets
 
+    new_folder(out)
     made = 0
 
     with progress(f"level {level} games") as update:

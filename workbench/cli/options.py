@@ -7,13 +7,18 @@ Each option is defined once here so that its name, default, help text and valida
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from workbench.errors import WorkbenchError
 from workbench.files import check_writable
+
+if TYPE_CHECKING:
+    from workbench.store import Store
 
 
 class ExplanationFormat(str, Enum):
@@ -71,6 +76,7 @@ DtypeOption = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or f
 GpusOption = typer.Option(
     None,
     "--gpus",
+    min=1,
     help="Split the work over N GPUs: runs this command under torchrun, one process a GPU.",
 )
 DeviceMapOption = typer.Option(
@@ -105,19 +111,23 @@ ParamsForMethodsOption = typer.Option(
 )
 
 
-def dataset_only_gpus(gpus: int | None, dataset: Path | None) -> None:
-    """--gpus splits a data set over GPUs; one input has nothing to split."""
-    if gpus is not None and dataset is None:
-        raise WorkbenchError("--gpus splits a --dataset over GPUs; one --text runs on one device")
+STDOUT = Path("-")  # `--out -`: standard output, as in most command-line tools
 
 
 def writable_file(path: Path | None, option: str = "--out") -> Path | None:
-    """`path` if it can be written; checked before anything slow runs."""
-    if path is not None:
+    """`path` if it can be written (`-`: standard output); checked before anything slow."""
+    if path is not None and path != STDOUT:
         try:
             check_writable(path)
         except WorkbenchError as exc:
             raise WorkbenchError(f"{exc} ({option})") from None
+    return path
+
+
+def new_folder(path: Path, option: str = "--out") -> Path:
+    """`path` for a command that writes a folder, where `-` (standard output) cannot be."""
+    if path == STDOUT:
+        raise WorkbenchError(f"{option} names a folder to create; - (standard output) cannot be")
     return path
 
 
@@ -157,12 +167,38 @@ def method_params_for(methods: list[str], pairs: list[str]) -> dict[str, dict[st
     return {m: method_params(get_method(m), {}, p) for m, p in by_method.items() if m != "random"}
 
 
-def open_store(db: Path | None, read_only: bool = False):
-    """The store at `--db`. Reading commands pass read_only=True: they must neither create
-    nor migrate a database, and must work on a read-only file."""
+def open_store(db: Path | None, read_only: bool = False) -> Store | None:
+    """The store at `--db`, on the one process that may open it: None on the torchrun ranks
+    other than 0 (DuckDB lets one process write). Reading commands pass read_only=True: they
+    must neither create nor migrate a database, and must work on a read-only file. A command
+    that writes results it may not save (`--no-save`) opens them with `open_results`."""
     from workbench import distributed
     from workbench.store import Store
 
     if not distributed.is_main():
-        return None  # under torchrun rank 0 alone opens the store (one writing process)
+        return None
     return Store(db, read_only=read_only)
+
+
+@dataclass(frozen=True)
+class Results:
+    """Where a command's results go, with the two reasons for writing none told apart.
+
+    Under torchrun every rank runs the command but rank 0 alone writes, so "no store here"
+    means either that saving is off (`--no-save`: `saving` is False) or that another process
+    writes (`saving` is True, `store` None).
+    """
+
+    saving: bool  # the results are stored (by rank 0)
+    store: Store | None  # the store this process writes to; None unless `writes`
+
+    @property
+    def writes(self) -> bool:
+        """This process writes the results: saving is on and this is the writing rank."""
+        return self.store is not None
+
+
+def open_results(db: Path | None, save: bool = True) -> Results:
+    """The destination of a command's results: the store at `--db` when `save`, opened on
+    the writing process alone (rank 0 under torchrun)."""
+    return Results(save, open_store(db) if save else None)

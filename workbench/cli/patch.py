@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from workbench.cli.modes import PATCH, refuse_unused, saving
 from workbench.cli.options import (
     AdapterOption,
     DbOption,
@@ -15,7 +16,7 @@ from workbench.cli.options import (
     ExplanationFormat,
     ExplanationFormatOption,
     ModelOption,
-    open_store,
+    open_results,
     writable_file,
 )
 from workbench.cli.render import emit_explanation, err_console, progress, status
@@ -40,6 +41,7 @@ class Direction(str, Enum):
 
 
 def patch(
+    ctx: typer.Context,
     clean: str = typer.Option(..., "--clean", help="The clean input."),
     corrupt: str | None = typer.Option(
         None, "--corrupt", help="The corrupted input (as many tokens as --clean)."
@@ -58,7 +60,9 @@ def patch(
     noise: float | None = typer.Option(
         None, "--noise", min=0.0, help="Causal tracing: noise in embedding stds (default 3)."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Causal tracing: the noise's seed."),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, help="Causal tracing: the noise's seed."
+    ),
     target: str | None = typer.Option(
         None,
         "--target",
@@ -86,7 +90,9 @@ def patch(
         None, "--batch-size", min=1, help="Patched runs per forward (default: a token budget)."
     ),
     fmt: ExplanationFormat = ExplanationFormatOption,
-    out: Path | None = typer.Option(None, "--out", help="Write the html/json to this file."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Write the html/json to this file; - to stdout."
+    ),
     model: str | None = ModelOption,
     adapter: Path | None = AdapterOption,
     device: str = DeviceOption,
@@ -103,27 +109,26 @@ def patch(
     --corrupt "The key is under the rug. The key is under the" --target " mat"
     --contrast " rug"
     """
-    from explainers import get_method
-
     tracing = noise_tokens is not None
     if tracing == (corrupt is not None):
         raise WorkbenchError("give either --corrupt TEXT or --noise-tokens i,j (causal tracing)")
-    tracing_options = {"samples": samples, "window": window, "noise": noise, "seed": seed}
-    given = [f"--{k}" for k, v in tracing_options.items() if v is not None]
     if tracing:
-        if method is Estimate.attribution or direction is Direction.noise or compare_exact:
-            raise WorkbenchError(
-                "causal tracing (--noise-tokens) is exact and denoising; drop --method "
-                "attribution, --direction noise and --compare-exact"
-            )
+        mode = "tracing"
+    elif method is Estimate.exact:
+        mode = "exact"
+    else:
+        mode = "attribution-exact" if compare_exact else "attribution"
+    refuse_unused(ctx, PATCH[mode, saving(save)])
+    from explainers import get_method
+
+    if tracing:
         name = "causal_tracing"
-        params: dict[str, object] = {"noise_tokens": noise_tokens, **tracing_options}
+        params: dict[str, object] = {
+            "noise_tokens": noise_tokens,
+            **{"samples": samples, "window": window, "noise": noise, "seed": seed},
+        }
         params = {k: v for k, v in params.items() if v is not None}
     else:
-        if given:
-            raise WorkbenchError(f"{given[0]} applies to causal tracing (--noise-tokens)")
-        if compare_exact and method is not Estimate.attribution:
-            raise WorkbenchError("--compare-exact applies to --method attribution")
         name = "activation_patching" if method is Estimate.exact else "attribution_patching"
         params = {"corrupt": corrupt, "direction": direction.value}
         if compare_exact:
@@ -136,19 +141,17 @@ def patch(
     explainer = get_method(name)
     explainer.check_request(clean, target, contrast=contrast)
     params = explainer.check_params(params)
-    store = open_store(db) if save else None
+    results = open_results(db, save)
     with err_console.status(f"loading {model or 'the default model'}"):
         from workbench.models import load_model
 
         lm = load_model(model, device=device, dtype=dtype, progress=True, adapter=adapter)
-    from explainers import explain
-
-    with progress(f"{name} ({component.value})") as update:
-        exp = explain(
-            lm, clean, method=name, target=target, contrast=contrast, progress=update, **params
+    with progress(f"{name} ({component.value})") as update:  # the method checked above runs
+        exp = explainer.explain(
+            lm, clean, target=target, contrast=contrast, progress=update, **params
         )
-    if store is not None:
-        exp.save(store)
+    if results.writes:
+        exp.save(results.store)
     emit_explanation(exp, fmt, out)
-    if store is not None and fmt is not ExplanationFormat.json:
-        status(f"saved as explanation {exp.id} in {store.path}")
+    if results.writes and fmt is not ExplanationFormat.json:
+        status(f"saved as explanation {exp.id} in {results.store.path}")

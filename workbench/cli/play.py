@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from workbench.cli.interrupt import Interrupted
+from workbench.cli.modes import PLAY, backend, refuse_unused
 from workbench.cli.options import (
     AdapterOption,
     DbOption,
@@ -24,6 +25,7 @@ from workbench.errors import WorkbenchError
 
 
 def play(
+    ctx: typer.Context,
     games_paths: list[Path] = typer.Option(
         ..., "--games", "-g", help="Game-set folder or game file (repeatable)."
     ),
@@ -33,10 +35,12 @@ def play(
     score_mode: str = typer.Option(
         "sum", "--score-mode", help="choose: sum, mean or calibrated log-probabilities."
     ),
-    trials: int = typer.Option(1, "--trials", help="Episodes per game and condition."),
-    parallel: int = typer.Option(8, "--parallel", help="Games stepping (and prompted) together."),
-    max_steps: int = typer.Option(50, "--max-steps", help="Commands per episode at most."),
-    seed: int = typer.Option(0, "--seed", help="Seeds random choices (and sampling)."),
+    trials: int = typer.Option(1, "--trials", min=1, help="Episodes per game and condition."),
+    parallel: int = typer.Option(
+        8, "--parallel", min=1, help="Games stepping (and prompted) together."
+    ),
+    max_steps: int = typer.Option(50, "--max-steps", min=1, help="Commands per episode at most."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seeds random choices (and sampling)."),
     run_name: str | None = typer.Option(
         None, "--run-name", help="Name the run; an unfinished run of this name is resumed."
     ),
@@ -50,17 +54,19 @@ def play(
         dir_okay=False,
         help="Acting-prompt template file (see agents.prompt).",
     ),
-    history: int = typer.Option(5, "--history", help="Past steps shown in the prompt."),
+    history: int = typer.Option(5, "--history", min=0, help="Past steps shown in the prompt."),
     example: Path | None = typer.Option(
         None,
         "--example",
         exists=True,
         help="A game file whose walkthrough is the prompt's worked example.",
     ),
-    temperature: float = typer.Option(0.0, "--temperature", help="generate: 0 is greedy."),
-    concurrency: int = typer.Option(16, "--concurrency", help="openai: requests in flight."),
-    timeout: float = typer.Option(60.0, "--timeout", help="openai: seconds per request."),
-    retries: int = typer.Option(4, "--retries", help="openai: retries per call (backoff)."),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="generate: 0 is greedy."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, help="openai: requests in flight."),
+    timeout: float = typer.Option(
+        60.0, "--timeout", min=0.001, help="openai: seconds per request."
+    ),
+    retries: int = typer.Option(4, "--retries", min=0, help="openai: retries per call (backoff)."),
     workers: str = typer.Option("auto", "--workers", help="Game processes: auto or a number."),
     tips: str | None = typer.Option(
         None, "--tips", help="none, self, expert, reflexion or general (Introspective Tips)."
@@ -94,50 +100,97 @@ def play(
     Example: workbench play --games game-sets/l3 --agent llm --trials 3 --parallel 8
     --run-name l3-llm
     """
-    import agents
     import games as game_sets
-    from workbench import distributed
-    from workbench.llm import LLMUnavailableError, make_llm
+    from workbench.cli import launch
     from workbench.store import new_id
 
-    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
-    if agent not in agents.AGENTS:
-        raise WorkbenchError(f"unknown agent {agent!r}; choose one of {', '.join(agents.AGENTS)}")
-    if workers != "auto" and not workers.isdigit():
-        raise WorkbenchError(f"--workers takes auto or a number, not {workers!r}")
-    if adapter is not None and agent != "llm":
-        raise WorkbenchError(f"--adapter applies to the llm agent, not the {agent} agent")
-    tip_options = _tip_options(tips, tipset, max_tips, tip_prompts, agent, conditions, db)
+    refuse_unused(ctx, PLAY[_mode(agent, llm, select, workers)])
+    # --gpus N: this command again under torchrun, then exit
+    launch.start(gpus, device, local_model=agent == "llm" and backend(llm) == "local")
+    _check_tips(tips, tipset, tip_prompts, agent, conditions)
     found = [g for p in games_paths for g in game_sets.list_games(p)]
     conds = [_parse_condition(c) for c in conditions] or None
-    template = (
-        agents.PromptTemplate.from_file(prompt, history)
-        if prompt
-        else agents.PromptTemplate(history_steps=history)
-    )
+    template = _template(prompt, history)
     store = open_store(db)
-    run_name = run_name or f"play-{new_id()}"
-    options: dict[str, object] = {}
-    language_model = None
+    tip_options = _tip_options(tips, tipset, max_tips, tip_prompts, store)
+    language_model, options = None, {}
     if agent == "llm":
-        if select not in agents.SELECTIONS:
-            raise WorkbenchError(f"unknown --select {select!r}; choose one of choose, generate")
-        backend_options = (
-            {"concurrency": concurrency, "timeout": timeout, "max_retries": retries}
-            if llm.startswith("openai")
-            else {}
-        )
-        language_model = make_llm(
-            llm, model=model, device=device, dtype=dtype, adapter=adapter, **backend_options
-        )
-        shown = game_sets.list_games(example)[0] if example else None
+        llm_options = {"concurrency": concurrency, "timeout": timeout, "max_retries": retries}
+        language_model = _language_model(llm, model, adapter, device, dtype, llm_options)
         options = {
             "select": select,
             "score_mode": score_mode,
             "template": template,
             "temperature": temperature,
-            "example": agents.worked_example(shown) if shown else "",
+            "example": _worked_example(example),
         }
+    common = {
+        "llm": language_model,
+        "trials": trials,
+        "parallel": parallel,
+        "max_steps": max_steps,
+        "seed": seed,
+        "store": store,
+        "workers": workers if workers == "auto" else int(workers),
+        **options,
+    }
+    result = _run(found, agent, conds, tips, tip_options, common, run_name or f"play-{new_id()}")
+    won = sum(e.won for e in result.episodes)
+    status(
+        f"run {result.run_name}: played {len(result.episodes)} episode(s), won {won}"
+        f" ({result.skipped} done before); {result.steps_per_second:.1f} steps/s."
+        f" See: workbench report --run {result.run_name}" + (f" --db {db}" if db else "")
+    )
+
+
+def _mode(agent: str, llm: str, select: str, workers: str) -> tuple[str, ...]:
+    """The PLAY mode the options select, once they are known to be valid."""
+    import agents
+
+    if agent not in agents.AGENTS:
+        raise WorkbenchError(f"unknown agent {agent!r}; choose one of {', '.join(agents.AGENTS)}")
+    if workers != "auto" and not workers.isdigit():
+        raise WorkbenchError(f"--workers takes auto or a number, not {workers!r}")
+    if agent != "llm":
+        return (agent,)
+    if select not in agents.SELECTIONS:
+        raise WorkbenchError(f"unknown --select {select!r}; choose one of choose, generate")
+    return ("llm", backend(llm), select)
+
+
+def _template(prompt: Path | None, history: int):
+    """The acting prompt: `--prompt FILE`, else the built-in one."""
+    from agents import PromptTemplate
+
+    if prompt is not None:
+        return PromptTemplate.from_file(prompt, history)
+    return PromptTemplate(history_steps=history)
+
+
+def _worked_example(example: Path | None) -> str:
+    """`--example GAME`: that game's walkthrough as the prompt's worked example."""
+    if example is None:
+        return ""
+    import games as game_sets
+    from agents import worked_example
+
+    return worked_example(game_sets.list_games(example)[0])
+
+
+def _language_model(llm: str, model, adapter, device: str, dtype: str, endpoint_options: dict):
+    """The LLM the agent asks: local weights, or an endpoint with its request options."""
+    from workbench.llm import make_llm
+
+    if backend(llm) == "openai":
+        return make_llm(llm, model=model, **endpoint_options)
+    return make_llm(llm, model=model, device=device, dtype=dtype, adapter=adapter, progress=True)
+
+
+def _run(found, agent: str, conds, tips: str | None, tip_options, common: dict, run_name: str):
+    """Play, with a progress bar; an unreachable endpoint or Ctrl-C says how to resume."""
+    import agents
+    from workbench.llm import LLMUnavailableError
+
     counts = {"played": 0, "already": 0, "won": 0, "total": None}
     with progress(run_name) as update:
 
@@ -152,28 +205,16 @@ def play(
             counts["won"] += episode.won
             update(counts["played"], description=f"{run_name} (won {counts['won']})")
 
-        common = {
-            "llm": language_model,
-            "trials": trials,
-            "parallel": parallel,
-            "max_steps": max_steps,
-            "seed": seed,
-            "store": store,
-            "run_name": run_name,
-            "workers": workers if workers == "auto" else int(workers),
-            "on_episode": finished,
-            **options,
-        }
+        common = {**common, "run_name": run_name, "on_episode": finished}
         try:
             if tip_options is not None:
                 from agents.tips import TipWriter, play_tips
 
-                writer = TipWriter(language_model, **tip_options["writer"])
-                result = play_tips(
+                writer = TipWriter(common["llm"], **tip_options["writer"])
+                return play_tips(
                     found, [tips], tipset=tip_options["tipset"], writer=writer, **common
                 )
-            else:
-                result = agents.play(found, agent, conditions=conds, on_start=started, **common)
+            return agents.play(found, agent, conditions=conds, on_start=started, **common)
         except LLMUnavailableError as exc:
             raise WorkbenchError(
                 f"{exc}; finished episodes are saved, resume with --run-name {run_name}"
@@ -184,12 +225,6 @@ def play(
             raise Interrupted(
                 f"interrupted: {saved}{of} episodes saved; run the same command to resume"
             ) from exc
-    won = sum(e.won for e in result.episodes)
-    status(
-        f"run {result.run_name}: played {len(result.episodes)} episode(s), won {won}"
-        f" ({result.skipped} done before); {result.steps_per_second:.1f} steps/s."
-        f" See: workbench report --run {result.run_name}" + (f" --db {db}" if db else "")
-    )
 
 
 def _parse_condition(text: str):
@@ -208,22 +243,20 @@ def _parse_condition(text: str):
     return Condition(name, tips)
 
 
-def _tip_options(
+def _check_tips(
     tips: str | None,
     tipset: str | None,
-    max_tips: int,
     tip_prompts: Path | None,
     agent: str,
     conditions: list[str],
-    db: Path | None,
-) -> dict[str, object] | None:
-    """`play --tips ...` checked before any model loads; None when playing without tips."""
+) -> None:
+    """`play --tips ...` checked before the store opens and any model loads."""
     from agents.tips import TIP_MODES
 
     if tips is None:
         if tipset is not None or tip_prompts is not None:
             raise WorkbenchError("--tipset and --tip-prompts go with --tips MODE")
-        return None
+        return
     if tips not in TIP_MODES:
         raise WorkbenchError(f"unknown --tips {tips!r}; choose one of {', '.join(TIP_MODES)}")
     if conditions:
@@ -235,11 +268,20 @@ def _tip_options(
             "--tips general plays with a general tip set: give --tipset ID (see `workbench "
             "tips list`; build one with `workbench tips merge` or `workbench experiment`)"
         )
+
+
+def _tip_options(
+    tips: str | None, tipset: str | None, max_tips: int, tip_prompts: Path | None, store
+) -> dict[str, object] | None:
+    """The tip set to start from (read from the run's store) and the tip writer's settings;
+    None when playing without tips."""
+    if tips is None:
+        return None
     from agents.tips import DEFAULT_TIP_PROMPTS, TipPrompts, TipSet
 
-    store = open_store(db, read_only=True) if tipset else None  # None on ranks other than 0
     return {
-        "tipset": TipSet.load(store, tipset) if store is not None else None,
+        # Ranks other than 0 have no store: they receive the tips from rank 0.
+        "tipset": TipSet.load(store, tipset) if tipset and store is not None else None,
         "writer": {
             "max_tips": max_tips,
             "prompts": TipPrompts.from_dir(tip_prompts) if tip_prompts else DEFAULT_TIP_PROMPTS,

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.cli.modes import PROBE, refuse_unused, saving
 from workbench.cli.options import (
     AdapterOption,
     DbOption,
@@ -16,9 +17,10 @@ from workbench.cli.options import (
     DtypeOption,
     GpusOption,
     ModelOption,
+    Results,
     TableFormat,
     TableFormatOption,
-    open_store,
+    open_results,
     writable_file,
 )
 from workbench.cli.render import progress, status, working, write_json
@@ -26,6 +28,7 @@ from workbench.errors import WorkbenchError
 
 
 def probe(
+    ctx: typer.Context,
     task: str | None = typer.Option(
         None, "--task", help="Built-in task: textworld-state:carried, :room or :open."
     ),
@@ -44,13 +47,17 @@ def probe(
         None, "--max-games", min=1, help="Use only the first N games."
     ),
     random_episodes: int = typer.Option(
-        1, "--random-episodes", help="Random-play episodes per game."
+        1, "--random-episodes", min=1, help="Random-play episodes per game."
     ),
-    max_steps: int = typer.Option(10, "--max-steps", help="Random steps per episode."),
-    history: int = typer.Option(2, "--history", help="Previous steps in the agent's text."),
-    test_size: float = typer.Option(0.25, "--test-size", help="Held-out fraction (of games)."),
-    seed: int = typer.Option(0, "--seed", help="Fixes play, split, control labels and probes."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Examples per forward pass."),
+    max_steps: int = typer.Option(10, "--max-steps", min=1, help="Random steps per episode."),
+    history: int = typer.Option(2, "--history", min=0, help="Previous steps in the agent's text."),
+    test_size: float = typer.Option(
+        0.25, "--test-size", min=0.0, max=1.0, help="Held-out fraction (of games)."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", min=0, help="Fixes play, split, control labels and probes."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Examples per forward pass."),
     plot: Path | None = typer.Option(None, "--plot", help="Write accuracy by layer to this PNG."),
     fmt: TableFormat = TableFormatOption,
     model: str | None = ModelOption,
@@ -82,53 +89,96 @@ def probe(
     Example: workbench probe --task textworld-state:carried --games game-sets/l3
     --layers 0,10,20,30 --plot carried.png
     """
-    from explainers.probing.plot import plot_probe
-    from explainers.probing.probes import ProbeDataset, parse_layers, run_probe
-    from workbench import distributed
-    from workbench.models import load_model
-
     if (task is None) == (dataset is None):
         raise WorkbenchError("give either --task (a built-in task) or --dataset FILE.jsonl")
-    distributed.launch(gpus)  # --gpus N: this command again under torchrun, then exit
-    layer_list = parse_layers(layers)
+    mode = ("task" if dataset is None else "dataset", saving(save))
+    refuse_unused(ctx, PROBE[(*mode, "intervene" if intervene else "plain")])
+    from explainers.params import parse_int_list
+    from workbench.cli import launch
+
+    launch.start(gpus, device)  # --gpus N: this command again under torchrun, then exit
+    layer_list = parse_int_list("--layers", layers)
     writable_file(plot, "--plot")
     if dataset is not None:
+        from explainers.probing.probes import ProbeDataset
+
         data = ProbeDataset.from_jsonl(dataset)
     else:
-        from games.probing_data import parse_task, state_records
-
-        parse_task(task)  # an unknown task fails before the games are played
-        if games_dir is None:
-            raise WorkbenchError(
-                f"--task {task} needs --games DIR (make some with `workbench games make`)"
-            )
-        with working(f"playing {games_dir} for {task} examples"):
-            records = state_records(
-                games_dir,
-                task,
-                max_games=max_games,
-                random_episodes=random_episodes,
-                max_steps=max_steps,
-                history=history,
-                seed=seed,
-            )
-        data = ProbeDataset.from_records(task, records)
-    store = open_store(db) if save else None
-    lm = load_model(
-        model,
-        device=device,
-        dtype=dtype,
-        progress=fmt is TableFormat.table,
-        device_map=device_map,
-        adapter=adapter,
-    )
+        data = _played_dataset(
+            task, games_dir, max_games, random_episodes, max_steps, history, seed
+        )
+    results = open_results(db, save)
+    lm = _load(model, adapter, device, dtype, device_map, quiet=fmt is TableFormat.json)
     if intervene and lm.kind != "causal":
         raise WorkbenchError(
             "--intervene needs a causal LM (it measures the next token's log-probability); "
             f"{lm.name} is a classifier"
         )
-    with progress(f"probing {task or 'the dataset'}") as update:
-        result = run_probe(
+    kept: list = []  # the features the probes read, for amnesic probing to reuse
+    result = _probe(lm, data, layer_list, batch_size, test_size, seed, kept.append)
+    amnesic = None
+    if intervene:
+        amnesic = _amnesic(
+            lm, data, result, kept[0], random_directions, intervene_examples, test_size, seed
+        )
+        result.params["intervene"] = amnesic.to_dict()
+    from workbench import distributed
+
+    if not distributed.is_main():
+        return  # every rank extracted its share of the features; rank 0 reports and saves
+    _report(result, amnesic, fmt, results, plot)
+
+
+def _played_dataset(
+    task: str,
+    games_dir: Path | None,
+    max_games: int | None,
+    random_episodes: int,
+    max_steps: int,
+    history: int,
+    seed: int,
+):
+    """`--task`: examples from playing the games at random, labelled by the game state."""
+    from explainers.probing.probes import ProbeDataset
+    from games.probing_data import parse_task, state_records
+
+    parse_task(task)  # an unknown task fails before the games are played
+    if games_dir is None:
+        raise WorkbenchError(
+            f"--task {task} needs --games DIR (make some with `workbench games make`)"
+        )
+    with working(f"playing {games_dir} for {task} examples"):
+        records = state_records(
+            games_dir,
+            task,
+            max_games=max_games,
+            random_episodes=random_episodes,
+            max_steps=max_steps,
+            history=history,
+            seed=seed,
+        )
+    return ProbeDataset.from_records(task, records)
+
+
+def _load(model, adapter, device: str, dtype: str, device_map, quiet: bool):
+    from workbench.models import load_model
+
+    return load_model(
+        model,
+        device=device,
+        dtype=dtype,
+        progress=not quiet,
+        device_map=device_map,
+        adapter=adapter,
+    )
+
+
+def _probe(lm, data, layer_list, batch_size: int, test_size: float, seed: int, on_features):
+    """The probes and their control tasks, layer by layer."""
+    from explainers.probing.probes import run_probe
+
+    with progress(f"probing {data.task}") as update:
+        return run_probe(
             lm,
             data,
             layer_list,
@@ -136,56 +186,52 @@ def probe(
             test_size=test_size,
             seed=seed,
             progress=update,
+            on_features=on_features,
         )
-    amnesic = None
-    if intervene:
-        from explainers.causal.amnesic import amnesic_probing
 
-        with working("amnesic probing: projecting the probes' directions out"):
-            amnesic = amnesic_probing(
-                lm,
-                data,
-                layer_list,
-                n_random=random_directions,
-                max_examples=intervene_examples,
-                test_size=test_size,
-                seed=seed,
-            )
-        result.params["intervene"] = amnesic.to_dict()
-    if not distributed.is_main():
-        return  # every rank extracted its share of the features; rank 0 reports and saves
-    if store is not None:
-        result.save(store)
+
+def _amnesic(
+    lm, data, probed, features, n_random: int, max_examples: int, test_size: float, seed: int
+):
+    """`--intervene`: each probe's directions projected out of the residual stream (on the
+    features and probes just computed, not read and fitted again)."""
+    from explainers.causal.amnesic import amnesic_probing
+
+    with working("amnesic probing: projecting the probes' directions out"):
+        return amnesic_probing(
+            lm,
+            data,
+            [r.layer for r in probed.layers],
+            features=features,
+            probe=probed,
+            n_random=n_random,
+            max_examples=max_examples,
+            test_size=test_size,
+            seed=seed,
+        )
+
+
+def _report(result, amnesic, fmt: TableFormat, results: Results, plot: Path | None) -> None:
+    """Saved, plotted, and shown: the library's probe table with its negative-selectivity
+    warning, and the amnesic table under it."""
+    from explainers.probing.render import render_probe_terminal
+
+    if results.writes:
+        result.save(results.store)
     if plot is not None:
+        from explainers.probing.plot import plot_probe
+
         plot_probe(result, plot)
         status(f"wrote {plot}")
     if fmt is TableFormat.json:
         write_json(result.to_dict())
         return
-    table = Table(
-        "layer",
-        "accuracy",
-        "control",
-        "selectivity",
-        "majority",
-        title=(
-            f"{result.task} on {result.model}: {result.n_examples} examples, {result.split} split "
-            f"({result.layers[0].n_train} train / {result.layers[0].n_test} test)"
-        ),
-    )
-    for r in result.layers:
-        table.add_row(
-            str(r.layer),
-            f"{r.accuracy:.3f}",
-            f"{r.control_accuracy:.3f}",
-            f"{r.selectivity:+.3f}",
-            f"{r.majority:.3f}",
-        )
-    Console().print(table)
+    out = Console()
+    render_probe_terminal(result, out)
     if amnesic is not None:
-        Console().print(amnesic_table(amnesic))
-    if store is not None:
-        status(f"saved as probe {result.id} in {store.path}")
+        out.print(amnesic_table(amnesic))
+    if results.writes:
+        status(f"saved as probe {result.id} in {results.store.path}")
 
 
 def amnesic_table(amnesic) -> Table:

@@ -64,8 +64,18 @@ def progress(description: str) -> Iterator[Callable[..., None]]:
         yield update
 
 
+def write_out(out: Path, text: str) -> None:
+    """`text` into the `--out` file (replaced whole), or on stdout for `--out -`."""
+    if out == Path("-"):
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    write_atomically(out, text)
+    status(f"wrote {out}")
+
+
 def emit_explanation(exp, fmt, out: Path | None) -> None:
-    """An explanation as a heatmap on the terminal, or HTML/JSON on stdout or in `--out`."""
+    """An explanation as a heatmap on the terminal, or HTML/JSON on stdout or in `--out`
+    (`--out -`: stdout too)."""
     if fmt.value == "json":
         text = exp.to_json()
     elif fmt.value == "html":
@@ -75,8 +85,7 @@ def emit_explanation(exp, fmt, out: Path | None) -> None:
     if out is not None:
         if text is None:
             raise WorkbenchError("--out needs --format html or json")
-        write_atomically(out, text)
-        status(f"wrote {out}")
+        write_out(out, text)
     elif text is not None:
         sys.stdout.write(text + "\n")
     else:

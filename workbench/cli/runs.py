@@ -10,12 +10,13 @@ from rich.table import Table
 
 from workbench.cli.options import DbOption, TableFormat, TableFormatOption, open_store
 from workbench.cli.render import episodes_table, report_table, status, write_json
-from workbench.errors import WorkbenchError
 
 REPORT_EPISODES = 20  # the report lists this many episode ids; `episodes list` lists all
 
-runs_app = typer.Typer(help="Play runs in the store.", no_args_is_help=True)
-episodes_app = typer.Typer(help="Episodes of a play run.", no_args_is_help=True)
+runs_app = typer.Typer(help="Play runs in the store.", no_args_is_help=True, rich_markup_mode=None)
+episodes_app = typer.Typer(
+    help="Episodes of a play run.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def report(
@@ -85,9 +86,7 @@ def episodes_list(
     from workbench.store import runs as runs_store
 
     store = open_store(db, read_only=True)
-    record = runs_store.get_run(store, run, kind="play")
-    if record is None:
-        raise WorkbenchError(f"no play run named {run!r} in {store.path}")
+    record = runs_store.require_run(store, run)
     episodes = play_store.list_episodes(store, record["id"])
     if fmt is TableFormat.json:
         write_json(episodes)

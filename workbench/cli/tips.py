@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.cli.modes import TIPS_MERGE, backend, refuse_unused
 from workbench.cli.options import (
     DbOption,
     DeviceOption,
@@ -22,16 +23,17 @@ from workbench.cli.options import (
 from workbench.cli.render import status, write_json
 from workbench.errors import WorkbenchError
 
-app = typer.Typer(help="Tip sets written by the LLM (Introspective Tips).", no_args_is_help=True)
+app = typer.Typer(
+    help="Tip sets written by the LLM (Introspective Tips).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def _run_id(store, run: str) -> str:
     from workbench.store import runs as runs_store
 
-    record = runs_store.get_run(store, run, kind="play")
-    if record is None:
-        raise WorkbenchError(f"no play run named {run!r} in {store.path}")
-    return record["id"]
+    return runs_store.require_run(store, run)["id"]
 
 
 @app.command("list")
@@ -145,6 +147,7 @@ def tips_diff(
 
 @app.command("merge")
 def tips_merge(
+    ctx: typer.Context,
     run: str = typer.Option(..., "--run", help="Play run whose games' final tips to merge."),
     max_tips: int = MaxTipsOption,
     llm: str = LlmOption,
@@ -159,6 +162,7 @@ def tips_merge(
 
     Example: workbench tips merge --run l1-self --max-tips 8
     """
+    refuse_unused(ctx, TIPS_MERGE[backend(llm)])
     from agents.tips import TipSet, TipWriter, build_general
     from workbench.llm import make_llm
     from workbench.store import tips as tips_store
@@ -171,7 +175,8 @@ def tips_merge(
     )
     if not sources:
         raise WorkbenchError(f"run {run!r} has no self or expert tips to merge")
-    writer = TipWriter(make_llm(llm, model=model, device=device, dtype=dtype), max_tips=max_tips)
+    language_model = make_llm(llm, model=model, device=device, dtype=dtype, progress=True)
+    writer = TipWriter(language_model, max_tips=max_tips)
     general = build_general(writer, sources, store, run_id=run_id)
     status(
         f"general tip set {general.id} ({len(general.tips)} tips, version {general.version});"

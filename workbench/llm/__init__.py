@@ -29,20 +29,26 @@ def make_llm(
     device: str = "auto",
     dtype: str = "auto",
     adapter: str | None = None,
+    progress: bool = False,
     **options,
 ) -> LLM:
     """An LLM from a `--llm` value: `local` (the `--model`, default SmolLM2-135M-Instruct,
     with a LoRA `adapter` merged in if given) or `openai:MODEL` (an OpenAI-compatible
-    endpoint). Extra options go to the backend."""
+    endpoint). `progress` reports the local model's one-time download on stderr. Extra
+    options go to the backend."""
     backend, _, name = spec.partition(":")
     if backend == "local":
         from workbench.llm.local import LocalLLM
         from workbench.models import load_model
 
-        lm = load_model(name or model, device=device, dtype=dtype, adapter=adapter)
+        if name and model is not None and name != model:
+            raise WorkbenchError(f"spec {spec!r} and model {model!r} name two models; give one")
+        lm = load_model(
+            name or model, device=device, dtype=dtype, adapter=adapter, progress=progress
+        )
         return LocalLLM(lm, **options)
     if adapter is not None and backend == "openai":
-        raise WorkbenchError("--adapter applies to a local model; use it with --llm local")
+        raise WorkbenchError("adapter applies to a local model, not to an openai endpoint")
     if backend == "openai":
         from workbench.llm.openai_backend import OpenAILLM
 

@@ -103,3 +103,9 @@ class LLM(ABC):
     def describe(self) -> dict[str, Any]:
         """What identifies this LLM in a run's parameters (never a secret)."""
         return {"backend": self.backend, "model": self.model}
+
+    @property
+    def model_info(self) -> dict[str, Any] | None:
+        """The weights that answer (`workbench.models.ModelIdentity.to_dict()`), where they
+        are known: a local model's; None behind an endpoint."""
+        return None

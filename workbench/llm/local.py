@@ -8,15 +8,16 @@ costs about one prompt's forward instead of fifteen.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 from typing import Any
 
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.llm.base import LLM, CandidateScores, Completion
 from workbench.models import LoadedModel
+from workbench.prefix_cache import cache_argument, output_cache
 
 # A prompt that says nothing about the game: the baseline of calibrated scores.
 NEUTRAL_PROMPT = "Type a command."
@@ -57,12 +58,16 @@ class LocalLLM(LLM):
         self.model = lm.name
         self.max_batch = max_batch
         self._neutral: dict[str, tuple[float, int]] = {}
-        # transformers 5 renamed `past_key_values` to `cache` (the old name warns).
-        forward_args = inspect.signature(lm.model.forward).parameters
-        self._cache_kwarg = "cache" if "cache" in forward_args else "past_key_values"
+        argument = cache_argument(lm.model)
+        if argument is None:
+            raise WorkbenchError(
+                f"{lm.name} takes no key/value cache; the local backend scores candidate "
+                "commands as continuations of the prompt's cache"
+            )
+        self._cache_kwarg = argument
         # Only the prompt's last position is read: computing the vocabulary projection at
         # every position (64 prompts x 700 tokens x 49k words) costs more than the model.
-        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward_args else {}
+        self._last_logits = {"logits_to_keep": 1} if lm.keeps_logits else {}
         if lm.device.type == "cpu":
             torch.set_num_threads(min(torch.get_num_threads(), sane_threads()))
 
@@ -231,7 +236,7 @@ class LocalLLM(LLM):
             **self._last_logits,
         )
         first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache = output_cache(out)
 
         eos = self.lm.tokenizer.eos_token_id
         flat = iter(self._encode_many([c for cs in candidates for c in cs]))
@@ -279,6 +284,10 @@ class LocalLLM(LLM):
                 lengths_out[b].append(len(c))
                 at += len(c)
         return [len(r) for r in rows]
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        return self.lm.identity.to_dict()
 
     def describe(self) -> dict[str, Any]:
         described = {"backend": self.backend, "model": self.model, "dtype": str(self.lm.dtype)}

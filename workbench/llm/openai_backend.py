@@ -45,7 +45,7 @@ class OpenAILLM(LLM):
         backoff: float = 0.5,
     ):
         if not model:
-            raise LLMUnavailableError("--llm openai:MODEL needs a model name after the colon")
+            raise LLMUnavailableError("openai:MODEL needs a model name after the colon")
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
         # Local servers accept any key; the client insists on one being set.
@@ -206,7 +206,7 @@ class OpenAILLM(LLM):
             )
         if reply is None:
             raise LLMUnavailableError(
-                f"endpoint {self.base_url} cannot score commands ({error}); use --select generate"
+                f"endpoint {self.base_url} cannot score commands ({error}); use select='generate'"
             )
         return reply
 

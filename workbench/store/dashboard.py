@@ -40,7 +40,6 @@ _WATCHED = (
     "tips",
     "tip_ops",
 )
-TIP_TABLES = ("tipsets", "tips", "tip_ops")
 
 
 @dataclass
@@ -57,7 +56,8 @@ class Page:
         return max(1, -(-self.total // self.limit)) if self.limit else 1
 
 
-def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+def _columns(con: duckdb.DuckDBPyConnection) -> dict[str, set[str]]:
+    """Each table's column names."""
     rows = con.execute(
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'main'"
     ).fetchall()
@@ -78,31 +78,23 @@ def change_token(store: Store) -> tuple:
     `finished_at`.
     """
     with store._connect() as con:
-        tables = _tables(con)
+        columns = _columns(con)
         parts: list[Any] = []
         for table in _WATCHED:
-            if table not in tables:
-                parts.append(None)
-                continue
-            stamp = "max(created_at)" if "created_at" in tables[table] else "NULL"
+            stamp = "max(created_at)" if "created_at" in columns[table] else "NULL"
             parts.extend(con.execute(f"SELECT count(*), {stamp} FROM {table}").fetchone())
-        if "runs" in tables:
-            parts.extend(
-                con.execute(
-                    "SELECT max(finished_at), count(*) FILTER (WHERE status = 'running') FROM runs"
-                ).fetchone()
-            )
+        parts.extend(
+            con.execute(
+                "SELECT max(finished_at), count(*) FILTER (WHERE status = 'running') FROM runs"
+            ).fetchone()
+        )
     return tuple(str(p) for p in parts)
 
 
 def counts(store: Store) -> dict[str, int]:
-    """How much is recorded, per table (0 for tables this database does not have)."""
+    """How much is recorded, per table."""
     with store._connect() as con:
-        tables = _tables(con)
-        return {
-            t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) if t in tables else 0
-            for t in _WATCHED
-        }
+        return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in _WATCHED}
 
 
 def _page(
@@ -384,12 +376,6 @@ def probes_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
 
 
 # -- tip sets and explained steps --------------------------------------------------------
-
-
-def tips_available(store: Store) -> bool:
-    """Whether this database has the tip-set tables (written by the tips feature)."""
-    with store._connect() as con:
-        return set(TIP_TABLES) <= set(_tables(con))
 
 
 def tipsets_page(store: Store, limit: int = 50, offset: int = 0) -> Page:

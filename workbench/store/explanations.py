@@ -1,5 +1,6 @@
 """Explanations: one row per stored `Explanation`, its whole record in `payload` and the
-columns a listing needs beside it (method, model, sizes, completeness error).
+columns a listing needs beside it (method, model and its full identity, sizes, completeness
+error).
 
     >>> from workbench.store import Store, explanations
     >>> explanations.list_explanations(Store(), limit=5)          # doctest: +SKIP
@@ -12,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from workbench.store import Store, _all, new_id
+from workbench.store import Store, _all, _decode, new_id
 
 
 def save_explanation(store: Store, record: dict[str, Any], run_id: str | None = None) -> str:
@@ -68,20 +69,23 @@ def list_explanations(
     store: Store, limit: int | None = 50, offset: int = 0, method: str | None = None
 ) -> list[dict[str, Any]]:
     """Newest first, without the payload (cheap enough for long listings), each with its
-    number of stored metric values."""
+    number of stored metric values and its model's identity (`model_info`: None for
+    explanations stored before identities were kept)."""
     where, args = ("WHERE x.method = ?", [method]) if method else ("", [])
     with store._connect() as con:
-        return _all(
+        rows = _all(
             con.execute(
                 "SELECT x.id, x.created_at, x.method, x.category, x.model, x.input_text,"
                 " x.target_text, x.n_input_tokens, x.n_target_tokens, x.max_abs_delta,"
-                " x.seconds,"
+                " x.seconds, json_extract(x.payload, '$.model_info') AS model_info,"
                 " (SELECT count(*) FROM metrics m WHERE m.explanation_id = x.id) AS metrics"
                 f" FROM explanations x {where}"
                 " ORDER BY x.created_at DESC, x.id LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             )
         )
+    _decode(rows, "model_info")
+    return rows
 
 
 def count_explanations(store: Store, method: str | None = None) -> int:

@@ -10,15 +10,19 @@ temporary file in the target folder, which is renamed over the target.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from workbench.errors import StoreError, WorkbenchError
 from workbench.files import atomic_path, check_writable
-from workbench.store import Store, _all
+from workbench.store import Store
 
 FORMATS = ("parquet", "jsonl")
 
 # table -> (query, the same query restricted to one run: the run id is its one parameter)
+# Each episode with its run's name and its game's level, so an exported file stands alone.
+_EPISODES = (
+    "SELECT e.*, r.name AS run_name, g.level FROM episodes e JOIN runs r ON r.id = e.run_id"
+    " LEFT JOIN games g ON g.id = e.game_id"
+)
 _STEPS = "SELECT s.* FROM steps s JOIN episodes e ON e.id = s.episode_id"
 _EXPLANATIONS_OF_RUN = (
     "(x.run_id = $run OR x.id IN"
@@ -36,11 +40,7 @@ _TIPS = (
 QUERIES: dict[str, tuple[str, str, str]] = {
     # name: (select, where for one run, order)
     "runs": ("SELECT * FROM runs", "id = $run", "created_at, id"),
-    "episodes": (
-        "SELECT * FROM episodes",
-        "run_id = $run",
-        "run_id, game_id, condition, trial",
-    ),
+    "episodes": (_EPISODES, "e.run_id = $run", "e.run_id, e.game_id, e.condition, e.trial"),
     "steps": (_STEPS, "e.run_id = $run", "s.episode_id, s.idx"),
     "llm_calls": ("SELECT * FROM llm_calls", "run_id = $run", "created_at, id"),
     "explanations": ("SELECT * FROM explanations x", _EXPLANATIONS_OF_RUN, "created_at, id"),
@@ -61,14 +61,6 @@ def export_query(table: str, run_id: str | None = None) -> str:
     select, where_run, order = QUERIES[table]
     where = f" WHERE {where_run}" if run_id is not None else ""
     return f"{select}{where} ORDER BY {order}"
-
-
-def table_rows(store: Store, table: str, run: str | None = None) -> list[dict[str, Any]]:
-    """The rows `export_table` writes, as dicts (JSON columns as text)."""
-    _check_table(table)
-    with store._connect() as con:
-        query, params = _query(con, store, table, run)
-        return _all(con.execute(query, params))
 
 
 def export_table(

@@ -73,17 +73,3 @@ def get_metrics(
         out = _all(cur)
     _decode(out, "details", empty=dict)
     return out
-
-
-def metric_summary(store: Store, name: str | None = None) -> list[dict[str, Any]]:
-    """Mean of each metric's per-explanation value, by explanation method (for comparisons)."""
-    where, args = (" AND m.name = ?", [name]) if name else ("", [])
-    with store._connect() as con:
-        cur = con.execute(
-            "SELECT e.method, m.name, avg(m.value) AS mean, count(m.value) AS n"
-            " FROM metrics m JOIN explanations e ON e.id = m.explanation_id"
-            f" WHERE m.row_index IS NULL{where} GROUP BY e.method, m.name"
-            " ORDER BY e.method, m.name",
-            args,
-        )
-        return _all(cur)

@@ -329,3 +329,11 @@ def m050_run_planned(con: duckdb.DuckDBPyConnection) -> None:
     # How many episodes a play run means to record, set when it starts (and again when it
     # resumes or adds a trial), so that a running run shows its progress.
     con.execute("ALTER TABLE runs ADD COLUMN planned INTEGER")
+
+
+@migration
+def m060_probe_model_info(con: duckdb.DuckDBPyConnection) -> None:
+    # Which weights were probed (workbench.models.ModelIdentity.to_dict(): base model,
+    # adapter folder and hash, dtype); `model` names only the base. Explanations keep theirs
+    # in their payload (Explanation.model_info).
+    con.execute("ALTER TABLE probes ADD COLUMN model_info JSON")

@@ -257,19 +257,6 @@ def get_steps(store: Store, episode_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def list_llm_calls(store: Store, episode_id: str) -> list[dict[str, Any]]:
-    """An episode's LLM calls in order of its steps."""
-    with store._connect() as con:
-        rows = _all(
-            con.execute(
-                "SELECT * FROM llm_calls WHERE episode_id = ? ORDER BY step_idx, created_at",
-                [episode_id],
-            )
-        )
-    _decode(rows, "params", empty=dict)
-    return rows
-
-
 def get_llm_calls(store: Store, call_ids: Sequence[str]) -> list[dict[str, Any]]:
     """LLM calls by id (fetched by primary key), oldest first."""
     if not call_ids:
@@ -284,17 +271,3 @@ def get_llm_calls(store: Store, call_ids: Sequence[str]) -> list[dict[str, Any]]
         )
     _decode(rows, "params", empty=dict)
     return rows
-
-
-def count_rows(store: Store, run_id: str) -> dict[str, int]:
-    """How many episodes, steps and LLM calls a run has written (for checks and summaries)."""
-    with store._connect() as con:
-        episodes, steps = con.execute(
-            "SELECT count(DISTINCT e.id), count(s.idx) FROM episodes e"
-            " LEFT JOIN steps s ON s.episode_id = e.id WHERE e.run_id = ?",
-            [run_id],
-        ).fetchone()
-        calls = con.execute("SELECT count(*) FROM llm_calls WHERE run_id = ?", [run_id]).fetchone()[
-            0
-        ]
-    return {"episodes": int(episodes), "steps": int(steps), "llm_calls": int(calls)}

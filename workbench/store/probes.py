@@ -25,7 +25,7 @@ def save_probe(store: Store, record: dict[str, Any], run_id: str | None = None) 
     with store._transaction() as con:
         con.execute(
             "INSERT INTO probes (id, run_id, task, model, n_examples, labels, split, params,"
-            " seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " seconds, model_info) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 probe_id,
                 run_id,
@@ -36,6 +36,7 @@ def save_probe(store: Store, record: dict[str, Any], run_id: str | None = None) 
                 record["split"],
                 json.dumps(record.get("params") or {}),
                 record.get("seconds"),
+                json.dumps(record["model_info"]) if record.get("model_info") else None,
             ],
         )
         _insert(
@@ -62,6 +63,7 @@ def get_probe(store: Store, probe_id: str) -> dict[str, Any] | None:
         )
     probe = rows[0]
     _decode([probe], "labels", "params", empty=dict)
+    _decode([probe], "model_info")
     probe["layers"] = layers
     return probe
 
@@ -83,9 +85,10 @@ def list_probes(
         args.append(model)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     with store._connect() as con:
-        return _all(
+        rows = _all(
             con.execute(
-                "SELECT p.id, p.created_at, p.task, p.model, p.n_examples, p.split,"
+                "SELECT p.id, p.created_at, p.task, p.model, p.model_info, p.n_examples,"
+                " p.split,"
                 " arg_max(l.layer, l.selectivity) AS best_layer,"
                 " max(l.selectivity) AS best_selectivity,"
                 " max(l.accuracy) AS best_accuracy"
@@ -94,6 +97,8 @@ def list_probes(
                 [*args, limit, offset],
             )
         )
+    _decode(rows, "model_info")
+    return rows
 
 
 def count_probes(store: Store) -> int:

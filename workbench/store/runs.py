@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from workbench.errors import StoreError
 from workbench.store import Store, _all, _decode, _one, new_id
 
 
@@ -79,6 +80,14 @@ def get_run(store: Store, name_or_id: str, kind: str | None = None) -> dict[str,
     if row is not None:
         _decode([row], "params", empty=dict)
     return row
+
+
+def require_run(store: Store, name_or_id: str, kind: str = "play") -> dict[str, Any]:
+    """`get_run`, for a run the caller was told exists: a missing one is a user error."""
+    record = get_run(store, name_or_id, kind=kind)
+    if record is None:
+        raise StoreError(f"no {kind} run named {name_or_id!r} in {store.path}")
+    return record
 
 
 def latest_run(store: Store, kind: str | None = None) -> dict[str, Any] | None:

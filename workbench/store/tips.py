@@ -214,14 +214,15 @@ def find_tipset(
 
 
 def final_tipsets(store: Store, run_id: str, conditions: list[str]) -> list[dict[str, Any]]:
-    """The latest ok tip set per (condition, game) of a run: what each game learned."""
+    """The latest usable tip set (status ok or partial) per (condition, game) of a run: what
+    each game learned."""
     marks = ", ".join("?" for _ in conditions)
     with store._connect() as con:
         rows = _all(
             con.execute(
                 "SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY condition, game_id"
                 " ORDER BY trial DESC, version DESC) AS rank FROM tipsets"
-                f" WHERE run_id = ? AND status = 'ok' AND condition IN ({marks}))"
+                f" WHERE run_id = ? AND status <> 'failed' AND condition IN ({marks}))"
                 " WHERE rank = 1 ORDER BY id",
                 [run_id, *conditions],
             )
@@ -282,14 +283,3 @@ def save_experiment_results(store: Store, run_id: str, rows: list[dict[str, Any]
                 ("run_id", *EXPERIMENT_COLUMNS),
                 [[run_id, *[r.get(n) for n in EXPERIMENT_COLUMNS]] for r in rows],
             )
-
-
-def get_experiment_results(store: Store, run_id: str) -> list[dict[str, Any]]:
-    with store._connect() as con:
-        return _all(
-            con.execute(
-                "SELECT * EXCLUDE (run_id) FROM experiment_results WHERE run_id = ?"
-                " ORDER BY phase DESC, level, condition, trial",
-                [run_id],
-            )
-        )

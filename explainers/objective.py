@@ -1,4 +1,4 @@
-"""What an attribution explains: one scalar per target row, as a function of the prompt.
+"""What a token-level method explains: one scalar per target row, as a function of the prompt.
 
 For a causal LM the rows are the target tokens: row i is log p(t_i | prompt, t_<i), the
 earlier target tokens fed as they are (teacher forcing), so that every row comes out of one
@@ -45,6 +45,11 @@ class Objective:
     @property
     def model_name(self) -> str:
         return self.lm.name
+
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """Which weights are explained: base, adapter and its hash, dtype (ModelIdentity)."""
+        return self.lm.identity.to_dict()
 
     def record_extras(self) -> dict[str, Any]:
         """What a stored explanation keeps to rebuild this objective (metrics re-run it)."""
