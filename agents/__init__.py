@@ -8,6 +8,9 @@
 1.0
 """
 
+# First: importing workbench installs the guard that names a folder shadowing one of the
+# workbench's packages (a game set saved as ./games), before `games` is imported below.
+import workbench  # noqa: F401
 from agents.policies import AGENTS, SELECTIONS, Agent, LLMAgent, make_agent
 from agents.prompt import DEFAULT_TEMPLATE, PromptTemplate, worked_example
 from agents.report import Report, report

@@ -185,9 +185,7 @@ def explain_step(
         action=recorded.action,
         total=total,
         tip_scaffold=split.tip_scaffold,
-        run=recorded.run["name"],
-        episode_id=episode_id,
-        step=step,
+        **recorded.where,  # run, episode_id, step
         method=method,
         prompt=recorded.prompt,
         spans=split.spans,

@@ -125,10 +125,13 @@ def recorded_step(
     return RecordedStep(record, episode_id, step, agent, turn, prompt, row["action"])
 
 
-def run_model(store: Store, run: str) -> LoadedModel:
+def run_model(
+    store: Store, run: str, *, device: str = "auto", dtype: str = "auto", progress: bool = False
+) -> LoadedModel:
     """The local model a run played with, with the fine-tuning adapter it played with (a run
-    on an endpoint needs an explicit model)."""
-    from workbench.models import load_model
+    on an endpoint needs an explicit model), on `device` in `dtype`. An adapter whose
+    weights changed since the run is refused: its decisions would not be the run's."""
+    from workbench.models import ModelIdentity, load_identity
 
     record = runs.require_run(store, run)
     llm = (record["params"] or {}).get("llm") or {}
@@ -137,7 +140,13 @@ def run_model(store: Store, run: str) -> LoadedModel:
             f"run {run!r} was played by {llm.get('backend') or 'no'} LLM "
             f"{llm.get('model', '')!r}; attribution needs the weights: pass a local model as lm"
         )
-    return load_model(llm.get("model"), progress=False, adapter=llm.get("adapter"))
+    identity = ModelIdentity(
+        base=llm.get("model") or "default",
+        dtype=dtype,
+        adapter=llm.get("adapter"),
+        adapter_sha256=llm.get("adapter_sha256"),  # runs recorded before it was kept: None
+    )
+    return load_identity(identity, device=device, dtype=dtype, progress=progress)
 
 
 # -- the template, field by field ------------------------------------------------------------

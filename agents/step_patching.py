@@ -162,9 +162,7 @@ def patch_step(
     )
     return StepPatching(
         explanation_id=exp.id,
-        run=recorded.run["name"],
-        episode_id=episode_id,
-        step=step,
+        **recorded.where,  # run, episode_id, step
         patch=patch,
         action=recorded.action,
         clean_action=clean_action,

@@ -194,14 +194,22 @@ def pick(label: str, labels: dict[str, str], key: str, param: str) -> tuple[str,
     linked = query_param(param)
     if linked and linked not in ids:
         ids.insert(0, linked)
-    chosen = st.selectbox(
+    chosen = select(label, ids, linked, lambda i: labels.get(i, i), key)
+    return chosen, ids
+
+
+def select(
+    label: str, options: list, default: Any, format_func: Callable[[Any], str], key: str
+) -> Any:
+    """A selectbox over `options` that starts at `default` (at the first option when
+    `default` is not one of them)."""
+    return st.selectbox(
         label,
-        ids,
-        index=ids.index(linked) if linked in ids else 0,
-        format_func=lambda i: labels.get(i, i),
+        options,
+        index=options.index(default) if default in options else 0,
+        format_func=format_func,
         key=key,
     )
-    return chosen, ids
 
 
 def query_param(name: str) -> str | None:

@@ -20,14 +20,16 @@ and a manifest (`finetune.json`): base model, games, hyperparameters, losses, se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -225,12 +227,7 @@ def finetune(
     settings = settings or FinetuneSettings()
     template = template or PromptTemplate()
     folder = check_out(out)
-    if lm.kind != "causal":
-        raise WorkbenchError(f"fine-tuning needs a causal LM; {lm.name} is a classifier")
-    if lm.adapter:
-        raise WorkbenchError("fine-tuning starts from a base model, not one with an adapter")
-    if not games:
-        raise WorkbenchError("no games to fine-tune on")
+    _check_base(lm, games)
     started = time.perf_counter()
     if on_phase:
         on_phase(f"replaying {len(games)} walkthroughs")
@@ -244,62 +241,35 @@ def finetune(
         workers=workers,
     )
     write_demonstrations(demos, folder / DEMONSTRATIONS)
-    train_ids, heldout_ids = split_games(
-        [d.game for d in demos], settings.heldout_fraction, settings.seed
-    )
-    llm = LocalLLM(lm)  # the backend's own prompt formatting and thread count
-    held = set(heldout_ids)
-    train_demos = [d for d in demos if d.game not in held]
-    heldout = [_encode(llm, d) for d in demos if d.game in held]
-    train = [_encode(llm, d) for d in train_demos]
-    renamer = IngredientRenamer([g for g in games if g.id not in held])
-
-    def epoch_examples(epoch: int) -> list[_Example]:
-        if not settings.rename_ingredients:
-            return train
-        rng = random.Random(f"finetune-rename:{settings.seed}:{epoch}")
-        return [_encode(llm, renamer(d, rng)) for d in train_demos]
-
+    data = _TrainingSet.split(LocalLLM(lm), demos, games, settings)
     if on_phase:
         on_phase(
-            f"training on {len(train)} steps of {len(train_ids)} games"
-            f" ({len(heldout)} steps of {len(heldout_ids)} games held out)"
+            f"training on {len(data.train)} steps of {len(data.train_games)} games"
+            f" ({len(data.heldout)} steps of {len(data.heldout_games)} games held out)"
         )
     trainer = _Trainer(lm, settings)
-    threads = torch.get_num_threads()
-    if lm.device.type == "cpu":
-        # The games are replayed by now, so training has every core (1.75x faster per step
-        # on 2 cores than the one thread the acting backend leaves itself beside games).
-        torch.set_num_threads(machine_threads())
-    train_threads = torch.get_num_threads()
-    fit_started = time.perf_counter()
-    try:
-        history = trainer.fit(epoch_examples, heldout, progress)
-        fit_seconds = time.perf_counter() - fit_started
-        held_demos = [d for d in demos if d.game in held]
-        if held_demos and on_phase:
-            on_phase(f"choosing on the {len(held_demos)} held-out steps")
-        # Which decisions the adapter got right on games it never saw (the loss averages
-        # over every token of a command, most of them easy).
-        accuracy = imitation_accuracy(llm, held_demos).to_dict() if held_demos else None
-        trainer.save(folder)
-    finally:
-        trainer.restore()
-        torch.set_num_threads(threads)
-    final = history[-1]
+    with _training_threads(lm) as train_threads:
+        try:
+            fit_started = time.perf_counter()
+            history = trainer.fit(data.epoch_examples, data.heldout, progress)
+            fit_seconds = time.perf_counter() - fit_started
+            if data.heldout_demos and on_phase:
+                on_phase(f"choosing on the {len(data.heldout_demos)} held-out steps")
+            # Which decisions the adapter got right on games it never saw (the loss averages
+            # over every token of a command, most of them easy).
+            accuracy = (
+                imitation_accuracy(data.llm, data.heldout_demos).to_dict()
+                if data.heldout_demos
+                else None
+            )
+            trainer.save(folder)
+        finally:
+            trainer.restore()
     manifest = {
-        "base_model": base_model_id(lm.name),
-        "games": sorted({g.id for g in games}),
-        "game_sets": sorted({str(g.path.parent) for g in games}),
-        "levels": sorted({g.level for g in games if g.level is not None}),
-        "train_games": train_ids,
-        "heldout_games": heldout_ids,
-        "examples": {"train": len(train), "heldout": len(heldout)},
-        "hyperparameters": settings.to_dict(),
-        "prompt": {"template": template.text, "history_steps": template.history_steps},
+        **_provenance(lm, games, data, settings, template),
         "loss": {
-            "train": final["train_loss"],
-            "heldout": final["heldout_loss"],
+            "train": history[-1]["train_loss"],
+            "heldout": history[-1]["heldout_loss"],
             "heldout_before": history[0]["heldout_loss"],
         },
         "history": history,
@@ -313,6 +283,101 @@ def finetune(
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return FinetuneResult(folder, manifest)
+
+
+def _check_base(lm: LoadedModel, games: Sequence[GameInfo]) -> None:
+    if lm.kind != "causal":
+        raise WorkbenchError(f"fine-tuning needs a causal LM; {lm.name} is a classifier")
+    if lm.adapter:
+        raise WorkbenchError("fine-tuning starts from a base model, not one with an adapter")
+    if not games:
+        raise WorkbenchError("no games to fine-tune on")
+
+
+@dataclass
+class _TrainingSet:
+    """The demonstrations split by game into training and held-out examples, encoded as the
+    acting backend formats prompts; each epoch may rename the recipe foods afresh."""
+
+    llm: LocalLLM  # the backend's own prompt formatting and thread count
+    settings: FinetuneSettings
+    train_demos: list[Demonstration]
+    heldout_demos: list[Demonstration]
+    train_games: list[str]
+    heldout_games: list[str]
+    renamer: IngredientRenamer
+
+    @classmethod
+    def split(
+        cls,
+        llm: LocalLLM,
+        demos: list[Demonstration],
+        games: Sequence[GameInfo],
+        settings: FinetuneSettings,
+    ) -> _TrainingSet:
+        train_ids, heldout_ids = split_games(
+            [d.game for d in demos], settings.heldout_fraction, settings.seed
+        )
+        held = set(heldout_ids)
+        return cls(
+            llm,
+            settings,
+            [d for d in demos if d.game not in held],
+            [d for d in demos if d.game in held],
+            train_ids,
+            heldout_ids,
+            IngredientRenamer([g for g in games if g.id not in held]),
+        )
+
+    @cached_property
+    def train(self) -> list[_Example]:
+        return [_encode(self.llm, d) for d in self.train_demos]
+
+    @cached_property
+    def heldout(self) -> list[_Example]:
+        return [_encode(self.llm, d) for d in self.heldout_demos]
+
+    def epoch_examples(self, epoch: int) -> list[_Example]:
+        if not self.settings.rename_ingredients:
+            return self.train
+        rng = random.Random(f"finetune-rename:{self.settings.seed}:{epoch}")
+        return [_encode(self.llm, self.renamer(d, rng)) for d in self.train_demos]
+
+
+@contextlib.contextmanager
+def _training_threads(lm: LoadedModel) -> Iterator[int]:
+    """Every core for training on the CPU (the games are replayed by now: 1.75x faster per
+    step on 2 cores than the one thread the acting backend leaves itself beside games);
+    yields the thread count, and restores the one before."""
+    threads = torch.get_num_threads()
+    if lm.device.type == "cpu":
+        torch.set_num_threads(machine_threads())
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _provenance(
+    lm: LoadedModel,
+    games: Sequence[GameInfo],
+    data: _TrainingSet,
+    settings: FinetuneSettings,
+    template: PromptTemplate,
+) -> dict[str, Any]:
+    """What the adapter was trained from: base model, games, split, settings and prompt
+    (what data influence and a re-run need)."""
+    return {
+        "base_model": base_model_id(lm.name),
+        "games": sorted({g.id for g in games}),
+        "game_sets": sorted({str(g.path.parent) for g in games}),
+        "levels": sorted({g.level for g in games if g.level is not None}),
+        "train_games": data.train_games,
+        "heldout_games": data.heldout_games,
+        "examples": {"train": len(data.train), "heldout": len(data.heldout)},
+        "hyperparameters": settings.to_dict(),
+        "prompt": {"template": template.text, "history_steps": template.history_steps},
+    }
 
 
 @dataclass

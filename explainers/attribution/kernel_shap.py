@@ -12,21 +12,17 @@ Stochastic: `seed` fixes the coalitions. See surrogate.py for the batching.
 
 from __future__ import annotations
 
-from explainers.attribution.base import Attribution, AttributionExplainer
-from explainers.attribution.surrogate import surrogate_scores
+from explainers.attribution.base import Attribution
+from explainers.attribution.surrogate import SurrogateExplainer, surrogate_attribution
 from explainers.explainer import Progress
 from explainers.objective import Objective
-from explainers.params import Int
 from explainers.registry import register
 
 
 @register
-class KernelShapExplainer(AttributionExplainer):
+class KernelShapExplainer(SurrogateExplainer):
     name = "kernel_shap"
     summary = "Shapley values estimated by a kernel-weighted linear fit (captum KernelShap)"
-    reports_progress = True
-
-    param_checks = {"n_samples": Int(min=2)}
 
     def attribute(
         self,
@@ -40,9 +36,6 @@ class KernelShapExplainer(AttributionExplainer):
     ) -> Attribution:
         from captum.attr import KernelShap
 
-        scores, calls = surrogate_scores(
+        return surrogate_attribution(
             obj, KernelShap, n_samples, removal, baseline, seed, batch_size, progress
         )
-        params = {"n_samples": n_samples, "removal": removal, "seed": seed}
-        used = baseline if removal == "replace" else None
-        return Attribution(scores, params, used, extras={"model_calls": calls})

@@ -13,21 +13,19 @@ samples, `n_samples` trades time for stability. See surrogate.py for the batchin
 
 from __future__ import annotations
 
-from explainers.attribution.base import Attribution, AttributionExplainer
-from explainers.attribution.surrogate import surrogate_scores
+from explainers.attribution.base import Attribution
+from explainers.attribution.surrogate import SurrogateExplainer, surrogate_attribution
 from explainers.explainer import Progress
 from explainers.objective import Objective
-from explainers.params import Float, Int
+from explainers.params import Float
 from explainers.registry import register
 
 
 @register
-class LimeExplainer(AttributionExplainer):
+class LimeExplainer(SurrogateExplainer):
     name = "lime"
     summary = "local linear surrogate fitted on random token removals (captum Lime)"
-    reports_progress = True
-
-    param_checks = {"n_samples": Int(min=2), "alpha": Float(low=0.0)}
+    param_checks = {"alpha": Float(low=0.0)}
 
     def attribute(
         self,
@@ -46,9 +44,6 @@ class LimeExplainer(AttributionExplainer):
         def factory(forward):
             return Lime(forward, interpretable_model=SkLearnRidge(alpha=float(alpha)))
 
-        scores, calls = surrogate_scores(
-            obj, factory, n_samples, removal, baseline, seed, batch_size, progress
+        return surrogate_attribution(
+            obj, factory, n_samples, removal, baseline, seed, batch_size, progress, alpha=alpha
         )
-        params = {"n_samples": n_samples, "removal": removal, "alpha": alpha, "seed": seed}
-        used = baseline if removal == "replace" else None
-        return Attribution(scores, params, used, extras={"model_calls": calls})

@@ -39,30 +39,6 @@ def unit_masks(obj: Objective, unit: str) -> torch.Tensor:
     )
 
 
-def leave_one_out(
-    obj: Objective,
-    unit: str = "token",
-    removal: str = "delete",
-    baseline: str = "pad",
-    batch_size: int | None = None,
-    progress: Progress | None = None,
-) -> torch.Tensor:
-    """[rows, P] drop of each row's objective when the unit holding each token is removed."""
-    check_removal(removal)
-    masks = unit_masks(obj, unit)
-    scores = torch.zeros(obj.n_rows, len(obj.prompt_ids))
-    if len(masks) == 0:
-        return scores
-    # The full prompt is one more variant of the same batched forwards (with the prompt's
-    # cache reused, it costs only its target rows).
-    keep = torch.cat([~masks, torch.ones(1, masks.shape[1], dtype=torch.bool)])
-    values, _ = evaluate_kept(obj, keep, removal, baseline, batch_size, progress)  # [U + 1, rows]
-    drop = values[-1:] - values[:-1]  # [U, rows]
-    for u, mask in enumerate(masks):
-        scores[:, mask] = (drop[u] / mask.sum()).unsqueeze(1)
-    return scores
-
-
 @register
 class Occlusion(AttributionExplainer):
     name = "occlusion"
@@ -80,7 +56,18 @@ class Occlusion(AttributionExplainer):
         batch_size: int | None = None,
         progress: Progress | None = None,
     ) -> Attribution:
-        scores = leave_one_out(obj, unit, removal, baseline, batch_size, progress)
+        """score[r, p]: the drop of row r's objective when the unit holding token p is removed."""
+        check_removal(removal)
+        masks = unit_masks(obj, unit)
+        scores = torch.zeros(obj.n_rows, len(obj.prompt_ids))
+        if len(masks):
+            # The full prompt is one more variant of the same batched forwards (with the
+            # prompt's cache reused, it costs only its target rows).
+            keep = torch.cat([~masks, torch.ones(1, masks.shape[1], dtype=torch.bool)])
+            values, _ = evaluate_kept(obj, keep, removal, baseline, batch_size, progress)
+            drop = values[-1:] - values[:-1]  # [U, rows]
+            for u, mask in enumerate(masks):
+                scores[:, mask] = (drop[u] / mask.sum()).unsqueeze(1)
         params = {"unit": unit, "removal": removal}
         used_baseline = baseline if removal == "replace" else None
         return Attribution(scores.numpy().astype("float64"), params, used_baseline)

@@ -15,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
+from explainers.attribution.base import Attribution, AttributionExplainer
 from explainers.attribution.perturbation import evaluate_kept, removable_positions
 from explainers.explainer import Progress
 from explainers.objective import Objective
+from explainers.params import Int
 
 # Builds the captum attribution object (Lime, KernelShap) around a forward function.
 CaptumFactory = Callable[[Callable[[torch.Tensor], torch.Tensor]], object]
@@ -119,7 +122,7 @@ def _blas_threads(size: int):
     return threadpool_limits(limits=1) if size <= SMALL_FIT else contextlib.nullcontext()
 
 
-def surrogate_scores(
+def surrogate_attribution(
     obj: Objective,
     factory: CaptumFactory,
     n_samples: int,
@@ -128,15 +131,29 @@ def surrogate_scores(
     seed: int,
     batch_size: int | None,
     progress: Progress | None = None,
-) -> tuple[np.ndarray, int]:
-    """[rows, P] surrogate coefficients per prompt token, and the number of model calls."""
+    **own: Any,
+) -> Attribution:
+    """[rows, P] surrogate coefficients per prompt token, with the number of model calls;
+    `own`: the method's own parameters, recorded with the shared ones."""
     forward = CachedBinaryForward(obj, removal, baseline, batch_size, progress, n_samples)
     scores = np.zeros((obj.n_rows, len(obj.prompt_ids)))
-    if forward.n_features == 0:
-        return scores, 0
+    if forward.n_features > 0:
+        scores[:, forward.positions.numpy()] = _coefficients(forward, factory, n_samples, seed)
+        if progress is not None:
+            progress(len(forward.cache), len(forward.cache))
+    params = {"n_samples": n_samples, "removal": removal, **own, "seed": seed}
+    used = baseline if removal == "replace" else None
+    return Attribution(scores, params, used, extras={"model_calls": len(forward.cache)})
+
+
+def _coefficients(
+    forward: CachedBinaryForward, factory: CaptumFactory, n_samples: int, seed: int
+) -> np.ndarray:
+    """[rows, F] the captum surrogate's coefficients of every target row."""
+    coefficients = np.zeros((forward.obj.n_rows, forward.n_features))
     inputs = torch.ones(1, forward.n_features)
     baselines = torch.zeros(1, forward.n_features)
-    rows = [0] if ONE_FIT_FOR_ALL_ROWS else range(obj.n_rows)
+    rows = [0] if ONE_FIT_FOR_ALL_ROWS else range(forward.obj.n_rows)
     for row in rows:
         method = factory(lambda z, row=row: forward(z)[:, row])
         if ONE_FIT_FOR_ALL_ROWS:
@@ -149,9 +166,15 @@ def surrogate_scores(
             )
         if ONE_FIT_FOR_ALL_ROWS:
             assert fit.coefficients is not None
-            scores[:, forward.positions.numpy()] = fit.coefficients.detach().double().numpy()
+            coefficients[:] = fit.coefficients.detach().double().numpy()
         else:
-            scores[row, forward.positions.numpy()] = coef[0].detach().double().numpy()
-    if progress is not None:
-        progress(len(forward.cache), len(forward.cache))
-    return scores, len(forward.cache)
+            coefficients[row] = coef[0].detach().double().numpy()
+    return coefficients
+
+
+class SurrogateExplainer(AttributionExplainer):
+    """What Lime and KernelShap share: captum fits a surrogate to `n_samples` random token
+    removals (`surrogate_attribution`); a subclass's `attribute` says which captum method."""
+
+    reports_progress = True
+    param_checks = {"n_samples": Int(min=2)}

@@ -323,19 +323,22 @@ class PromptingExplainer(Explainer):
         return {n for n in inspect.signature(self.run).parameters if n not in skip}
 
 
-def word_explanation(
+def word_tokens(text: str, words: list[Word]) -> list[str]:
+    """The input's words as an explanation's tokens (each after the text that precedes it)."""
+    return [text[words[i - 1].end : w.start] + w.text if i else w.text for i, w in enumerate(words)]
+
+
+def units_explanation(
     method: PromptingExplainer,
     llm: LLM,
     text: str,
-    words: list[Word],
+    tokens: list[str],
     answer: str,
     scores: list[float],
     params: dict[str, Any],
     extras: dict[str, Any],
 ) -> Explanation:
-    """An Explanation over the input's words (one row: the model's answer)."""
-    tokens = [
-        text[words[i - 1].end : w.start] + w.text if i else w.text for i, w in enumerate(words)
-    ]
+    """An Explanation over `tokens`, the units the method cut `text` into (its words:
+    `word_tokens`); one row, the model's answer."""
     units = Units(llm.model, text, tokens, [answer], model_info=llm.model_info)
     return Explanation.from_objective(method, units, [scores], params=params, extras=extras)

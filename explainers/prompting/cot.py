@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from explainers.explanation import Explanation, Units
+from explainers.explanation import Explanation
 from explainers.params import Choice, Int
 from explainers.prompting.base import (
     PromptingExplainer,
@@ -41,6 +41,7 @@ from explainers.prompting.base import (
     find_field,
     first_line,
     same_answer,
+    units_explanation,
 )
 from explainers.prompting.self_explain import ANSWER_FIELDS
 from explainers.registry import register
@@ -183,13 +184,7 @@ class ChainOfThought(PromptingExplainer):
             "max_tokens": int(max_tokens),
             "answer_tokens": int(answer_tokens),
         }
-        return Explanation.from_objective(
-            self,
-            Units(llm.model, text, tokens, [final], model_info=llm.model_info),
-            [scores],
-            params=params,
-            extras=extras,
-        )
+        return units_explanation(self, llm, text, tokens, final, scores, params, extras)
 
 
 def area_over_curve(curve: list[dict[str, Any]]) -> float | None:

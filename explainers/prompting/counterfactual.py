@@ -56,7 +56,8 @@ from explainers.prompting.base import (
     first_line,
     local_model,
     same_answer,
-    word_explanation,
+    units_explanation,
+    word_tokens,
 )
 from explainers.prompting.self_explain import ANSWER_FIELDS, SelfExplanation, self_explanation
 from explainers.registry import register
@@ -172,7 +173,8 @@ class CounterfactualTest(PromptingExplainer):
             "seed": int(seed),
             "attribution": attribution,
         }
-        exp = word_explanation(self, llm, text, found.words, reference, found.marks, params, extras)
+        tokens = word_tokens(text, found.words)
+        exp = units_explanation(self, llm, text, tokens, reference, found.marks, params, extras)
         if found.warning:
             exp.warn(found.warning, found.status)
         return exp

@@ -47,7 +47,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from explainers.explanation import Explanation, Units
+from explainers.explanation import Explanation
 from explainers.params import Choice
 from explainers.prompting.base import (
     ATTRIBUTIONS,
@@ -58,6 +58,7 @@ from explainers.prompting.base import (
     first_line,
     local_model,
     same_answer,
+    units_explanation,
 )
 from explainers.registry import register
 from workbench.errors import WorkbenchError
@@ -274,10 +275,4 @@ class InContextDemos(PromptingExplainer):
             "output_prefix": output_prefix,
             "target": target,
         }
-        return Explanation.from_objective(
-            self,
-            Units(llm.model, text, tokens, [answer], model_info=llm.model_info),
-            [scores],
-            params=params,
-            extras=extras,
-        )
+        return units_explanation(self, llm, text, tokens, answer, scores, params, extras)

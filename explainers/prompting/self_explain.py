@@ -37,8 +37,9 @@ from explainers.prompting.base import (
     find_field,
     first_line,
     split_words,
-    word_explanation,
+    units_explanation,
     word_key,
+    word_tokens,
 )
 from explainers.registry import register
 from workbench.errors import WorkbenchError
@@ -199,8 +200,9 @@ class SelfExplain(PromptingExplainer):
     def run(self, llm: LLM, text: str, max_words: int = 3, max_tokens: int = 64) -> Explanation:
         found = self_explanation(llm, text, int(max_words), int(max_tokens))
         params = {"max_words": int(max_words), "max_tokens": int(max_tokens)}
-        exp = word_explanation(
-            self, llm, text, found.words, found.answer, found.marks, params, found.to_extras()
+        tokens = word_tokens(text, found.words)
+        exp = units_explanation(
+            self, llm, text, tokens, found.answer, found.marks, params, found.to_extras()
         )
         if found.warning:
             exp.warn(found.warning, found.status)

@@ -20,6 +20,7 @@ from streamlit_app.common import (
     play_runs_and_linked_episode,
     query,
     query_param,
+    select,
 )
 from workbench.store import dashboard
 
@@ -34,13 +35,7 @@ names = {
 }
 run_ids = list(names)
 default_run = linked_view["episode"]["run_id"] if linked_view else query_param("run")
-run_id = st.selectbox(
-    "run",
-    run_ids,
-    index=run_ids.index(default_run) if default_run in run_ids else 0,
-    format_func=names.get,
-    key="episode-run",
-)
+run_id = select("run", run_ids, default_run, names.get, "episode-run")
 
 with st.expander("episodes of this run", expanded=linked_view is None):
     f1, f2 = st.columns(2)
@@ -84,13 +79,7 @@ if linked_view and linked_view["episode"]["run_id"] == run_id and linked not in 
 if not choices:
     st.info("No episodes match these filters.")
     st.stop()
-episode_id = st.selectbox(
-    "episode",
-    choices,
-    index=choices.index(linked) if linked in choices else 0,
-    format_func=labels.get,
-    key="episode-id",
-)
+episode_id = select("episode", choices, linked, labels.get, "episode-id")
 if st.query_params.get("episode") != episode_id:
     st.query_params["episode"] = episode_id
 

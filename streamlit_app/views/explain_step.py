@@ -25,6 +25,7 @@ from streamlit_app.common import (
     play_runs_and_linked_episode,
     query,
     query_param,
+    select,
     store,
 )
 from workbench.errors import WorkbenchError
@@ -49,27 +50,23 @@ agents_of = {r["id"]: r["agents"] or "" for r in runs}
 # LLM runs first: only their steps have a decision to explain.
 run_ids = sorted(names, key=lambda r: "llm" not in agents_of[r].split(","))
 default_run = linked["episode"]["run_id"] if linked else run_ids[0]
-run_id = st.selectbox(
-    "run",
-    run_ids,
-    index=run_ids.index(default_run) if default_run in run_ids else 0,
-    format_func=lambda r: f"{names[r]} ({agents_of[r]} agent)",
-    key="xs-run",
+run_id = select(
+    "run", run_ids, default_run, lambda r: f"{names[r]} ({agents_of[r]} agent)", "xs-run"
 )
 page = query(dashboard.episodes_page, run_id, limit=200)
 episodes = {e["id"]: e for e in page.rows}
 if linked and linked["episode"]["run_id"] == run_id:
     episodes.setdefault(linked_episode, {**linked["episode"], "game": linked["episode"]["game_id"]})
 choices = list(episodes)
-episode_id = st.selectbox(
+episode_id = select(
     "episode",
     choices,
-    index=choices.index(linked_episode) if linked_episode in choices else 0,
-    format_func=lambda i: (
+    linked_episode,
+    lambda i: (
         f"game {episodes[i]['game']} · trial {episodes[i]['trial']} · {episodes[i]['condition']}"
         f" · {episodes[i]['moves']} moves"
     ),
-    key="xs-episode",
+    "xs-episode",
 )
 moves = int(episodes[episode_id]["moves"])
 linked_step = query_param("step")

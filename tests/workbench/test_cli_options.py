@@ -104,7 +104,6 @@ SELECT = {
     "explain-step": (
         ["--run", "r", "--episode", "e", "--step", "0"],
         {"attribution": [], "patch": ["--patch", "a=>b"]},
-        {"given": ["--model", "m"], "recorded": []},
     ),
     "tips merge": (["--run", "r"], BACKEND),
     "experiment introspective-tips": (["--train", "{dir}", "--test", "{dir}"], BACKEND),
@@ -231,10 +230,6 @@ def test_an_option_a_mode_does_not_read_is_refused(path, tmp_path, capsys, no_mo
             "--aggregate does not apply to evaluate --explanation",
         ),
         (["evaluate", "--text", "t", "--no-random"], "--random does not apply to evaluate --text"),
-        (
-            ["explain-step", "--run", "r", "--episode", "e", "--step", "0", "--dtype", "float32"],
-            "--dtype does not apply to explain-step without --model or --adapter",
-        ),
         (
             ["explain-step", "--run", "r", "--episode", "e", "--step", "0", "--patch", "a=>b"]
             + ["--method", "lime"],

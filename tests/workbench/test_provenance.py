@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from tests.run_cli import run_inprocess
 from workbench.errors import ModelLoadError
@@ -155,6 +156,28 @@ def test_a_changed_or_missing_adapter_is_refused(capsys, tmp_path, tiny_model_di
     ]
     with pytest.raises(ModelLoadError, match="no longer exists"):
         load_identity(ModelIdentity(str(tiny_model_dir), "float32", str(adapter), recorded))
+
+
+def test_a_runs_model_reloads_on_the_asked_device_and_dtype_with_its_adapter(
+    store, tmp_path, tiny_model_dir
+):
+    """explain-step without --model: the run's base and adapter, on --device in --dtype; an
+    adapter re-trained since the run is refused (its decisions would not be the run's)."""
+    from agents.recorded_step import run_model
+    from workbench.store import runs
+
+    adapter = _lora(tiny_model_dir, tmp_path / "lora", seed=3)
+    played = load_model(str(tiny_model_dir), device="cpu", dtype="float32", adapter=adapter)
+    runs.create_run(store, "with-lora", "play", {"llm": LocalLLM(played).describe()})
+
+    lm = run_model(store, "with-lora", device="cpu", dtype="bfloat16")
+    assert lm.dtype == torch.bfloat16 and lm.device.type == "cpu"
+    assert lm.identity.adapter == str(adapter.resolve())
+    assert lm.identity.adapter_sha256 == played.adapter_sha256
+
+    _lora(tiny_model_dir, adapter, seed=4)
+    with pytest.raises(ModelLoadError, match="has changed since this result was made"):
+        run_model(store, "with-lora", device="cpu")
 
 
 def test_probe_results_keep_the_model_identity(store):

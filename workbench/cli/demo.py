@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from workbench.cli.options import DbOption
-from workbench.cli.render import report_table, show_step_explanation
+from workbench.cli.render import print_plain, report_table, show_step_explanation
 
 if TYPE_CHECKING:
     from agents.explain_step import StepExplanation
@@ -49,15 +49,14 @@ def demo(db: Path | None = DbOption) -> None:
     from workbench.settings import db_path
 
     ids = run_demo(db)
-    Console().print(
+    print_plain(
+        Console(),
         f"\nDone. Open the dashboard on what the demo recorded:\n"
         f"  workbench dashboard --db {db_path(db)}\n"
         f"(run {ids['run']}, episode {ids['episode']}; or in the terminal:"
         f" workbench explanations show {ids['step_explanation']}"
         + (f" --db {db}" if db else "")
         + ")",
-        markup=False,
-        highlight=False,
     )
 
 
@@ -198,9 +197,9 @@ class _Tour:
                 markup=False,
             )
             for tip in tipset.texts or ["(none usable; the previous tips stay)"]:
-                self.console.print(f"  - {tip}", markup=False, highlight=False)
+                print_plain(self.console, f"  - {tip}")
             if tipset.status == "partial":
-                self.console.print(f"  ({tipset.error})", markup=False, highlight=False)
+                print_plain(self.console, f"  ({tipset.error})")
         self.again(
             f"workbench play --games {folder} --tips self --trials {trials} "
             f"--max-steps {max_steps} --history 2 --parallel {len(found)} "
@@ -221,7 +220,7 @@ class _Tour:
             self.store, runs.require_run(self.store, run_name)["id"]
         )
         chosen = ([e for e in episodes if e["tips"]] or episodes)[0]
-        self.console.print(STEP_METHOD_NOTE, markup=False, highlight=False)
+        print_plain(self.console, STEP_METHOD_NOTE)
         with Heartbeat(self.console, "explaining the step", "passes") as beat:
             step = explain_step(
                 self.store, run_name, chosen["id"], 0, method=method, lm=lm, progress=beat.update
@@ -274,7 +273,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.console.print(self.line(), markup=False, highlight=False)
+            print_plain(self.console, self.line())
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

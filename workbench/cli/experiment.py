@@ -21,14 +21,13 @@ from workbench.cli.options import (
     SelectOption,
     TableFormat,
     TableFormatOption,
+    command_group,
     open_store,
 )
 from workbench.cli.render import status, write_json
 from workbench.errors import WorkbenchError
 
-app = typer.Typer(
-    help="Run a paper's experiment end to end.", no_args_is_help=True, rich_markup_mode=None
-)
+app = command_group("Run a paper's experiment end to end.")
 
 
 @app.command("introspective-tips")

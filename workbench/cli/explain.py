@@ -31,6 +31,7 @@ from workbench.cli.options import (
 )
 from workbench.cli.render import (
     emit_explanation,
+    print_plain,
     progress,
     status,
     working,
@@ -246,7 +247,7 @@ def _explain_dataset(
     if out == STDOUT:
         status(summary)
     else:
-        Console().print(summary, markup=False, highlight=False)
+        print_plain(Console(), summary)
 
 
 def _costs(lm, items: list[dict], request: dict) -> list[float]:

@@ -20,7 +20,13 @@ from workbench.cli.options import (
     method_params,
     open_store,
 )
-from workbench.cli.render import progress, show_step_explanation, status, write_json
+from workbench.cli.render import (
+    print_plain,
+    progress,
+    show_step_explanation,
+    status,
+    write_json,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -62,8 +68,7 @@ def explain_step(
     Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2
     --patch "the fridge is open=>the fridge is closed"
     """
-    facet = "given" if model is not None or adapter is not None else "recorded"
-    refuse_unused(ctx, EXPLAIN_STEP["attribution" if patch is None else "patch", facet])
+    refuse_unused(ctx, EXPLAIN_STEP["attribution" if patch is None else "patch"])
     if patch is not None:
         _patch_step(
             run, episode, step, patch, positions, layers, fmt, model, adapter, device, dtype, db
@@ -74,7 +79,7 @@ def explain_step(
 
     params = method_params(get_method(method), {}, param)
     store = open_store(db)
-    lm = _model(model, adapter, device, dtype)
+    lm = _model(store, run, model, adapter, device, dtype)
     with progress(f"explaining step {step}") as update:
         result = run_explain_step(
             store, run, episode, step, method=method, lm=lm, progress=update, **params
@@ -97,7 +102,7 @@ def _patch_step(
         raise WorkbenchError(f"--positions must be {', '.join(POSITION_MODES)}, not {positions!r}")
     layer_list = parse_int_list("--layers", layers)
     store = open_store(db)
-    lm = _model(model, adapter, device, dtype)
+    lm = _model(store, run, model, adapter, device, dtype)
     with progress(f"patching step {step}") as update:
         result = patch_step(
             store,
@@ -119,21 +124,21 @@ def _patch_step(
         if result.action_changed
         else f"stays {result.corrupt_action!r}"
     )
-    out.print(
+    print_plain(
+        out,
         f"step {step} of episode {episode}: action {result.action!r}; with {patch!r} the "
         f"agent's choice {then}",
-        markup=False,
-        highlight=False,
     )
     result.explanation.show(console=out)
     status(f"saved as explanation {result.explanation_id} in {store.path}")
 
 
-def _model(model, adapter, device, dtype):
-    """The model named on the command line; None: the one the run played with (and its
-    adapter, as recorded)."""
+def _model(store, run, model, adapter, device, dtype):
+    """The model named on the command line, else the one the run played with (its base and
+    adapter, as recorded), on --device in --dtype."""
+    from agents.recorded_step import run_model
     from workbench.models import load_model
 
     if model is None and adapter is None:
-        return None
+        return run_model(store, run, device=device, dtype=dtype, progress=True)
     return load_model(model, device=device, dtype=dtype, progress=True, adapter=adapter)

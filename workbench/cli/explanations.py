@@ -12,14 +12,13 @@ from workbench.cli.options import (
     DbOption,
     ExplanationFormat,
     ExplanationFormatOption,
+    command_group,
     open_store,
     writable_file,
 )
 from workbench.cli.render import emit_explanation, status
 
-app = typer.Typer(
-    help="Read explanations back from the store.", no_args_is_help=True, rich_markup_mode=None
-)
+app = command_group("Read explanations back from the store.")
 
 
 @app.command("list")

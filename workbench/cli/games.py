@@ -8,12 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.cli.options import TableFormat, TableFormatOption, new_folder
+from workbench.cli.options import TableFormat, TableFormatOption, command_group, new_folder
 from workbench.cli.render import progress, status, write_json
 
-app = typer.Typer(
-    help="Make and list TextWorld cooking games.", no_args_is_help=True, rich_markup_mode=None
-)
+app = command_group("Make and list TextWorld cooking games.")
 
 
 @app.command("make")

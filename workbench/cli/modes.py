@@ -264,7 +264,7 @@ for _agent in ("random", "expert"):
 
 EXPLAIN_STEP = modes(
     "explain-step",
-    ("run", "episode", "step", "fmt", "db", "model", "adapter", "patch"),
+    ("run", "episode", "step", "fmt", "db", "model", "adapter", "device", "dtype", "patch"),
     {
         "attribution": Facet(
             "", ("method", "param"), {"positions": "give --patch", "layers": "give --patch"}
@@ -273,17 +273,6 @@ EXPLAIN_STEP = modes(
             "--patch",
             ("positions", "layers"),
             {"method": "--patch patches instead of attributing", "param": "--patch patches"},
-        ),
-    },
-    {
-        "given": Facet("", ("device", "dtype")),
-        "recorded": Facet(
-            "without --model or --adapter",
-            (),
-            {
-                k: "the run's recorded model loads as it played; name it with --model"
-                for k in ("device", "dtype")
-            },
         ),
     },
 )

@@ -111,6 +111,12 @@ ParamsForMethodsOption = typer.Option(
 )
 
 
+def command_group(help: str) -> typer.Typer:
+    """A group of subcommands (`workbench GROUP COMMAND`), its `help` shown when it is called
+    without one; help text plain, as in the top-level app (no rich markup)."""
+    return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
 STDOUT = Path("-")  # `--out -`: standard output, as in most command-line tools
 
 

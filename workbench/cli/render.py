@@ -27,6 +27,11 @@ def status(text: str) -> None:
     err_console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def print_plain(out: Console, text: str, style: str | None = None) -> None:
+    """`text` on `out` as it is: no rich markup read into it, nothing highlighted."""
+    out.print(text, markup=False, highlight=False, style=style)
+
+
 def working(text: str):
     """A spinner with `text` on stderr while a slow step runs (drawn only on a terminal)."""
     return err_console.status(text)
@@ -153,11 +158,10 @@ def episodes_table(episodes: list[dict[str, Any]], title: str | None = None) -> 
 
 def show_step_explanation(result, out: Console) -> None:
     """An explained step: attribution per prompt segment, and what removing each tip does."""
-    out.print(
+    print_plain(
+        out,
         f"step {result.step} of episode {result.episode_id}: action {result.action!r},"
         f" total attribution {result.total:.3f} ({result.method})",
-        markup=False,
-        highlight=False,
     )
     segments = Table("segment", "attribution", "share of |total|")
     scale = sum(abs(v) for v in result.segments.values()) or 1.0
@@ -177,10 +181,9 @@ def show_step_explanation(result, out: Console) -> None:
         from explainers.render import warning_lines
 
         for line in warning_lines(exp):
-            out.print(
+            print_plain(
+                out,
                 f"{line}; the masses above are not reliable: re-run with "
                 "--param steps=auto until the completeness delta is small",
-                markup=False,
-                highlight=False,
                 style="bold red",
             )

@@ -8,15 +8,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.cli.options import DbOption, TableFormat, TableFormatOption, open_store
+from workbench.cli.options import (
+    DbOption,
+    TableFormat,
+    TableFormatOption,
+    command_group,
+    open_store,
+)
 from workbench.cli.render import episodes_table, report_table, status, write_json
 
 REPORT_EPISODES = 20  # the report lists this many episode ids; `episodes list` lists all
 
-runs_app = typer.Typer(help="Play runs in the store.", no_args_is_help=True, rich_markup_mode=None)
-episodes_app = typer.Typer(
-    help="Episodes of a play run.", no_args_is_help=True, rich_markup_mode=None
-)
+runs_app = command_group("Play runs in the store.")
+episodes_app = command_group("Episodes of a play run.")
 
 
 def report(

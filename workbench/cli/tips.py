@@ -18,16 +18,13 @@ from workbench.cli.options import (
     ModelOption,
     TableFormat,
     TableFormatOption,
+    command_group,
     open_store,
 )
-from workbench.cli.render import status, write_json
+from workbench.cli.render import print_plain, status, write_json
 from workbench.errors import WorkbenchError
 
-app = typer.Typer(
-    help="Tip sets written by the LLM (Introspective Tips).",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
+app = command_group("Tip sets written by the LLM (Introspective Tips).")
 
 
 def _run_id(store, run: str) -> str:
@@ -93,18 +90,16 @@ def tips_show(
         write_json(tipset.to_dict())
         return
     out = Console()
-    out.print(
+    print_plain(
+        out,
         f"tip set {tipset.id}: {tipset.kind}, {tipset.scope}, version {tipset.version}"
         f" (parent {tipset.parent_id or 'none'}), {tipset.status}"
         + (f": {tipset.error}" if tipset.error else ""),
-        markup=False,
-        highlight=False,
     )
-    out.print(
+    print_plain(
+        out,
         f"from episodes {', '.join(tipset.episodes) or 'none'};"
         f" LLM calls {', '.join(tipset.llm_call_ids) or 'none'}",
-        markup=False,
-        highlight=False,
     )
     table = Table("#", "tip", "score")
     for i, tip in enumerate(tipset.tips, 1):
@@ -142,7 +137,7 @@ def tips_diff(
         out.print(f"{a} and {b} hold the same tips with the same scores")
         return
     for sign, text, note in changes:
-        out.print(f"{sign} {text}" + (f"  ({note})" if note else ""), markup=False, highlight=False)
+        print_plain(out, f"{sign} {text}" + (f"  ({note})" if note else ""))
 
 
 @app.command("merge")

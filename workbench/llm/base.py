@@ -83,7 +83,6 @@ class LLM(ABC):
     model: str = ""
     supports_scoring: bool = True
 
-    @abstractmethod
     def complete(
         self,
         prompts: list[str],
@@ -92,7 +91,15 @@ class LLM(ABC):
         temperature: float = 0.0,
         system: str | None = None,
     ) -> list[Completion]:
-        """Answer every prompt (a user message), all in one batch where the backend can."""
+        """Answer every prompt (a user message), all in one batch where the backend can:
+        greedy at temperature 0, sampled above it; `system` is the system message."""
+        return self._complete(list(prompts), max_tokens, temperature, system)
+
+    @abstractmethod
+    def _complete(
+        self, prompts: list[str], max_tokens: int, temperature: float, system: str | None
+    ) -> list[Completion]:
+        """What `complete` does on this backend (its arguments stated once, there)."""
 
     @abstractmethod
     def score(

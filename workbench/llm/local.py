@@ -108,13 +108,8 @@ class LocalLLM(LLM):
 
     # -- generation ------------------------------------------------------------------------
 
-    def complete(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int = 32,
-        temperature: float = 0.0,
-        system: str | None = None,
+    def _complete(
+        self, prompts: list[str], max_tokens: int, temperature: float, system: str | None
     ) -> list[Completion]:
         out: list[Completion] = []
         for start in range(0, len(prompts), self.max_batch):
@@ -295,4 +290,5 @@ class LocalLLM(LLM):
         # another agent than its base model.
         if self.lm.adapter:
             described["adapter"] = self.lm.adapter
+            described["adapter_sha256"] = self.lm.adapter_sha256
         return described

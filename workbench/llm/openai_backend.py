@@ -68,13 +68,8 @@ class OpenAILLM(LLM):
 
     # -- completion ------------------------------------------------------------------------
 
-    def complete(
-        self,
-        prompts: list[str],
-        *,
-        max_tokens: int = 32,
-        temperature: float = 0.0,
-        system: str | None = None,
+    def _complete(
+        self, prompts: list[str], max_tokens: int, temperature: float, system: str | None
     ) -> list[Completion]:
         params = {"max_tokens": max_tokens, "temperature": temperature}
         return asyncio.run(self._complete_all(prompts, params, system))

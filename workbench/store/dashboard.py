@@ -295,12 +295,8 @@ def explanations_page(
     store: Store, limit: int = 50, offset: int = 0, method: str | None = None
 ) -> Page:
     """Explanations newest first, without their payloads."""
-    return Page(
-        explanations.list_explanations(store, limit, offset, method),
-        explanations.count_explanations(store, method),
-        limit,
-        offset,
-    )
+    rows = explanations.list_explanations(store, limit, offset, method)
+    return Page(rows, explanations.count_explanations(store, method), limit, offset)
 
 
 def explanation_detail(store: Store, exp_id: str) -> dict[str, Any] | None:
@@ -367,12 +363,8 @@ def comparison_detail(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 def probes_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
     """Probe runs newest first, each with its best layer by selectivity."""
-    return Page(
-        probes.list_probes(store, limit=limit, offset=offset),
-        probes.count_probes(store),
-        limit,
-        offset,
-    )
+    rows = probes.list_probes(store, limit=limit, offset=offset)
+    return Page(rows, probes.count_probes(store), limit, offset)
 
 
 # -- tip sets and explained steps --------------------------------------------------------
@@ -380,12 +372,8 @@ def probes_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
 
 def tipsets_page(store: Store, limit: int = 50, offset: int = 0) -> Page:
     """Tip sets newest first, with their run's name and number of tips."""
-    return Page(
-        tips.list_tipsets(store, limit=limit, offset=offset),
-        tips.count_tipsets(store),
-        limit,
-        offset,
-    )
+    rows = tips.list_tipsets(store, limit=limit, offset=offset)
+    return Page(rows, tips.count_tipsets(store), limit, offset)
 
 
 def tipset_detail(store: Store, tipset_id: str) -> dict[str, Any] | None:

@@ -184,24 +184,15 @@ def finished_episode_keys(store: Store, run_id: str) -> set[tuple[str, int, str]
 def list_episodes(store: Store, run_ids: str | Sequence[str]) -> list[dict[str, Any]]:
     """The episodes of one run (or several) with their run's name and their game's level
     and split, in a stable order: what reports and the dashboard aggregate."""
-    ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
-    if not ids:
-        return []
-    marks = ", ".join("?" for _ in ids)
-    with store._connect() as con:
-        rows = _all(
-            con.execute(
-                "SELECT e.id, e.run_id, r.name AS run, e.game_id AS game, g.level, g.split,"
-                " e.trial, e.condition, e.agent, e.tips, e.won, e.lost, e.score, e.max_score,"
-                " e.moves, e.stop_reason, e.invalid_actions, e.prompt_tokens,"
-                " e.completion_tokens, e.seconds, e.created_at"
-                " FROM episodes e JOIN runs r ON r.id = e.run_id"
-                " LEFT JOIN games g ON g.id = e.game_id"
-                f" WHERE e.run_id IN ({marks})"
-                " ORDER BY r.name, g.level, e.game_id, e.condition, e.trial, e.id",
-                ids,
-            )
-        )
+    rows = _run_episodes(
+        store,
+        run_ids,
+        "e.id, e.run_id, r.name AS run, e.game_id AS game, g.level, g.split, e.trial,"
+        " e.condition, e.agent, e.tips, e.won, e.lost, e.score, e.max_score, e.moves,"
+        " e.stop_reason, e.invalid_actions, e.prompt_tokens, e.completion_tokens, e.seconds,"
+        " e.created_at",
+        order="ORDER BY r.name, g.level, e.game_id, e.condition, e.trial, e.id",
+    )
     _decode(rows, "tips", empty=list)
     return rows
 
@@ -209,6 +200,19 @@ def list_episodes(store: Store, run_ids: str | Sequence[str]) -> list[dict[str, 
 def episode_outcomes(store: Store, run_ids: str | Sequence[str]) -> list[dict[str, Any]]:
     """What play statistics need of each episode of the runs (run, game, level, condition,
     trial, outcome, score, moves), without the rest: cheap on runs of many episodes."""
+    return _run_episodes(
+        store,
+        run_ids,
+        "e.run_id, r.name AS run, e.game_id AS game, g.level, e.condition, e.trial, e.won,"
+        " e.score, e.max_score, e.moves, e.invalid_actions",
+    )
+
+
+def _run_episodes(
+    store: Store, run_ids: str | Sequence[str], columns: str, order: str = ""
+) -> list[dict[str, Any]]:
+    """`columns` of the episodes of one run (or several), each episode `e` joined with its
+    run `r` and its game `g`; `order` is an ORDER BY clause, if any."""
     ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
     if not ids:
         return []
@@ -216,11 +220,8 @@ def episode_outcomes(store: Store, run_ids: str | Sequence[str]) -> list[dict[st
     with store._connect() as con:
         return _all(
             con.execute(
-                "SELECT e.run_id, r.name AS run, e.game_id AS game, g.level, e.condition,"
-                " e.trial, e.won, e.score, e.max_score, e.moves, e.invalid_actions"
-                " FROM episodes e JOIN runs r ON r.id = e.run_id"
-                " LEFT JOIN games g ON g.id = e.game_id"
-                f" WHERE e.run_id IN ({marks})",
+                f"SELECT {columns} FROM episodes e JOIN runs r ON r.id = e.run_id"
+                f" LEFT JOIN games g ON g.id = e.game_id WHERE e.run_id IN ({marks}) {order}",
                 ids,
             )
         )
