@@ -241,6 +241,15 @@ def _insert(
         )
 
 
+def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """A listing's filters: `WHERE a = ? AND b = ?` over the (condition, value) pairs whose
+    value is given (neither None nor empty), and their values; ("", []) when none is."""
+    given = [(sql, value) for sql, value in conditions if value]
+    if not given:
+        return "", []
+    return "WHERE " + " AND ".join(sql for sql, _ in given), [value for _, value in given]
+
+
 def _all(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row)) for row in cur.fetchall()]

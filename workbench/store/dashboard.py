@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from workbench.store import Store, _all, _decode, explanations, metrics, probes, runs, tips
+from workbench.store import Store, _all, _decode, _where, explanations, metrics, probes, runs, tips
 from workbench.store import play as play_store
 
 # Tables whose row counts (and newest created_at) make up the change token.
@@ -152,22 +152,17 @@ def episodes_page(
 ) -> Page:
     """A run's episodes in a stable order (level, game, condition, trial), filterable by
     condition and by outcome (won, lost, max_steps)."""
-    where, args = ["e.run_id = ?"], [run_id]
-    if condition:
-        where.append("e.condition = ?")
-        args.append(condition)
-    if outcome:
-        where.append("e.stop_reason = ?")
-        args.append(outcome)
-    clause = " AND ".join(where)
+    clause, args = _where(
+        ("e.run_id = ?", run_id), ("e.condition = ?", condition), ("e.stop_reason = ?", outcome)
+    )
     return _page(
         store,
-        f"SELECT count(*) FROM episodes e WHERE {clause}",
+        f"SELECT count(*) FROM episodes e {clause}",
         "SELECT e.id, e.game_id AS game, g.level, e.trial, e.condition, e.agent, e.won,"
         " e.score, e.max_score, e.moves, e.stop_reason, e.invalid_actions,"
         " e.prompt_tokens, e.completion_tokens, e.seconds, e.created_at"
         " FROM episodes e LEFT JOIN games g ON g.id = e.game_id"
-        f" WHERE {clause} ORDER BY g.level, e.game_id, e.condition, e.trial, e.id"
+        f" {clause} ORDER BY g.level, e.game_id, e.condition, e.trial, e.id"
         " LIMIT ? OFFSET ?",
         args,
         limit,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from workbench.store import Store, _all, _decode, _insert, new_id
+from workbench.store import Store, _all, _decode, _insert, _where, new_id
 
 LAYER_COLUMNS = (
     "layer",
@@ -76,14 +76,7 @@ def list_probes(
     offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Newest first, with the best layer by selectivity (without the per-layer rows)."""
-    where, args = [], []
-    if task:
-        where.append("p.task = ?")
-        args.append(task)
-    if model:
-        where.append("p.model = ?")
-        args.append(model)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    clause, args = _where(("p.task = ?", task), ("p.model = ?", model))
     with store._connect() as con:
         rows = _all(
             con.execute(
