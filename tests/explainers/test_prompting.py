@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from functools import partialmethod
 
 import numpy as np
 import pytest
@@ -495,6 +496,8 @@ def test_cli_bad_inputs_are_one_line_errors(capsys, monkeypatch, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{s.getsockname()[1]}/v1")
+    # Five attempts as the command makes them, with the waits between them cut short.
+    monkeypatch.setattr(OpenAILLM, "__init__", partialmethod(OpenAILLM.__init__, backoff=0.01))
     code, out, err = run_inprocess(
         capsys,
         "explain",

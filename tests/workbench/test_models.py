@@ -110,7 +110,12 @@ def test_gguf_file_is_converted_once_then_cached(tmp_path, monkeypatch):
 
 def test_hub_ids_are_not_mistaken_for_paths(monkeypatch):
     """'org/name' goes to the hub (offline here: a one-line load error, not 'no directory')."""
+    import huggingface_hub.constants
+
+    # The hub client reads HF_HUB_OFFLINE once, at import: set both, or it retries a
+    # network that is not there for 20 s.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="could not load model 'no-such-org/no-such-model'"):
         load_model("no-such-org/no-such-model", device="cpu")
     with pytest.raises(ModelLoadError, match="model directory './no/such/dir' does not exist"):
