@@ -211,26 +211,31 @@ def test_self_tips_reach_the_next_trial_with_provenance(level1_games, store):
     assert runs.get_run(store, "self", kind="play")["status"] == "finished"
 
 
-def test_unusable_replies_are_retried_then_recorded_as_failures(level1_games, store):
-    # Both games ask at once: one gets the usable reply, the other an empty one and then
-    # two more unusable ones (1 try + 2 retries).
-    replies = ["", "- Take what the recipe needs, then cook.", "ok", ":)", "no"]
+def _self_tips_from(replies, games, store, run_name: str, faults=()):
+    """Two trials with self tips, the tip-writing LLM answering `replies` in turn."""
     with ScriptedOpenAIServer(scripted_actor(replies)) as server:
-        server.faults.extend(["garbage"])  # a broken HTTP reply is retried by the backend
-        llm = OpenAILLM("scripted", base_url=server.base_url, backoff=0.01)
-        result = play_tips(
-            level1_games,
+        server.faults.extend(faults)
+        return play_tips(
+            games,
             ["self"],
-            llm=llm,
+            llm=OpenAILLM("scripted", base_url=server.base_url, backoff=0.01),
             store=store,
             trials=2,
             max_steps=3,
             parallel=1,
-            run_name="flaky",
+            run_name=run_name,
             select="generate",
             workers=0,
             write_after_last=False,
         )
+
+
+def test_unusable_replies_are_retried_then_recorded_as_failures(level1_games, store):
+    # Both games ask at once: one gets the usable reply, the other an empty one and then
+    # two more unusable ones (1 try + 2 retries).
+    replies = ["", "- Take what the recipe needs, then cook.", "ok", ":)", "no"]
+    # A broken HTTP reply is retried by the backend.
+    result = _self_tips_from(replies, level1_games, store, "flaky", faults=["garbage"])
     assert sorted(t.status for t in result.tipsets) == ["failed", "ok"]
     failed = next(t for t in result.tipsets if t.status == "failed")
     assert failed.tips == [] and "unusable reply" in failed.error
@@ -246,21 +251,7 @@ def test_unusable_replies_are_retried_then_recorded_as_failures(level1_games, st
 def test_a_reply_with_a_looping_tip_is_kept_partial_not_ok(level1_games, store):
     looping = "- Go east, then go east, then go east, then go east, then go"
     replies = [f"- Read the cookbook first.\n{looping}", "- Take what the recipe needs."]
-    with ScriptedOpenAIServer(scripted_actor(replies)) as server:
-        llm = OpenAILLM("scripted", base_url=server.base_url, backoff=0.01)
-        result = play_tips(
-            level1_games,
-            ["self"],
-            llm=llm,
-            store=store,
-            trials=2,
-            max_steps=3,
-            parallel=1,
-            run_name="looping",
-            select="generate",
-            workers=0,
-            write_after_last=False,
-        )
+    result = _self_tips_from(replies, level1_games, store, "looping")
     assert sorted(t.status for t in result.tipsets) == ["ok", "partial"]
     partial = next(t for t in result.tipsets if t.status == "partial")
     assert partial.texts == ["Read the cookbook first."]
