@@ -131,7 +131,7 @@ def run_model(
     """The local model a run played with, with the fine-tuning adapter it played with (a run
     on an endpoint needs an explicit model), on `device` in `dtype`. An adapter whose
     weights changed since the run is refused: its decisions would not be the run's."""
-    from workbench.models import ModelIdentity, load_identity
+    from workbench.models import check_adapter_unchanged, load_model
 
     record = runs.require_run(store, run)
     llm = (record["params"] or {}).get("llm") or {}
@@ -140,13 +140,12 @@ def run_model(
             f"run {run!r} was played by {llm.get('backend') or 'no'} LLM "
             f"{llm.get('model', '')!r}; attribution needs the weights: pass a local model as lm"
         )
-    identity = ModelIdentity(
-        base=llm.get("model") or "default",
-        dtype=dtype,
-        adapter=llm.get("adapter"),
-        adapter_sha256=llm.get("adapter_sha256"),  # runs recorded before it was kept: None
+    adapter = llm.get("adapter")
+    if adapter is not None:
+        check_adapter_unchanged(adapter, llm.get("adapter_sha256"))
+    return load_model(
+        llm.get("model"), device=device, dtype=dtype, adapter=adapter, progress=progress
     )
-    return load_identity(identity, device=device, dtype=dtype, progress=progress)
 
 
 # -- the template, field by field ------------------------------------------------------------

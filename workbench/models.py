@@ -235,20 +235,26 @@ def load_model(
     return _load_cached(str(directory), label, dev, dt, kind, placement, adapter_dir, adapter_hash)
 
 
+def check_adapter_unchanged(adapter: str, recorded_sha256: str | None) -> None:
+    """Refuse an adapter folder that is gone, or whose weights changed since a result was
+    made with it (`recorded_sha256`; None: recorded before hashes were kept, not checked)."""
+    if not Path(adapter).is_dir():
+        raise ModelLoadError(f"adapter {adapter!r} of this result no longer exists")
+    digest = adapter_sha256(adapter)
+    if recorded_sha256 and digest != recorded_sha256:
+        raise ModelLoadError(
+            f"adapter {adapter!r} has changed since this result was made "
+            f"(sha256 {digest[:8]}, was {recorded_sha256[:8]})"
+        )
+
+
 def load_identity(
     identity: ModelIdentity, *, device: str = "auto", dtype: str = "auto", progress: bool = False
 ) -> LoadedModel:
     """The model a stored result was made with: its base, its adapter (refused if the folder
     is gone or its weights changed since) and its dtype, unless `dtype` names another."""
     if identity.adapter is not None:
-        if not Path(identity.adapter).is_dir():
-            raise ModelLoadError(f"adapter {identity.adapter!r} of this result no longer exists")
-        digest = adapter_sha256(identity.adapter)
-        if identity.adapter_sha256 and digest != identity.adapter_sha256:
-            raise ModelLoadError(
-                f"adapter {identity.adapter!r} has changed since this result was made "
-                f"(sha256 {digest[:8]}, was {identity.adapter_sha256[:8]})"
-            )
+        check_adapter_unchanged(identity.adapter, identity.adapter_sha256)
     return load_model(
         identity.base,
         device=device,
