@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from explainers.choice import CHOICE_OBJECTIVES, check_objective, prepare_choice
 from explainers.explanation import AGGREGATIONS, Explanation
 from explainers.objective import Objective, prepare
 from explainers.params import ParamCheck, apply_checks
@@ -59,6 +60,7 @@ class Explainer:
     takes_target: ClassVar[bool] = True
     takes_generate: ClassVar[bool] = True
     takes_contrast: ClassVar[bool] = False
+    takes_candidates: ClassVar[bool] = False  # choice objectives (explainers/choice.py)
     model_kinds: ClassVar[tuple[str, ...]] = ("causal", "classifier")
     reports_progress: ClassVar[bool] = False  # whether `progress` reaches the computation
     param_checks: ClassVar[dict[str, ParamCheck]] = {}
@@ -72,6 +74,8 @@ class Explainer:
         *,
         generate: int | None = None,
         contrast: str | None = None,
+        candidates: list[str] | None = None,
+        objective: str | None = None,
         aggregate: str = "token",
         progress: Progress | None = None,
         **params: Any,
@@ -80,16 +84,44 @@ class Explainer:
 
         Args:
             target: a continuation (causal LM) or label name/index (classifier) to explain;
-                default: the model's own top next token or predicted label.
+                default: the model's own top next token or predicted label. With
+                `candidates`: the chosen one (default: the model's top-scoring candidate).
             generate: explain the model's greedy continuation of this many tokens.
             contrast: explain log p(target) - log p(contrast) (attribution methods).
+            candidates: the commands the decision was among (attribution methods).
+            objective: with candidates, "choice" (default), "margin" or "logprob"
+                (explainers/choice.py).
             aggregate: "token", or "word" to sum sub-word scores into words.
             progress: called as `progress(done, total)` while a long method runs.
             params: the method's own parameters (`parameter_names()`).
         """
-        self.check_request(text, target, generate=generate, contrast=contrast, aggregate=aggregate)
+        self.check_request(
+            text,
+            target,
+            generate=generate,
+            contrast=contrast,
+            candidates=candidates,
+            objective=objective,
+            aggregate=aggregate,
+        )
         params = self.check_params(params)
-        obj = self.resolve_target(model, text, target, generate=generate, contrast=contrast)
+        if candidates is not None:
+            obj = self.resolve_choice(model, text, candidates, target, objective or "choice")
+        else:
+            obj = self.resolve_target(model, text, target, generate=generate, contrast=contrast)
+        return self.explain_prepared(obj, aggregate=aggregate, progress=progress, **params)
+
+    def explain_prepared(
+        self,
+        obj: Objective,
+        *,
+        aggregate: str = "token",
+        progress: Progress | None = None,
+        **params: Any,
+    ) -> Explanation:
+        """The template's last steps on an objective prepared already (an agent's recorded
+        decision, `agents.explain_step`); `params` are checked as in `explain`."""
+        params = self.check_params(params)
         if self.reports_progress:
             params["progress"] = progress
         return self.explain_objective(obj, **params).aggregate(aggregate)
@@ -103,10 +135,13 @@ class Explainer:
         *,
         generate: int | None = None,
         contrast: str | None = None,
+        candidates: list[str] | None = None,
+        objective: str | None = None,
         aggregate: str = "token",
     ) -> None:
         """The checks that need no model: what this method takes, and values that cannot
         work for any model. `text` None skips the text check (data-set mode)."""
+        self.check_choice(candidates, objective, generate=generate, contrast=contrast)
         if text is not None and not str(text).strip():
             raise WorkbenchError("text is empty")
         if aggregate not in AGGREGATIONS:
@@ -130,6 +165,52 @@ class Explainer:
                 )
             if contrast == "":
                 raise WorkbenchError("contrast is empty")
+
+    def check_choice(
+        self,
+        candidates: list[str] | None,
+        objective: str | None,
+        *,
+        generate: int | None = None,
+        contrast: str | None = None,
+    ) -> None:
+        """A decision among candidates: only attribution methods explain one, and the
+        choice objectives need the candidates."""
+        if objective is not None:
+            check_objective(objective)
+        if candidates is None:
+            if objective in CHOICE_OBJECTIVES:
+                raise WorkbenchError(f"the {objective} objective needs candidates")
+            return
+        if not self.takes_candidates:
+            raise WorkbenchError(
+                f"{self.name} ({self.category}) cannot explain a choice among candidates; "
+                "use an attribution method such as ig"
+            )
+        if generate is not None or contrast is not None:
+            raise WorkbenchError("candidates take no generate or contrast")
+        if len(candidates) < 2:
+            raise WorkbenchError(
+                f"a choice needs at least two candidates; got {len(candidates)}"
+            )
+
+    def resolve_choice(
+        self,
+        model: LoadedModel,
+        text: str,
+        candidates: list[str],
+        chosen: str | int | None,
+        objective: str,
+    ) -> Objective:
+        """The decision among `candidates` on `model` (explainers/choice.py); with the
+        logprob objective, the chosen candidate's text as an ordinary target."""
+        if model.kind not in self.model_kinds or model.kind != "causal":
+            raise WorkbenchError(f"{self.name} explains a choice of a causal LM, not a {model.kind}")
+        chosen_text = None if chosen is None else str(chosen)
+        if objective == "logprob":
+            obj = prepare_choice(model, text, candidates, chosen_text)
+            return prepare(model, text, obj.candidates[obj.chosen])
+        return prepare_choice(model, text, candidates, chosen_text, objective=objective)
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The method's parameters, checked and normalised without a model.

@@ -68,6 +68,12 @@ class Objective:
     def n_rows(self) -> int:
         return 1 if self.lm.kind == "classifier" else int(self.target_ids.numel())
 
+    @property
+    def extra_tokens(self) -> int:
+        """Tokens a forward runs after the prompt (the teacher-forced target; a choice
+        objective's packed candidates): what batch sizes count besides the prompt."""
+        return max(int(self.target_ids.numel()) - 1, 0)
+
     @cached_property
     def _prompt_labels(self) -> tuple[list[str], list[list[int]]]:
         return token_labels(self.lm.tokenizer, self.prompt_ids.tolist())

@@ -26,7 +26,7 @@ from workbench.errors import UnknownMethodError
 CATEGORIES = ("attribution", "attention", "probing", "prompting", "causal")
 
 # What `explain` takes besides the method's own parameters; `validate_params` checks these too.
-REQUEST_OPTIONS = ("text", "target", "generate", "contrast", "aggregate")
+REQUEST_OPTIONS = ("text", "target", "generate", "contrast", "candidates", "objective", "aggregate")
 
 _REGISTRY: dict[str, type[Explainer]] = {}
 
@@ -78,6 +78,8 @@ def validate_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         request.get("target"),
         generate=request.get("generate"),
         contrast=request.get("contrast"),
+        candidates=request.get("candidates"),
+        objective=request.get("objective"),
         aggregate=request.get("aggregate", "token"),
     )
     own = explainer.check_params({k: v for k, v in params.items() if k not in REQUEST_OPTIONS})

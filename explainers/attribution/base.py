@@ -37,6 +37,7 @@ class AttributionExplainer(Explainer):
 
     category = "attribution"
     takes_contrast = True
+    takes_candidates = True
     param_checks = {
         "baseline": Choice(*BASELINES),
         "batch_size": Int(min=1, optional=True),

@@ -134,7 +134,7 @@ def batched_row_gradients(
     Returns:
         values [K, rows] and reduced gradients [K, rows, P], both float32 on the CPU.
     """
-    n, length = embeds.shape[0], embeds.shape[1] + max(obj.target_ids.numel() - 1, 0)
+    n, length = embeds.shape[0], embeds.shape[1] + obj.extra_tokens
     if batch_size is None:
         batch_size = max(1, tokens_per_batch(obj, obj.n_rows) // max(length, 1))
     values, reduced = [], []

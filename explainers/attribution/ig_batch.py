@@ -48,6 +48,7 @@ def explain_dataset(
     target: str | None = None,
     generate: int | None = None,
     contrast: str | None = None,
+    objective: str | None = None,
     aggregate: str = "token",
     llm: Any = None,
     max_batch_tokens: int | None = None,
@@ -55,9 +56,12 @@ def explain_dataset(
     on_done: Callable[[Explanation], None] | None = None,
     **params: Any,
 ) -> list[Explanation]:
-    """Explain every item ({"text", optional "target", "generate", "contrast"}), in order.
+    """Explain every item ({"text", optional "target", "generate", "contrast",
+    "candidates"}), in order.
 
     `target`, `generate` and `contrast` apply to the items that do not set their own;
+    `objective` (choice, margin or logprob) to the items with candidates, whose "target"
+    is the chosen candidate;
     `aggregate`, `llm` (prompting methods: the LLM that answers) and the method's `params`
     to all. Every item and parameter is checked before the first model call; an item's
     error names its number.
@@ -79,6 +83,14 @@ def explain_dataset(
             "generate": item.get("generate") if own else generate,
             "contrast": item["contrast"] if item.get("contrast") is not None else contrast,
         }
+        if item.get("candidates") is not None:
+            if not isinstance(item["candidates"], list):
+                raise WorkbenchError(f"data set item {number}: candidates must be a list")
+            request.update(candidates=[str(c) for c in item["candidates"]], objective=objective)
+        elif objective not in (None, "logprob"):
+            raise WorkbenchError(
+                f"data set item {number}: the {objective} objective needs the item's candidates"
+            )
         try:
             explainer.check_request(**request, aggregate=aggregate)
         except WorkbenchError as exc:
@@ -86,7 +98,9 @@ def explain_dataset(
         requests.append(request)
     if not requests:
         raise WorkbenchError("the data set has no items")
-    batched = method == "ig" and lm is not None and lm.kind == "causal"
+    # Choices explain one input at a time: each packs its own candidates.
+    choices = any("candidates" in r for r in requests)
+    batched = method == "ig" and lm is not None and lm.kind == "causal" and not choices
     params = explainer.check_params({"steps": DATASET_STEPS, **params} if batched else params)
     batched = batched and params["steps"] != "auto"
     if max_batch_tokens is not None:

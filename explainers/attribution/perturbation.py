@@ -48,6 +48,7 @@ import torch
 
 from explainers.attribution.batch_plan import build_cost, plan
 from explainers.attribution.gradients import CPU_TOKENS_PER_BATCH
+from explainers.choice import ChoiceObjective
 from explainers.explainer import Progress
 from explainers.objective import Objective
 from workbench.errors import WorkbenchError
@@ -97,6 +98,16 @@ def evaluate_id_lists(
 
         def run(chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
             return _full(obj, [prompts[i] for i in chunk])
+
+    elif isinstance(obj, ChoiceObjective):
+        # Each variant runs in full with the candidates packed after it (the variants'
+        # shared prefixes are not reused here).
+        size = batch_size or max(1, CPU_TOKENS_PER_BATCH // (len(prompts[0]) + obj.extra_tokens))
+        batches = [list(range(s, min(s + size, len(prompts)))) for s in range(0, len(prompts), size)]
+
+        def run(chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            logp = obj.log_probs_for_ids([prompts[i] for i in chunk], filler)
+            return obj.values_from_log_probs(logp).float(), logp.argmax(-1)
 
     else:
         shared = [0] * len(prompts)

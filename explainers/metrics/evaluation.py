@@ -30,6 +30,7 @@ from explainers.explainer import Progress
 from explainers.explanation import Explanation
 from explainers.metrics import faithfulness as fm
 from explainers.metrics import plausibility as pm
+from explainers.choice import CHOICE_OBJECTIVES, rebuild_choice
 from explainers.objective import Objective, prepare, prepare_ids
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
@@ -141,6 +142,11 @@ def explanation_objective(exp: Explanation, lm: LoadedModel) -> Objective:
     if lm.kind == "classifier":
         target = exp.target_tokens[0] if exp.target_tokens else None
         return prepare(lm, exp.input_text, target)
+    if exp.extras.get("objective") in CHOICE_OBJECTIVES:
+        obj = rebuild_choice(lm, exp.input_text, exp.extras)
+        if obj.target_tokens != exp.target_tokens:
+            raise WorkbenchError("the explanation's chosen candidate does not match its record")
+        return obj
     target_ids = exp.extras.get("target_ids")
     if target_ids is not None:
         obj = prepare_ids(lm, exp.input_text, target_ids, exp.extras.get("contrast_ids"))

@@ -297,12 +297,22 @@ class PromptingExplainer(Explainer):
         *,
         generate: int | None = None,
         contrast: str | None = None,
+        candidates: list[str] | None = None,
+        objective: str | None = None,
         aggregate: str = "token",
         llm: LLM | str | None = None,
         progress: Progress | None = None,
         **params: Any,
     ) -> Explanation:
-        self.check_request(text, target, generate=generate, contrast=contrast, aggregate=aggregate)
+        self.check_request(
+            text,
+            target,
+            generate=generate,
+            contrast=contrast,
+            candidates=candidates,
+            objective=objective,
+            aggregate=aggregate,
+        )
         params = self.check_params(params)
         backend = resolve_llm(model, llm)
         if self.takes_target:

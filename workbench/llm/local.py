@@ -16,6 +16,7 @@ import torch
 
 from workbench.errors import WorkbenchError
 from workbench.llm.base import LLM, CandidateScores, Completion
+from workbench.llm.candidates import additive_mask, encode_candidates, pack_candidates
 from workbench.models import LoadedModel
 from workbench.prefix_cache import cache_argument, output_cache
 
@@ -233,32 +234,18 @@ class LocalLLM(LLM):
         first_logprobs = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
         cache = output_cache(out)
 
-        eos = self.lm.tokenizer.eos_token_id
-        flat = iter(self._encode_many([c for cs in candidates for c in cs]))
-        encoded = [[next(flat) or [eos] for _ in cs] for cs in candidates]
-        width = max((sum(len(c) for c in cs) for cs in encoded), default=0)
+        encoded = [encode_candidates(self.lm.tokenizer, cs) for cs in candidates]
+        packed = pack_candidates(encoded)
+        width = packed.width
         if width == 0:
             return [len(r) for r in rows]
         batch, prompt_width = ids.shape
-        cand_ids = torch.zeros((batch, width), dtype=torch.long)
-        cand_pos = torch.zeros((batch, width), dtype=torch.long)
-        segment = torch.full((batch, width), -1, dtype=torch.long)
-        for b, cs in enumerate(encoded):
-            at, start = 0, len(rows[b])
-            for k, c in enumerate(cs):
-                cand_ids[b, at : at + len(c)] = torch.tensor(c)
-                cand_pos[b, at : at + len(c)] = torch.arange(start, start + len(c))
-                segment[b, at : at + len(c)] = k
-                at += len(c)
+        cand_ids = packed.ids
+        cand_pos = packed.positions(torch.tensor([len(r) for r in rows]))
         # allowed[b, i, j]: may candidate token i see key j (prompt keys, then candidates)?
-        same = segment.unsqueeze(2) == segment.unsqueeze(1)
-        causal = torch.ones((width, width), dtype=torch.bool).tril()
-        own = same & causal & (segment.unsqueeze(2) >= 0)
-        own |= torch.eye(width, dtype=torch.bool)  # padding rows see themselves: no NaN
         prompt_keys = mask.bool().cpu().unsqueeze(1).expand(batch, width, prompt_width)
-        allowed = torch.cat([prompt_keys, own], dim=2).unsqueeze(1)
-        blocked = torch.finfo(self.lm.dtype).min
-        mask4d = torch.zeros(allowed.shape, dtype=self.lm.dtype).masked_fill(~allowed, blocked)
+        allowed = torch.cat([prompt_keys, packed.own_visibility()], dim=2)
+        mask4d = additive_mask(allowed, self.lm.dtype)
         logits = model(
             input_ids=cand_ids.to(device),
             attention_mask=mask4d.to(device),
