@@ -15,7 +15,7 @@ from agents.prompt import PromptTemplate, template_fields
 from agents.trajectory import LLMCall, Turn
 from games import GameState
 from workbench.errors import WorkbenchError
-from workbench.llm import LLM, LLMUnavailableError, check_score_mode
+from workbench.llm import LLM, CandidateScores, LLMUnavailableError, check_score_mode
 from workbench.store import new_id
 
 AGENTS = ("random", "expert", "llm")
@@ -28,6 +28,19 @@ class Decision:
     valid: bool = True
     raw_output: str | None = None
     llm_call: LLMCall | None = None
+
+
+@dataclass
+class Ranking:
+    """A turn's candidates, the scores the agent ranks them by, and the LLM's raw scores."""
+
+    candidates: list[str]
+    scores: list[float]
+    raw: CandidateScores
+
+    @property
+    def best(self) -> int:
+        return max(range(len(self.candidates)), key=lambda i: self.scores[i])
 
 
 class Agent:
@@ -180,17 +193,30 @@ class LLMAgent(Agent):
                 out.append(Decision(command, True, comp.text, call))
         return out
 
-    def _choose(self, turns: list[Turn], prompts: list[str]) -> list[Decision]:
+    def rank(self, turns: list[Turn], prompts: list[str] | None = None) -> list[Ranking]:
+        """Every turn's candidates with the scores the agent ranks them by (`select="choose"`):
+        the scoring mode's values minus the repeat penalty, all turns in one LLM call."""
+        prompts = prompts if prompts is not None else [self.prompt(t) for t in turns]
         listed = [candidates(t.state) for t in turns]
         scored = self.llm.score(prompts, listed, calibrate=self.score_mode == "calibrated")
+        return [
+            Ranking(
+                cands,
+                [v - p for v, p in zip(sc.ranked(self.score_mode), self.penalties(turn, cands))],
+                sc,
+            )
+            for turn, cands, sc in zip(turns, listed, scored)
+        ]
+
+    def penalties(self, turn: Turn, commands: list[str]) -> list[float]:
+        """The repeat penalty of each command: subtracted from those that changed nothing."""
+        return [self.repeat_penalty if c in turn.no_effect else 0.0 for c in commands]
+
+    def _choose(self, turns: list[Turn], prompts: list[str]) -> list[Decision]:
         out = []
-        for turn, prompt, cands, sc in zip(turns, prompts, listed, scored):
-            values = sc.ranked(self.score_mode)
-            adjusted = [
-                v - (self.repeat_penalty if c in turn.no_effect else 0.0)
-                for c, v in zip(cands, values)
-            ]
-            best = max(range(len(cands)), key=lambda i: adjusted[i])
+        for turn, prompt, ranking in zip(turns, prompts, self.rank(turns, prompts)):
+            cands, adjusted, sc = ranking.candidates, ranking.scores, ranking.raw
+            best = ranking.best
             top = sorted(zip(adjusted, cands), reverse=True)[:5]
             params = {
                 "select": "choose",

@@ -19,8 +19,9 @@ forward and backward plus the candidates' few tokens, not 20 of them. The object
 row; its "vocabulary" is the candidate set, so the decision-flip metrics read the predicted
 candidate from `row_log_probs` like a predicted token.
 
-    >>> obj = prepare_choice(lm, prompt, ["open fridge", "take knife"], "take knife")  # doctest: +SKIP
-    >>> explain_objective(obj)                                            # doctest: +SKIP
+    >>> exp = explain(lm, prompt, "ig", candidates=["open fridge", "take knife"])  # doctest: +SKIP
+    >>> exp.target_tokens                                                 # doctest: +SKIP
+    ["choice of 'take knife'"]
 """
 
 from __future__ import annotations
@@ -160,8 +161,9 @@ class ChoiceObjective(Objective):
         # sees the visible prompt and its own candidate's earlier tokens.
         queries = torch.arange(start, total, device=device)
         keys = torch.arange(total, device=device)
-        prompt_rows = (keys.unsqueeze(0) <= queries.unsqueeze(1)).unsqueeze(0) & visible.unsqueeze(1)
-        prompt_rows = prompt_rows | (keys.unsqueeze(0) == queries.unsqueeze(1)).unsqueeze(0)
+        causal = (keys.unsqueeze(0) <= queries.unsqueeze(1)).unsqueeze(0)
+        itself = (keys.unsqueeze(0) == queries.unsqueeze(1)).unsqueeze(0)
+        prompt_rows = (causal & visible.unsqueeze(1)) | itself
         prompt_rows = torch.cat(
             [prompt_rows, torch.zeros((batch, run, width), dtype=torch.bool, device=device)], 2
         )
@@ -216,15 +218,22 @@ class ChoiceObjective(Objective):
         others = torch.cat([logp[:, :, : self.chosen], logp[:, :, self.chosen + 1 :]], dim=-1)
         return chosen - others.max(dim=-1).values
 
-    def log_probs_for_ids(self, prompts: Sequence[np.ndarray], filler: int) -> torch.Tensor:
+    def log_probs_for_ids(
+        self,
+        prompts: Sequence[np.ndarray],
+        filler: int,
+        prefix: PrefixCache | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
         """[N, 1, K] for prompts of any lengths (perturbations that delete tokens), padded
-        at the end and run in one forward."""
+        at the end and run in one forward; with `prefix`, every prompt's first `start`
+        tokens are the cached ones (its first `start` prompt tokens) and only the rest run."""
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long)
-        rows = np.full((len(prompts), int(lengths.max())), filler, dtype=np.int64)
+        rows = np.full((len(prompts), int(lengths.max()) - start), filler, dtype=np.int64)
         for i, p in enumerate(prompts):
-            rows[i, : len(p)] = p
+            rows[i, : len(p) - start] = p[start:]
         embeds = self.embed(torch.from_numpy(rows))
-        return self.row_log_probs(embeds, lengths=lengths)
+        return self.row_log_probs(embeds, lengths=lengths, prefix=prefix, start=start)
 
     def predicted_candidate(self) -> int:
         with torch.no_grad():

@@ -190,9 +190,7 @@ class Explainer:
         if generate is not None or contrast is not None:
             raise WorkbenchError("candidates take no generate or contrast")
         if len(candidates) < 2:
-            raise WorkbenchError(
-                f"a choice needs at least two candidates; got {len(candidates)}"
-            )
+            raise WorkbenchError(f"a choice needs at least two candidates; got {len(candidates)}")
 
     def resolve_choice(
         self,
@@ -205,7 +203,9 @@ class Explainer:
         """The decision among `candidates` on `model` (explainers/choice.py); with the
         logprob objective, the chosen candidate's text as an ordinary target."""
         if model.kind not in self.model_kinds or model.kind != "causal":
-            raise WorkbenchError(f"{self.name} explains a choice of a causal LM, not a {model.kind}")
+            raise WorkbenchError(
+                f"{self.name} explains a choice of a causal LM, not a {model.kind}"
+            )
         chosen_text = None if chosen is None else str(chosen)
         if objective == "logprob":
             obj = prepare_choice(model, text, candidates, chosen_text)

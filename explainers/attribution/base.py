@@ -46,7 +46,11 @@ class AttributionExplainer(Explainer):
     }
 
     def explain_objective(self, obj: Objective, **params: Any) -> Explanation:
-        result = self.attribute(obj, **params)
+        return self.explanation_of(obj, self.attribute(obj, **params))
+
+    def explanation_of(self, obj: Objective, result: Attribution) -> Explanation:
+        """The Explanation of an attribution of `obj` by this method (also for attributions
+        computed outside `attribute`, such as an agent step's segment Shapley values)."""
         exp = Explanation.from_objective(
             self,
             obj,

@@ -109,14 +109,13 @@ class IntegratedGradients(AttributionExplainer):
         auto = steps == "auto"
         path = PathIntegral(obj, obj.input_embeddings, obj.baseline_embeddings(baseline))
         first = AUTO_START_INTERVALS if auto else int(steps)
-        total = max_knots if auto else first + 1
-
-        def report(done: int, _: int) -> None:
-            if progress is not None:
-                progress(min(done, total), total)
-
-        path.evaluate(torch.linspace(0.0, 1.0, first + 1, dtype=torch.float64), batch_size, report)
-        converged = path.refine(tolerance, max_knots, batch_size, report) if auto else None
+        # Progress counts the knots known so far: refinement adds rounds of knots only while
+        # the integral misses its tolerance, so the total grows with the work really left
+        # (a bar over the `max_knots` budget would jump to its end on convergence).
+        path.evaluate(
+            torch.linspace(0.0, 1.0, first + 1, dtype=torch.float64), batch_size, progress
+        )
+        converged = path.refine(tolerance, max_knots, batch_size, progress) if auto else None
         if progress is not None:
             progress(path.n_knots, path.n_knots)
         scores, expected, delta = path.result()

@@ -34,7 +34,9 @@ How a causal LM's variants go through the model:
 - **No stalls.** On a GPU, inputs go up from pinned memory and a batch's results come back
   while the next batch runs.
 
-Sequence classifiers run prompts of equal length together, in full.
+Sequence classifiers run prompts of equal length together, in full. A choice among
+candidates (`explainers.choice`) runs each variant with the candidates packed after it, on
+the prompt's cache from where the variant leaves the prompt.
 """
 
 from __future__ import annotations
@@ -100,13 +102,15 @@ def evaluate_id_lists(
             return _full(obj, [prompts[i] for i in chunk])
 
     elif isinstance(obj, ChoiceObjective):
-        # Each variant runs in full with the candidates packed after it (the variants'
-        # shared prefixes are not reused here).
-        size = batch_size or max(1, CPU_TOKENS_PER_BATCH // (len(prompts[0]) + obj.extra_tokens))
-        batches = [list(range(s, min(s + size, len(prompts)))) for s in range(0, len(prompts), size)]
+        shared = _shared_prefixes(obj, prompts) if reuse_prefix else [0] * len(prompts)
+        prefix = _choice_prefix(obj) if any(shared) else None
+        if prefix is None:
+            shared = [0] * len(prompts)
+        batches = _choice_batches(obj, prompts, shared, batch_size)
 
         def run(chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-            logp = obj.log_probs_for_ids([prompts[i] for i in chunk], filler)
+            start = min(shared[i] for i in chunk)
+            logp = obj.log_probs_for_ids([prompts[i] for i in chunk], filler, prefix, start)
             return obj.values_from_log_probs(logp).float(), logp.argmax(-1)
 
     else:
@@ -204,6 +208,60 @@ def _full(obj: Objective, prompts: list[np.ndarray]) -> tuple[torch.Tensor, torc
     return obj.values_from_log_probs(logp).float(), logp.argmax(-1)
 
 
+# -- choices: each variant with the candidates packed after it ----------------------------
+
+
+def _choice_batches(
+    obj: ChoiceObjective,
+    prompts: list[np.ndarray],
+    shared: list[int],
+    batch_size: int | None,
+) -> list[list[int]]:
+    """Variants sorted by where they leave the prompt's cache, cut into batches of about
+    CPU_TOKENS_PER_BATCH tokens run (each batch runs from its smallest shared prefix)."""
+    order = sorted(range(len(prompts)), key=lambda i: (shared[i], len(prompts[i])))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        trial = current + [i]
+        start = min(shared[j] for j in trial)
+        width = max(len(prompts[j]) for j in trial) - start + obj.extra_tokens
+        full = len(trial) > (batch_size or max(1, CPU_TOKENS_PER_BATCH // max(width, 1)))
+        if current and full:
+            batches.append(current)
+            trial = [i]
+        current = trial
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _choice_prefix(obj: ChoiceObjective) -> PrefixCache | None:
+    """The prompt's cache for a choice's variants (checked once per model like the token
+    objectives': the cached rows must give the full forward's candidate scores)."""
+    model = obj.lm.model
+    if failed(model, CHOICE_CHECK):
+        return None
+    if not _LAST_PROMPT.holds(obj):
+        ids = obj.prompt_ids.unsqueeze(0).to(obj.lm.device)
+        with torch.no_grad():
+            prefix, _ = compute_prefix(model, inputs_embeds=_embed(obj, ids))
+        _LAST_PROMPT.keep(obj, prefix)
+    prefix = _LAST_PROMPT.prefix
+    if prefix is None:
+        return None
+
+    def rows_match() -> bool:
+        prompt = obj.prompt_ids.numpy()
+        with torch.no_grad():
+            full = obj.log_probs_for_ids([prompt], 0)
+            again = obj.log_probs_for_ids([prompt], 0, prefix, len(prompt) - 1)
+        rtol, atol = (1e-3, 1e-3) if obj.lm.dtype == torch.float32 else (5e-2, 1e-1)
+        return bool(torch.allclose(again, full, rtol=rtol, atol=atol))
+
+    return prefix if verdict(model, CHOICE_CHECK, rows_match) else None
+
+
 # -- causal LMs: the prompt's cache, suffixes, right padding ------------------------------
 
 
@@ -230,6 +288,7 @@ class _LastPrompt:
 
 _LAST_PROMPT = _LastPrompt()
 ROWS_CHECK = "perturbation: the prompt's rows from its cache"
+CHOICE_CHECK = "perturbation: a choice's candidate scores from the prompt's cache"
 
 
 def _prompt_prefix(obj: Objective) -> PrefixCache | None:

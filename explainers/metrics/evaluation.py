@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from explainers.attribution.perturbation import check_removal, evaluate_kept
+from explainers.choice import CHOICE_OBJECTIVES, rebuild_choice
 from explainers.explainer import Progress
 from explainers.explanation import Explanation
 from explainers.metrics import faithfulness as fm
 from explainers.metrics import plausibility as pm
-from explainers.choice import CHOICE_OBJECTIVES, rebuild_choice
 from explainers.objective import Objective, prepare, prepare_ids
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel

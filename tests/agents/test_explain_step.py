@@ -6,9 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from agents.explain_step import SEGMENTS, explain_step
+from agents.recorded_step import recorded_step
 from agents.tips import Tip, TipSet, play_tips
 from workbench.errors import WorkbenchError
 from workbench.llm.local import LocalLLM
@@ -40,7 +42,7 @@ def played(level1_games, tiny_causal, tmp_path_factory):
 
 def test_segments_sum_to_the_total_and_tips_are_ablated(played, tiny_causal):
     store, episode = played
-    result = explain_step(store, "g", episode["id"], 2, lm=tiny_causal, steps=4)
+    result = explain_step(store, "g", episode["id"], 2, method="ig", objective="logprob", lm=tiny_causal, steps=4)
     steps = play_store.get_steps(store, episode["id"])
     assert result.action == steps[2]["action"] and result.prompt == steps[2]["prompt"]
     assert set(SEGMENTS) <= set(result.segments)
@@ -63,7 +65,7 @@ def test_segments_sum_to_the_total_and_tips_are_ablated(played, tiny_causal):
 
 def test_tip_masses_and_the_tips_scaffold_add_up_to_the_tips_segment(played, tiny_causal):
     store, episode = played
-    result = explain_step(store, "g", episode["id"], 1, lm=tiny_causal, steps=4)
+    result = explain_step(store, "g", episode["id"], 1, method="ig", objective="logprob", lm=tiny_causal, steps=4)
     masses = result.explanation.scores.sum(axis=0)
     # The scaffold, found independently: tokens of the tips section outside every tip's
     # text (the "Tips:" header and the bullets).
@@ -140,3 +142,39 @@ def test_bad_steps_are_one_line_errors(played, tiny_causal, tmp_path):
     # Typer checks the range: a usage error naming the option, before anything loads.
     assert tips.returncode == 2 and "--max-tips" in tips.stderr and "Traceback" not in tips.stderr
     assert not (tmp_path / "n.duckdb").exists()
+
+
+@pytest.mark.parametrize("objective", ["choice", "margin"])
+def test_the_default_explains_the_choice_with_exact_segment_shapley_values(
+    played, tiny_causal, objective
+):
+    store, episode = played
+    result = explain_step(store, "g", episode["id"], 2, lm=tiny_causal, objective=objective)
+    assert result.method == "segment_shapley" and result.objective == objective
+    check = result.check
+    assert check["exact"] and check["status"] == "ok"
+    # Complete by construction: the masses add up to v(all) - v(none).
+    assert result.total == pytest.approx(check["expected"], abs=1e-5)
+    assert abs(check["delta"]) < 1e-5
+    assert result.segments["instructions"] == 0.0  # the frame is not a player
+    assert sum(result.segments.values()) == pytest.approx(result.total, abs=1e-6)
+    assert [t["tip"] for t in result.tips] == ["Take the fridge food.", "Eat the meal."]
+    assert result.tip_scaffold == 0.0
+    # The objective is the run's own choice: its value is the log-softmax of the agent's
+    # ranking scores (or the margin) at the recorded action.
+    recorded = recorded_step(store, "g", episode["id"], 2, tiny_causal)
+    (ranking,) = recorded.agent.rank([recorded.turn])
+    scores = np.array(ranking.scores)
+    k = ranking.candidates.index(result.action)
+    expected = (
+        scores[k] - np.logaddexp.reduce(scores)
+        if objective == "choice"
+        else scores[k] - np.delete(scores, k).max()
+    )
+    assert result.value == pytest.approx(expected, abs=1e-4)
+    assert result.explanation.target_tokens == [f"{objective} of {result.action!r}"]
+    # Each tip's ablation effect is in the objective's units.
+    assert all(isinstance(t["effect"], float) for t in result.tips)
+    stored = tips_store.list_step_explanations(store, episode["id"], 2)[0]
+    assert stored["params"]["objective"] == objective
+    assert stored["params"]["check"]["exact"]

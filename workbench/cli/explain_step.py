@@ -37,7 +37,19 @@ def explain_step(
         ..., "--episode", help="Episode id (see `workbench episodes list --run NAME`)."
     ),
     step: int = typer.Option(..., "--step", min=0, help="Step number, from 0."),
-    method: str = typer.Option("ig", "--method", help="Attribution method (ig, occlusion, ...)."),
+    method: str = typer.Option(
+        "auto",
+        "--method",
+        help="auto (segment_shapley on a CPU: exact Shapley values of the prompt's segments "
+        "and tips; ig on a GPU: a token-level heatmap), or any attribution method.",
+    ),
+    objective: str | None = typer.Option(
+        None,
+        "--objective",
+        help="What is explained: choice (log p of the chosen command among the candidates, "
+        "the default for runs that ranked commands), margin (over the runner-up) or "
+        "logprob (the command's text; the default for runs that generated commands).",
+    ),
     param: list[str] = ParamOption,
     fmt: TableFormat = TableFormatOption,
     model: str | None = ModelOption,
@@ -63,7 +75,10 @@ def explain_step(
     --patch, what the game said (observation, history) is edited instead, and activation
     patching shows where the information that decided the action sits.
 
+    Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2
+
     Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2 --method ig
+    --objective margin
 
     Example: workbench explain-step --run l1-self --episode 3f2a9c1b7d10 --step 2
     --patch "the fridge is open=>the fridge is closed"
@@ -74,15 +89,26 @@ def explain_step(
             run, episode, step, patch, positions, layers, fmt, model, adapter, device, dtype, db
         )
         return
+    from agents.explain_step import check_objective, resolve_method
     from agents.explain_step import explain_step as run_explain_step
     from explainers import get_method
 
-    params = method_params(get_method(method), {}, param)
+    check_objective(objective)
+    resolved = resolve_method(method, device)
+    params = method_params(get_method(resolved), {}, param)
     store = open_store(db)
     lm = _model(store, run, model, adapter, device, dtype)
-    with progress(f"explaining step {step}") as update:
+    with progress(f"explaining step {step} ({resolved})") as update:
         result = run_explain_step(
-            store, run, episode, step, method=method, lm=lm, progress=update, **params
+            store,
+            run,
+            episode,
+            step,
+            method=resolved,
+            lm=lm,
+            progress=update,
+            objective=objective,
+            **params,
         )
     if fmt is TableFormat.json:
         write_json(result.to_dict())

@@ -267,12 +267,18 @@ EXPLAIN_STEP = modes(
     ("run", "episode", "step", "fmt", "db", "model", "adapter", "device", "dtype", "patch"),
     {
         "attribution": Facet(
-            "", ("method", "param"), {"positions": "give --patch", "layers": "give --patch"}
+            "",
+            ("method", "param", "objective"),
+            {"positions": "give --patch", "layers": "give --patch"},
         ),
         "patch": Facet(
             "--patch",
             ("positions", "layers"),
-            {"method": "--patch patches instead of attributing", "param": "--patch patches"},
+            {
+                "method": "--patch patches instead of attributing",
+                "param": "--patch patches",
+                "objective": "--patch compares the chosen command's log-probability",
+            },
         ),
     },
 )
@@ -299,6 +305,7 @@ TABLES: dict[str, dict] = {
     "play": PLAY,
     "report": single("report", "run", "fmt", "db"),
     "explain-step": EXPLAIN_STEP,
+    "mistakes": single("mistakes", "run", "fmt", "db"),
     "finetune": single(
         "finetune",
         *("games_paths", "out", "epochs", "lr", "rank", "dropout", "batch_size", "top_layers"),

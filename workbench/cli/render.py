@@ -44,13 +44,14 @@ def write_json(payload: Any) -> None:
 
 @contextlib.contextmanager
 def progress(description: str) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr, drawn only on a terminal and gone when the block ends.
+    """Progress on stderr: a bar on a terminal, gone when the block ends; elsewhere (a pipe,
+    a log file) a plain line at each tenth of the work and at its end.
 
     Yields `update(done, total, description=None)`, which is the `progress(done, total)`
     callback the libraries take.
     """
     if not err_console.is_terminal:  # rich would still leave an empty line behind
-        yield lambda done, total=None, description=None: None
+        yield _progress_lines(description)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -67,6 +68,25 @@ def progress(description: str) -> Iterator[Callable[..., None]]:
             bar.update(task, **fields)
 
         yield update
+
+
+def _progress_lines(title: str) -> Callable[..., None]:
+    """`update(done, total)` that prints "title: done/total" to stderr when the work crosses
+    a tenth of its current total (a total may grow, as adaptive IG's does)."""
+    last: list[Any] = [None]
+
+    def update(done: int, total: int | None = None, description: str | None = None) -> None:
+        label = description or title
+        tenth = None if not total else (10 * done) // total
+        key = (label, tenth, total if done >= (total or 0) else None)
+        if key == last[0]:
+            return
+        last[0] = key
+        shown = f"{done}/{total}" if total else f"{done}"
+        sys.stderr.write(f"{label}: {shown}\n")
+        sys.stderr.flush()
+
+    return update
 
 
 def write_out(out: Path, text: str) -> None:
@@ -156,26 +176,78 @@ def episodes_table(episodes: list[dict[str, Any]], title: str | None = None) -> 
     return table
 
 
+OBJECTIVE_TEXT = {
+    "choice": "log p(chosen | candidates)",
+    "margin": "score margin over the runner-up",
+    "logprob": "log p(command text)",
+}
+
+
+def check_line(result) -> str:
+    """Whether the segment masses can be trusted, said whether or not they pass."""
+    check = result.check
+    delta, expected = check.get("delta"), check.get("expected")
+    if check.get("exact") is not None:
+        how = (
+            f"exact Shapley values over {check.get('evaluations')} coalitions"
+            if check["exact"]
+            else f"sampled Shapley values over {check.get('evaluations')} coalitions "
+            "(standard errors in --format json)"
+        )
+        return (
+            f"{how}: they add up to v(all) - v(none) = {expected:+.3f} "
+            f"(gap {delta:+.1e}), status {check.get('status')}"
+        )
+    if delta is not None and expected is not None:
+        knots = check.get("knots")
+        counted = f" with {knots} knots" if knots else ""
+        return (
+            f"completeness{counted}: the attributions add up to {expected + delta:+.3f} of "
+            f"f(input) - f(baseline) = {expected:+.3f} (delta {delta:+.3f}), "
+            f"status {check.get('status')}"
+        )
+    return f"status {check.get('status')} ({result.method} has no completeness check)"
+
+
 def show_step_explanation(result, out: Console) -> None:
-    """An explained step: attribution per prompt segment, and what removing each tip does."""
+    """An explained step: the decision's objective, its attribution per prompt segment,
+    whether the masses are exact or complete, and what removing each tip does."""
     print_plain(
         out,
-        f"step {result.step} of episode {result.episode_id}: action {result.action!r},"
-        f" total attribution {result.total:.3f} ({result.method})",
+        f"step {result.step} of episode {result.episode_id}: action {result.action!r}; "
+        f"{OBJECTIVE_TEXT.get(result.objective, result.objective)} = {result.value:+.3f}",
     )
-    segments = Table("segment", "attribution", "share of |total|")
+    segments = Table("segment", "attribution", "|segment| / sum of |segments|")
     scale = sum(abs(v) for v in result.segments.values()) or 1.0
     for name, value in result.segments.items():
         segments.add_row(name, f"{value:+.3f}", f"{100 * abs(value) / scale:.0f}%")
+    segments.add_row("total", f"{result.total:+.3f}", "")
     out.print(segments)
+    print_plain(out, check_line(result))
     if result.tips:
-        tips = Table("tip", "attribution", "without it the agent", title="tip ablation")
+        tips = Table(
+            "tip", "attribution", "effect of removing it", "without it the agent",
+            title="tip ablation",
+        )  # fmt: skip
         for t in result.tips:
             then = f"changes to {t['new_action']!r}" if t["action_changed"] else "does the same"
-            tips.add_row(t["tip"], f"{t['mass']:+.3f}", then)
+            effect = t.get("effect")
+            tips.add_row(
+                t["tip"], f"{t['mass']:+.3f}", "" if effect is None else f"{effect:+.3f}", then
+            )
         # The rest of the tips segment, so that the column adds up to it.
-        tips.add_row("(header, bullets, line breaks)", f"{result.tip_scaffold:+.3f}", "")
+        tips.add_row("(header, bullets, line breaks)", f"{result.tip_scaffold:+.3f}", "", "")
         out.print(tips)
+        if any(t.get("disagrees") for t in result.tips):
+            print_plain(
+                out,
+                "a tip's attribution and its removal effect differ in sign: the attribution "
+                "is its share of the decision averaged over the other parts of the prompt "
+                "being there or not; the removal effect is what dropping it alone does "
+                "with everything else in place. They differ when the tip's effect depends "
+                "on what else the prompt says.",
+                style="yellow",
+            )
     exp = result.explanation
     if exp is not None:
         from explainers.render import warning_lines

@@ -165,7 +165,7 @@ class LocalLLM(LLM):
         sums, lengths, prompt_lens = self._continuation_logprobs(texts, candidates)
         calibrated = None
         if calibrate:
-            neutral = self._neutral_logprobs({c for cs in candidates for c in cs})
+            neutral = self.neutral_logprobs({c for cs in candidates for c in cs})
             calibrated = [
                 [s - neutral[c][0] for s, c in zip(row, cs)] for row, cs in zip(sums, candidates)
             ]
@@ -177,7 +177,7 @@ class LocalLLM(LLM):
             )
         ]
 
-    def _neutral_logprobs(self, commands: set[str]) -> dict[str, tuple[float, int]]:
+    def neutral_logprobs(self, commands: set[str]) -> dict[str, tuple[float, int]]:
         # Cached across calls: the same few hundred commands recur in every game.
         missing = sorted(c for c in commands if c not in self._neutral)
         if missing:
