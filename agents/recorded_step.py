@@ -244,7 +244,7 @@ def _agent_for(run: dict[str, Any], lm: LoadedModel) -> LLMAgent:
         params.get("template") or PromptTemplate().text, int(params.get("history_steps", 5))
     )
     return LLMAgent(
-        LocalLLM(lm),
+        LocalLLM(lm, spare_core=False),  # no game runs beside the explanation
         select=params.get("select", "choose"),
         template=template,
         score_mode=params.get("score_mode", "sum"),

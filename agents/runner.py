@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.mistakes import EpisodeJudge
 from agents.policies import Agent, Decision, make_agent
 from agents.trajectory import Condition, Episode, EpisodeSpec, Step, Turn
 from games import BatchEnv, GameInfo, GameState
@@ -69,6 +70,10 @@ class _Active:
     started: float
     steps: list[Step] = field(default_factory=list)
     no_effect: set[str] = field(default_factory=set)
+    judge: EpisodeJudge = field(init=False)  # the steps against the winning plan
+
+    def __post_init__(self) -> None:
+        self.judge = EpisodeJudge(self.state)
 
 
 def episode_specs(
@@ -334,6 +339,7 @@ def _advance(
             llm_call=decision.llm_call,
         )
     )
+    active.judge.add(decision.action, state)
     active.state = state
     if state.won or state.lost or state.done:
         reason = "won" if state.won else "lost"
@@ -341,6 +347,8 @@ def _advance(
         reason = "max_steps"
     else:
         return None
+    for step, verdict in zip(active.steps, active.judge.verdicts()):
+        step.verdict = verdict
     return Episode(
         id=new_id(),
         spec=active.spec,
@@ -406,4 +414,5 @@ def _save(store: Store, run: dict[str, Any], episode: Episode) -> None:
         episode.to_row(),
         [s.to_row() for s in episode.steps],
         [c.to_row() for c in episode.llm_calls],
+        [s.verdict.to_row(s.idx) for s in episode.steps if s.verdict is not None],
     )

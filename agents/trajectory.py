@@ -7,6 +7,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agents.mistakes import StepVerdict
 from games import GameInfo, GameState
 
 
@@ -68,11 +69,13 @@ class Step:
     changed: bool  # whether the action changed the game state at all
     raw_output: str | None = None
     llm_call: LLMCall | None = None
+    verdict: StepVerdict | None = None  # against TextWorld's winning plan, once it ended
 
     def to_row(self) -> dict[str, Any]:
         row = asdict(self)
         row.pop("llm_call")
         row.pop("changed")
+        row.pop("verdict")
         row["llm_call_id"] = self.llm_call.id if self.llm_call else None
         return row
 

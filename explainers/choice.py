@@ -185,24 +185,25 @@ class ChoiceObjective(Objective):
         kwargs: dict[str, Any] = {}
         if prefix is not None and start > 0:
             kwargs = prefix.arguments(batch, start)
-        # Rows read: each prompt's last position (a candidate's first token) and the block.
-        keep = run + width - (int(lengths.min()) - 1 - start)
-        if self.lm.keeps_logits:
-            kwargs["logits_to_keep"] = keep
-        else:
-            keep = run + width
-        logits = model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs
-        ).logits
-        first_row = run + width - keep  # the sequence index of `logits`' first row
-        # The sequence index (within the run) whose logits predict each block token.
+        # The sequence index (within the run) whose logits predict each block token: each
+        # prompt's last position for a candidate's first token, else the previous token.
         last_prompt = lengths - 1 - start  # [B]
         source = torch.where(
             offset.unsqueeze(0) == 0,
             last_prompt.unsqueeze(1),
             (run + torch.arange(width, device=device) - 1).unsqueeze(0),
         )  # [B, W]
-        rows = logits[torch.arange(batch, device=device).unsqueeze(1), source - first_row]
+        index = source
+        if self.lm.keeps_logits:
+            # Only those rows meet the vocabulary projection (padded variants of different
+            # lengths would otherwise project every position between their ends).
+            kept = torch.unique(source)
+            kwargs["logits_to_keep"] = kept
+            index = torch.searchsorted(kept, source)
+        logits = model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs
+        ).logits
+        rows = logits[torch.arange(batch, device=device).unsqueeze(1), index]
         rows = rows.float()
         token_lp = rows.gather(-1, ids.view(1, -1, 1).expand(batch, -1, 1)).squeeze(-1)
         token_lp = token_lp - torch.logsumexp(rows, dim=-1)  # [B, W]

@@ -1,6 +1,7 @@
 """Store reads that only tests make: row counts, an episode's LLM calls, metric means,
 experiment rows and exported rows, read straight from the tables to check what the product
-wrote (the product reads through `workbench.store`'s own functions)."""
+wrote (the product reads through `workbench.store`'s own functions); and one write, which
+turns a run into one recorded before the mistake miner."""
 
 from __future__ import annotations
 
@@ -68,3 +69,13 @@ def table_rows(store: Store, table: str, run: str | None = None) -> list[dict[st
     with store._connect() as con:
         query, params = _query(con, store, table, run)
         return _all(con.execute(query, params))
+
+
+def delete_step_mistakes(store: Store, run_id: str) -> None:
+    """Forget a run's step verdicts, as if it had been recorded before the mistake miner."""
+    with store._transaction() as con:
+        con.execute(
+            "DELETE FROM step_mistakes WHERE episode_id IN"
+            " (SELECT id FROM episodes WHERE run_id = ?)",
+            [run_id],
+        )

@@ -145,6 +145,7 @@ class DatasetItem:
     text: str
     target: str | None = None
     rationale: list[int] | None = None
+    candidates: list[str] | None = None  # a decision among these (explainers/choice.py)
 
 
 @dataclass
@@ -162,24 +163,35 @@ class MethodSummary:
         return {"method": self.method, "n": self.n, **clean, "seconds": self.seconds}
 
 
-def load_dataset(path: Path) -> list[DatasetItem]:
-    """JSONL: one object per line with "text", optional "target" and "rationale"."""
+def load_dataset(path: Path, candidates: bool = False) -> list[DatasetItem]:
+    """JSONL: one object per line with "text", optional "target" and "rationale"; with
+    `candidates`, also an optional "candidates" list (the target is the chosen one)."""
+    keys = {"text", "target", "rationale"} | ({"candidates"} if candidates else set())
     items = []
     for number, record in read_jsonl(path, "dataset"):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise WorkbenchError(f'{path}:{number}: each line needs a "text" string')
-        unknown = set(record) - {"text", "target", "rationale"}
+        unknown = set(record) - keys
         if unknown:
+            hint = "; candidates apply to explain --dataset" if "candidates" in unknown else ""
             raise WorkbenchError(
-                f"{path}:{number}: unknown keys {sorted(unknown)}; use text, target, rationale"
+                f"{path}:{number}: unknown keys {sorted(unknown)}; use "
+                f"{', '.join(sorted(keys))}{hint}"
             )
+        choices = record.get("candidates")
+        if choices is not None and (
+            not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+        ):
+            raise WorkbenchError(f"{path}:{number}: candidates must be a list of strings")
         rationale = record.get("rationale")
         try:
             parsed = None if rationale is None else parse_rationale(rationale)
         except WorkbenchError as exc:
             raise WorkbenchError(f"{path}:{number}: {exc}") from None
         target = record.get("target")
-        items.append(DatasetItem(record["text"], None if target is None else str(target), parsed))
+        items.append(
+            DatasetItem(record["text"], None if target is None else str(target), parsed, choices)
+        )
     if not items:
         raise WorkbenchError(f"{path} holds no inputs")
     return items

@@ -3,38 +3,28 @@ tips, history, observation, admissible list), see the prompt's token heatmap in 
 sections, and what removing each tip does.
 
 The analysis is `agents.explain_step.explain_step`, with any attribution method of the
-registry (`agents.explain_step.step_methods`). The tips segment's total
-is its tips' masses plus its scaffold (the "Tips:" header, bullets and line breaks), shown
-as its own row so the table adds up. An attribution that missed completeness (integrated
-gradients with too few steps) is flagged above its numbers.
+registry (`agents.explain_step.step_methods`); `streamlit_app.step_explanation` shows it.
 
 Deep link: `/explain-step?episode=ID&step=N`.
 """
 
 from __future__ import annotations
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from agents.explain_step import explain_step, step_methods
-from explainers.explanation import Explanation
 from streamlit_app.common import (
-    explanation_warnings,
-    heatmap,
     play_runs_and_linked_episode,
     query,
     query_param,
     select,
     store,
 )
+from streamlit_app.step_explanation import show_step_explanation
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel, load_model
-from workbench.store import dashboard, explanations
+from workbench.store import dashboard
 from workbench.store import tips as tips_store
-
-SCAFFOLD = "(tips header, bullets and line breaks)"
-ADVICE = "steps auto (`workbench explain-step ... --param steps=auto`)"
 
 st.title("Explain this step")
 
@@ -87,8 +77,12 @@ if recorded is not None:
             "LLM decision to explain. Pick an episode of an llm agent."
         )
 
-left, right = st.columns(2)
+left, middle, right = st.columns(3)
 method = left.selectbox("attribution method", step_methods(), key="xs-method")
+objective = middle.selectbox(
+    "objective", ["choice", "margin", "logprob"], key="xs-objective",
+    help="choice: log p(chosen | candidates); margin: over the runner-up; logprob: the text",
+)  # fmt: skip
 model_name = right.text_input(
     "model (hub id, directory or .gguf; empty: the run's own model)", key="xs-model"
 )
@@ -104,7 +98,14 @@ if st.button("explain this step", type="primary", key="xs-go"):
         lm = _model(model_name) if model_name.strip() else None
         bar.progress(0.0, text="attributing the action ...")
         result = explain_step(
-            store(), names[run_id], episode_id, step, method=method, lm=lm, progress=advance
+            store(),
+            names[run_id],
+            episode_id,
+            step,
+            method=method,
+            lm=lm,
+            progress=advance,
+            objective=objective,
         )
         st.session_state["xs-result"] = (episode_id, step, method, result)
         bar.progress(1.0, text="done")
@@ -113,105 +114,17 @@ if st.button("explain this step", type="primary", key="xs-go"):
         st.error(str(exc))
 
 
-def tip_rows(tips: list[dict], tips_total: float) -> pd.DataFrame:
-    """Per tip: its mass and what removing it did; then the scaffold, so that the masses
-    add up to the tips segment."""
-    rows = [
-        {
-            "label": f"tip {i + 1}",
-            "tip": t["tip"],
-            "mass": float(t["mass"]),
-            "action changes without it": bool(t["action_changed"]),
-            "action without it": t.get("new_action") or "",
-        }
-        for i, t in enumerate(tips)
-    ]
-    scaffold = tips_total - sum(r["mass"] for r in rows)
-    rows.append(
-        {
-            "label": "scaffold",
-            "tip": SCAFFOLD,
-            "mass": scaffold,
-            "action changes without it": None,
-            "action without it": "",
-        }
-    )
-    return pd.DataFrame(rows)
-
-
-def show(segments: dict[str, float], tips: list[dict], total: float, exp_id: str | None) -> None:
-    """Per-segment and per-tip bars of one explain-step result, its warnings and heatmap."""
-    record = query(explanations.get_explanation, exp_id) if exp_id else None
-    exp = Explanation.from_dict(record) if record else None
-    warnings = explanation_warnings(exp, ADVICE) if exp else []
-    if warnings:
-        st.warning("\n\n".join(warnings))
-    st.subheader("Attribution by prompt segment")
-    st.caption(
-        f"total attribution of the action {total:+.4f} (the segments add up to it); "
-        "red pushes towards the recorded action, blue away"
-    )
-    frame = pd.DataFrame({"segment": list(segments), "mass": [float(v) for v in segments.values()]})
-    base = alt.Chart(frame).encode(y=alt.Y("segment:N", sort=list(segments)))
-    st.altair_chart(
-        base.mark_bar().encode(
-            x=alt.X("mass:Q", title="attribution mass"),
-            color=alt.condition("datum.mass >= 0", alt.value("#d62728"), alt.value("#1f77b4")),
-            tooltip=["segment", "mass"],
-        )
-        + base.mark_tick(color="black", thickness=2).encode(x="mass:Q"),
-        use_container_width=True,
-    )
-    st.dataframe(frame, hide_index=True)
-    st.subheader("Per tip: attribution mass and the effect of removing it")
-    if not tips:
-        st.text("(no tips were in force at this step)")
-    else:
-        table = tip_rows(tips, float(segments.get("tips", 0.0)))
-        table["removing it"] = [
-            "(not a tip)"
-            if changed is None
-            else ("changes the action" if changed else "keeps the action")
-            for changed in table["action changes without it"]
-        ]
-        st.caption(
-            f"the tips' masses plus the scaffold make the tips segment: "
-            f"{table['mass'].sum():+.4f} = {float(segments.get('tips', 0.0)):+.4f}"
-        )
-        st.altair_chart(
-            alt.Chart(table)
-            .mark_bar()
-            .encode(
-                x=alt.X("mass:Q", title="attribution mass"),
-                y=alt.Y("label:N", sort=list(table["label"])),
-                color=alt.Color(
-                    "removing it:N",
-                    scale=alt.Scale(
-                        domain=["changes the action", "keeps the action", "(not a tip)"],
-                        range=["#d62728", "#9ecae9", "#bbbbbb"],
-                    ),
-                ),
-                tooltip=["tip", "mass", "removing it", "action without it"],
-            ),
-            use_container_width=True,
-        )
-        st.dataframe(table.drop(columns="removing it"), hide_index=True)
-    if exp is not None:
-        st.subheader("The prompt's tokens")
-        st.caption("the step's prompt in its sections; hover a token for its score")
-        heatmap(exp, key="xs-target")
-        st.page_link(
-            "views/explanations.py",
-            label="the full token-level explanation",
-            query_params={"explanation": exp_id},
-        )
-
-
 saved = st.session_state.get("xs-result")
 if saved and saved[:3] == (episode_id, step, method):
     result = saved[3]
     st.success(f"explained with {method}")
-    show(result.segments, result.tips, result.total, result.explanation_id)
+    show_step_explanation(
+        result.segments,
+        result.tips,
+        result.total,
+        result.explanation_id,
+        params={"objective": result.objective, "value": result.value, "check": result.check},
+    )
 else:
     stored = query(tips_store.list_step_explanations, episode_id, step)
     # Activation patching of this step (`explain-step --patch`) has its own page.
@@ -230,4 +143,10 @@ else:
             f"stored result: {latest['method']} at {latest['created_at']:%Y-%m-%d %H:%M:%S} "
             f"({len(stored)} stored for this step); press the button to explain again"
         )
-        show(latest["segments"], latest["tips"], latest["total"], latest["explanation_id"])
+        show_step_explanation(
+            latest["segments"],
+            latest["tips"],
+            latest["total"],
+            latest["explanation_id"],
+            params=latest["params"],
+        )

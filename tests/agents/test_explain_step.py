@@ -42,7 +42,9 @@ def played(level1_games, tiny_causal, tmp_path_factory):
 
 def test_segments_sum_to_the_total_and_tips_are_ablated(played, tiny_causal):
     store, episode = played
-    result = explain_step(store, "g", episode["id"], 2, method="ig", objective="logprob", lm=tiny_causal, steps=4)
+    result = explain_step(
+        store, "g", episode["id"], 2, method="ig", objective="logprob", lm=tiny_causal, steps=4
+    )
     steps = play_store.get_steps(store, episode["id"])
     assert result.action == steps[2]["action"] and result.prompt == steps[2]["prompt"]
     assert set(SEGMENTS) <= set(result.segments)
@@ -65,7 +67,9 @@ def test_segments_sum_to_the_total_and_tips_are_ablated(played, tiny_causal):
 
 def test_tip_masses_and_the_tips_scaffold_add_up_to_the_tips_segment(played, tiny_causal):
     store, episode = played
-    result = explain_step(store, "g", episode["id"], 1, method="ig", objective="logprob", lm=tiny_causal, steps=4)
+    result = explain_step(
+        store, "g", episode["id"], 1, method="ig", objective="logprob", lm=tiny_causal, steps=4
+    )
     masses = result.explanation.scores.sum(axis=0)
     # The scaffold, found independently: tokens of the tips section outside every tip's
     # text (the "Tips:" header and the bullets).
@@ -178,3 +182,42 @@ def test_the_default_explains_the_choice_with_exact_segment_shapley_values(
     stored = tips_store.list_step_explanations(store, episode["id"], 2)[0]
     assert stored["params"]["objective"] == objective
     assert stored["params"]["check"]["exact"]
+
+
+def test_the_cli_reports_the_objective_its_check_and_progress(played, tiny_model_dir, capsys):
+    import json
+
+    from tests.run_cli import run_inprocess
+
+    store, episode = played
+    where = ["--run", "g", "--episode", episode["id"], "--db", str(store.path)]
+    model = ["--model", str(tiny_model_dir), "--device", "cpu"]
+    code, out, err = run_inprocess(
+        capsys, "explain-step", *where, "--step", "1", *model, "--format", "json"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["method"] == "segment_shapley" and data["objective"] == "choice"
+    assert data["check"]["exact"] and abs(data["check"]["delta"]) < 1e-5
+    assert {"effect", "disagrees"} <= set(data["tips"][0])
+    # Progress reaches stderr without a terminal, ending at the work's total.
+    lines = [line for line in err.splitlines() if line.startswith("explaining step 1")]
+    assert lines and lines[-1].endswith("/" + lines[-1].rsplit("/", 1)[1])
+    done, total = lines[-1].rsplit(": ", 1)[1].split("/")
+    assert done == total
+
+    code, out, err = run_inprocess(
+        capsys, "explain-step", *where, "--step", "1", *model, "--method", "ig",
+        "--objective", "margin", "--param", "steps=4",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "completeness with 5 knots" in " ".join(out.split())
+    assert "|segment| / sum of |segments|" in out
+
+    for args, message in [
+        (["--objective", "best"], "objective must be"),
+        (["--objective", "margin", "--patch", "a=>b"], "--objective"),
+        (["--method", "attention"], "cannot explain a step"),
+    ]:
+        code, out, err = run_inprocess(capsys, "explain-step", *where, "--step", "1", *args)
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err

@@ -147,3 +147,70 @@ def test_bad_choice_requests_fail_in_one_line(tiny_causal):
         explain(tiny_causal, TEXT, "attention", candidates=CANDIDATES)
     with pytest.raises(WorkbenchError, match="objective must be"):
         explain(tiny_causal, TEXT, "saliency", candidates=CANDIDATES, objective="best")
+
+
+def test_the_cli_explains_a_choice_and_a_data_set_of_choices(tiny_model_dir, tmp_path, capsys):
+    import json
+
+    from tests.run_cli import run_inprocess
+
+    code, out, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--text",
+        TEXT,
+        "--method",
+        "saliency",
+        "--candidates",
+        "take milk|open fridge door|cook",
+        "--target",
+        "cook",
+        "--objective",
+        "margin",
+        "--format",
+        "json",
+        "--no-save",
+    )
+    assert code == 0, err
+    assert json.loads(out)["target_tokens"] == ["margin of 'cook'"]
+
+    data = tmp_path / "choices.jsonl"
+    data.write_text(
+        json.dumps({"text": TEXT, "candidates": CANDIDATES, "target": "cook"})
+        + "\n"
+        + json.dumps({"text": "open the box Q", "candidates": ["take milk", "cook"]})
+        + "\n"
+    )
+    code, out, err = run_inprocess(
+        capsys,
+        "explain",
+        "--model",
+        str(tiny_model_dir),
+        "--dataset",
+        str(data),
+        "--method",
+        "saliency",
+        "--format",
+        "json",
+        "--out",
+        "-",
+        "--no-save",
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["target_tokens"] == ["choice of 'cook'"]
+    assert rows[1]["extras"]["candidates"] == ["take milk", "cook"]
+
+    # Bad input: one line, non-zero, before the model loads where it can.
+    for args, message in [
+        (["--text", TEXT, "--candidates", "cook"], "at least two candidates"),
+        (["--text", TEXT, "--objective", "margin"], "needs candidates"),
+        (["--text", TEXT, "--candidates", "a|b", "--method", "attention"], "cannot explain"),
+        (["--dataset", str(data), "--candidates", "a|b"], "each line gives its own"),
+    ]:
+        code, out, err = run_inprocess(
+            capsys, "explain", "--model", str(tiny_model_dir), *args, "--no-save"
+        )
+        assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err

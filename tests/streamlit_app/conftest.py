@@ -126,7 +126,9 @@ def fill(store: Store, games: list, model_dir: Path) -> Filled:
         workers=0,
     )
     tiny_episode = tiny.episodes[0].id
-    step = explain_step(store, "tiny-llm-l1", tiny_episode, EXPLAINED_STEP, lm=lm, steps=4)
+    step = explain_step(
+        store, "tiny-llm-l1", tiny_episode, EXPLAINED_STEP, method="ig", lm=lm, steps=4
+    )
     pairs: list = []
     compare_methods(
         lm,

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import agents.explain_step
+from agents.mistakes import mistake_report, verb
 from tests.streamlit_app.conftest import (
     EXPLAINED_STEP,
     SCRIPT,
@@ -24,7 +25,7 @@ from workbench.store import tips as tips_store
 APP = str(Path(__file__).parents[2] / "streamlit_app" / "app.py")
 TIMEOUT = 60
 PAGES = ("overview", "episode", "compare", "tips", "search", "explanations", "methods")
-PAGES += ("probing", "explain_step", "patching")
+PAGES += ("probing", "explain_step", "mistakes", "patching")
 
 
 def open_page(page: str | None = None, **params: str) -> AppTest:
@@ -89,6 +90,7 @@ def test_every_page_is_in_the_menu_and_the_home_page_is_the_overview(filled_env)
         "methods",
         "probing",
         "explain-step",
+        "mistakes",
         "patching",
     ]
 
@@ -344,13 +346,18 @@ class FakeStepExplanation:
     tips: list[dict] = field(default_factory=list)
     action: str = ""
     total: float = 0.0
+    objective: str = "choice"
+    value: float = -0.5
+    check: dict = field(default_factory=lambda: {"exact": True, "evaluations": 4, "delta": 0.0})
 
 
 def test_explain_this_step_runs_the_analysis_with_progress(filled_env, filled, monkeypatch):
     calls = []
 
-    def explain_step(store, run, episode_id, step, method="ig", lm=None, progress=None):
-        calls.append((run, episode_id, step, method, lm))
+    def explain_step(
+        store, run, episode_id, step, method="auto", lm=None, progress=None, objective=None
+    ):
+        calls.append((run, episode_id, step, method, lm, objective))
         progress(1, 2)
         progress(2, 2)
         return FakeStepExplanation(
@@ -368,7 +375,7 @@ def test_explain_this_step_runs_the_analysis_with_progress(filled_env, filled, m
     assert at.number_input(key="xs-step").value == 1
     at.button(key="xs-go").click().run()
     assert not at.exception
-    assert calls == [("llm-l1", real["id"], 1, "ig", None)]
+    assert calls == [("llm-l1", real["id"], 1, "auto", None, "choice")]
     assert at.get("progress")[0].proto.text == "done"
     segments = frame(at, "segment")
     assert dict(zip(segments["segment"], segments["mass"]))["tips"] == 0.7
@@ -415,3 +422,81 @@ def test_explain_this_step_live_on_a_model_directory(filled_env, filled):
     segments = frame(at, "segment")
     tips_total = dict(zip(segments["segment"], segments["mass"]))["tips"]
     assert tips["mass"].sum() == pytest.approx(tips_total, abs=1e-9)
+
+
+def test_mistakes_page_sets_a_mistake_beside_a_correct_decision_of_its_kind(filled_env, filled):
+    report = mistake_report(Store(filled.path), filled.random_run)
+    at = open_page("mistakes", run=filled.random_run)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["decisions judged"] == str(report.decisions)
+    assert metrics["mistakes"] == str(report.mistakes)
+    failed = frame(at, "first mistake at")
+    assert list(failed["episode"]) == [f.episode_id for f in report.failed]
+    assert list(failed["chosen"]) == [f.first_mistake.chosen for f in report.failed]
+    kinds = frame(at, "optimal verb")
+    assert kinds["mistakes"].sum() == report.mistakes
+    (levels,) = [
+        d.value for d in at.dataframe if list(d.value.columns[:2]) == ["level", "decisions"]
+    ]
+    assert list(levels["decisions"]) == [r.decisions for r in report.by_level]
+    # The first failed episode's first mistake, beside a correct decision of its kind.
+    mistake = report.failed[0].first_mistake
+    correct = report.correct_decisions(verb(mistake.optimal_command))[0]
+    codes = [c.value for c in at.code]
+    assert codes == [
+        mistake.chosen,
+        mistake.optimal_command,
+        correct.chosen,
+        correct.optimal_command,
+    ]
+    assert at.selectbox(key="mk-step").value == mistake.step
+    shown = texts(at)
+    assert "there is no LLM decision to explain" in shown
+    assert ("episode", f"step {mistake.step} in the episode viewer") in main_links(at)
+
+
+def test_mistakes_page_shows_a_stored_explanation_or_the_command_that_makes_one(filled_env, filled):
+    db = Store(filled.path)
+    report = mistake_report(db, filled.tiny_run)
+    (failed,) = report.failed
+    mistakes = [s for s in report.steps if s.mistake]
+    assert failed.first_mistake == mistakes[0] and EXPLAINED_STEP in [s.step for s in mistakes]
+    at = open_page("mistakes", run=filled.tiny_run)
+    assert at.selectbox(key="mk-step").value == mistakes[0].step  # the first, by default
+    # A mistake without a stored explanation: the command that makes one.
+    bare = next(
+        s
+        for s in mistakes
+        if not tips_store.list_step_explanations(db, filled.tiny_episode, s.step)
+    )
+    at.selectbox(key="mk-step").set_value(bare.step).run()
+    command = (
+        f"workbench explain-step --run tiny-llm-l1 --episode {filled.tiny_episode}"
+        f" --step {bare.step} --db {filled.path}"
+    )
+    assert command in [c.value for c in at.code]
+    assert not [d for d in at.dataframe if "segment" in d.value.columns]
+    # The fixture's explained step is a mistake too: its masses and heatmap are shown.
+    at.selectbox(key="mk-step").set_value(EXPLAINED_STEP).run()
+    assert not at.exception
+    stored = tips_store.list_step_explanations(db, filled.tiny_episode, EXPLAINED_STEP)[0]
+    segments = frame(at, "segment")
+    assert dict(zip(segments["segment"], segments["mass"])) == pytest.approx(stored["segments"])
+    assert len(htmls(at)) == 1  # the prompt's heatmap
+    # No decision of the run took its optimal verb and kept the plan.
+    optimal = verb(mistakes[0].optimal_command)
+    assert report.correct_decisions(optimal) == []
+    assert any("no correct decision of this kind" in i.value for i in at.info)
+
+
+def test_mistakes_page_judges_older_episodes_or_says_why_not(filled_env, filled):
+    at = open_page("mistakes", run=filled.llm_run)
+    info = at.info[0].value
+    assert "1 of 2 episode(s) of this run have no verdicts yet" in info
+    assert "workbench mistakes --run llm-l1" in info
+    assert "<script" not in markup(at).lower()  # the LLM's command is shown as text
+    at.button(key="mk-mine").click().run()
+    # The episode written with a made-up observation does not replay: one line, no writes.
+    (error,) = at.error
+    assert "the game file changed since the run was played" in error.value
+    assert mistake_report(Store(filled.path), filled.llm_run).unjudged == 1

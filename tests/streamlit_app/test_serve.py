@@ -282,6 +282,9 @@ def test_browser_pages_read_well_and_say_what_to_trust(served, browser, filled, 
         ("probing", f"/probing?probe={filled.probe}", "Selectivity is zero or negative", None),
         ("patching", f"/patching?explanation={filled.patching}", "Restoration",
          "Restoration (0 = corrupted, 1 = clean)"),
+        ("mistakes", f"/mistakes?run={filled.tiny_run}&episode={filled.tiny_episode}"
+         f"&step={EXPLAINED_STEP}", "Attribution by prompt segment",
+         "A mistake beside a correct decision of the same kind"),
     ]:  # fmt: skip
         show(page, url + path, expect)
         no_wider_than_the_window(page)

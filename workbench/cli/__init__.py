@@ -30,6 +30,7 @@ from workbench.cli import (
     finetune,
     games,
     launch,
+    mistakes,
     patch,
     play,
     probe,
@@ -64,6 +65,7 @@ app.add_typer(runs.episodes_app, name="episodes")
 app.add_typer(tips.app, name="tips")
 app.add_typer(experiment.app, name="experiment")
 app.command("explain-step")(explain_step.explain_step)
+app.command("mistakes")(mistakes.mistakes)
 app.command("finetune")(finetune.finetune)
 app.command("export")(export.export)
 app.command("dashboard")(dashboard.dashboard)

@@ -28,16 +28,17 @@ if TYPE_CHECKING:
 
 FRIDGE = "The milk is in the fridge. To get the milk, open the"
 HEARTBEAT_SECONDS = 10.0  # a long step prints how far it is at least this often
-# The decision is explained with input x gradient: one backward pass, seconds on a CPU. The
-# agent's prompt is ~300 tokens; integrated gradients with 8 steps took 111 s there and
-# missed completeness on every target token (32 steps: 369 s, still missing it), so the
-# tour would print masses it has to call unreliable. Input x gradient makes no completeness
-# claim; the closing command runs integrated gradients until it is complete.
-STEP_METHOD = "input_x_gradient"
+# The decision is explained as the agent made it: the choice among the admissible commands,
+# attributed by exact (or sampled) Shapley values of the prompt's segments and tips, which
+# add up to the choice's change by construction. On the ~300-token first prompt that is one
+# batch of coalition forwards over the prompt's cache; integrated gradients with 8 steps
+# took 111 s there and missed completeness (the closing command runs it until complete).
+STEP_METHOD = "auto"
 STEP_METHOD_NOTE = (
-    "Input x gradient (one backward pass): each prompt token's first-order share of the "
-    "chosen command's log-probability. Integrated gradients, which adds up exactly, needs "
-    "minutes per decision on a CPU; the command after the tables runs it."
+    "Why this command rather than the others: Shapley values of each prompt segment and tip "
+    "for log p(chosen command | the admissible commands), from forwards of the prompt with "
+    "parts removed. They add up exactly; the token-level heatmap (--method ig) needs minutes "
+    "per decision on a CPU."
 )
 
 

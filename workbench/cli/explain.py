@@ -63,6 +63,18 @@ def explain(
     contrast: str | None = typer.Option(
         None, "--contrast", help="Attribute log p(target) - log p(contrast)."
     ),
+    candidates: str | None = typer.Option(
+        None,
+        "--candidates",
+        help="A decision among these commands, separated by |: --target is the chosen one "
+        '(default: the model\'s top-scoring one). Data sets: a "candidates" list per line.',
+    ),
+    objective: str | None = typer.Option(
+        None,
+        "--objective",
+        help="With candidates: choice (log p of the chosen one among them, the default), "
+        "margin (over the runner-up) or logprob (the chosen text's log-probability).",
+    ),
     steps: str | None = typer.Option(
         None,
         "--steps",
@@ -116,6 +128,9 @@ def explain(
     with working(f"{method}: loading {model or 'the default model'}"):
         explainer = get_method(method)
         request = {"target": target, "generate": generate, "contrast": contrast}
+        choice = {"candidates": _candidates(candidates), "objective": objective}
+        if dataset is None:
+            request.update(choice)
         explainer.check_request(text, **request, aggregate=aggregate.value)
         params = method_params(explainer, {"steps": steps, "baseline": baseline}, param)
         items = _dataset_items(dataset) if dataset is not None else None
@@ -135,6 +150,7 @@ def explain(
                 adapter=adapter,
             )
     if items is not None:
+        request["objective"] = objective
         _explain_dataset(lm, items, method, request, aggregate, params, results, fmt, out)
         return
     with progress(f"{method} on the input") as update:  # the method checked above runs
@@ -152,7 +168,18 @@ def _dataset_items(dataset: Path) -> list[dict]:
     """The data set's lines as explain_dataset items."""
     from explainers.metrics.compare import load_dataset
 
-    return [{"text": it.text, "target": it.target} for it in load_dataset(dataset)]
+    return [
+        {"text": it.text, "target": it.target}
+        | ({"candidates": it.candidates} if it.candidates is not None else {})
+        for it in load_dataset(dataset, candidates=True)
+    ]
+
+
+def _candidates(option: str | None) -> list[str] | None:
+    """`--candidates "take knife|open fridge"` as a list."""
+    if option is None:
+        return None
+    return [c.strip() for c in option.split("|")]
 
 
 def _explain_dataset(

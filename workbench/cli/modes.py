@@ -127,10 +127,18 @@ EXPLAIN = modes(
     "explain",
     # --out, --format: checked against each other by the command.
     ("method", "target", "generate", "contrast", "steps", "baseline", "aggregate", "fmt", "out")
-    + ("param", "llm"),
+    + ("param", "llm", "objective"),
     {
-        "text": Facet("--text", ("text",), {"gpus": "--gpus splits a --dataset over GPUs"}),
-        "dataset": Facet("--dataset", ("dataset", "gpus")),
+        "text": Facet(
+            "--text",
+            ("text", "candidates"),
+            {"gpus": "--gpus splits a --dataset over GPUs"},
+        ),
+        "dataset": Facet(
+            "--dataset",
+            ("dataset", "gpus"),
+            {"candidates": 'with --dataset, each line gives its own "candidates" list'},
+        ),
     },
     SAVE,
     {"local": Facet("", (*LOCAL, "adapter", "device_map")), "openai": OPENAI},

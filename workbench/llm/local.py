@@ -48,11 +48,13 @@ class LocalLLM(LLM):
     Args:
         lm: from `workbench.models.load_model` (or `from_pretrained_objects`).
         max_batch: prompts per forward pass; larger batches are split.
+        spare_core: on a CPU, leave a core to the game worker processes that play beside
+            the model (`sane_threads`); off where no game runs (explaining a recorded step).
     """
 
     backend = "local"
 
-    def __init__(self, lm: LoadedModel, max_batch: int = 64):
+    def __init__(self, lm: LoadedModel, max_batch: int = 64, spare_core: bool = True):
         if lm.kind != "causal":
             raise ValueError(f"{lm.name} is a classifier; the agent needs a causal LM")
         self.lm = lm
@@ -69,7 +71,7 @@ class LocalLLM(LLM):
         # Only the prompt's last position is read: computing the vocabulary projection at
         # every position (64 prompts x 700 tokens x 49k words) costs more than the model.
         self._last_logits = {"logits_to_keep": 1} if lm.keeps_logits else {}
-        if lm.device.type == "cpu":
+        if lm.device.type == "cpu" and spare_core:
             torch.set_num_threads(min(torch.get_num_threads(), sane_threads()))
 
     # -- prompts ---------------------------------------------------------------------------

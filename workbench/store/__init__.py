@@ -3,9 +3,9 @@ episodes, steps, LLM calls, tips and probes.
 
 One module per table family holds its queries as functions taking the `Store` first:
 `runs`, `explanations`, `metrics`, `probes`, `play` (games, episodes, steps, LLM calls),
-`tips` (tip sets, explained steps, experiment results), `dashboard` (the dashboard's
-pages), `export` (tables to Parquet / JSONL) and `synthetic` (bulk records for benchmarks).
-No SQL lives outside this package.
+`tips` (tip sets, explained steps, experiment results), `mistakes` (the mistake miner's
+verdicts on steps), `dashboard` (the dashboard's pages), `export` (tables to Parquet /
+JSONL) and `synthetic` (bulk records for benchmarks). No SQL lives outside this package.
 
     >>> from workbench.store import Store, explanations
     >>> store = Store("workbench.duckdb")                      # doctest: +SKIP

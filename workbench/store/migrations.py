@@ -337,3 +337,22 @@ def m060_probe_model_info(con: duckdb.DuckDBPyConnection) -> None:
     # adapter folder and hash, dtype); `model` names only the base. Explanations keep theirs
     # in their payload (Explanation.model_info).
     con.execute("ALTER TABLE probes ADD COLUMN model_info JSON")
+
+
+@migration
+def m070_step_mistakes(con: duckdb.DuckDBPyConnection) -> None:
+    # The mistake miner's verdict on each recorded step (agents.mistakes): TextWorld's winning
+    # plan before the step and what the command taken did to it.
+    con.execute(
+        """
+        CREATE TABLE step_mistakes (
+            episode_id VARCHAR NOT NULL,
+            step_idx INTEGER NOT NULL,
+            optimal JSON NOT NULL,          -- the plan before the step; [0]: the optimal command
+            mistake BOOLEAN NOT NULL,
+            regret INTEGER,                 -- moves it added to the plan; NULL: no plan left
+            lost BOOLEAN NOT NULL,          -- the command lost the game
+            PRIMARY KEY (episode_id, step_idx)
+        )
+        """
+    )

@@ -2,8 +2,9 @@
 themselves are rows of `runs`, see `workbench.store.runs`).
 
 A finished episode is written in one short transaction together with its steps, its LLM
-calls, its game row and (for the first episode of a run) the run row, so that a run killed
-at any moment leaves only whole episodes behind and the dashboard can read between them.
+calls, its steps' mistake verdicts, its game row and (for the first episode of a run) the
+run row, so that a run killed at any moment leaves only whole episodes behind and the
+dashboard can read between them.
 The unique key (run, game, trial, condition) makes a duplicate episode impossible.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import duckdb
 
 from workbench.store import Store, _all, _decode, _insert, _one
+from workbench.store.mistakes import insert_step_mistakes
 
 LLM_CALL_COLUMNS = (
     "id",
@@ -93,11 +95,13 @@ def save_episode(
     episode: dict[str, Any],
     steps: list[dict[str, Any]],
     llm_calls: list[dict[str, Any]],
+    mistakes: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write one finished episode and everything it owns, all or nothing.
 
     `run` has id, name and params; `game` the columns of `games`; `episode`, `steps` and
-    `llm_calls` the columns of their tables (JSON columns as Python values).
+    `llm_calls` the columns of their tables (JSON columns as Python values); `mistakes` the
+    steps' verdicts (`agents.mistakes.StepVerdict.to_row()`), where they were judged.
     """
     with store._transaction() as con:
         con.execute(
@@ -170,6 +174,7 @@ def save_episode(
                     for s in steps
                 ],
             )
+        insert_step_mistakes(con, episode["id"], mistakes or [])
 
 
 def finished_episode_keys(store: Store, run_id: str) -> set[tuple[str, int, str]]:
