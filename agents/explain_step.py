@@ -383,6 +383,10 @@ class _Layout:
         kept = [(n, g) for n, g in zip(names, groups) if len(g)]
         return [n for n, _ in kept], [g for _, g in kept]
 
+    def positions_of(self, segment: str) -> np.ndarray:
+        """The positions of a segment's tokens (special tokens left out)."""
+        return self._positions(lambda s, t: s == segment)
+
     def _positions(self, belongs) -> np.ndarray:
         return np.array(
             [

@@ -131,9 +131,17 @@ def run_model(
     """The local model a run played with, with the fine-tuning adapter it played with (a run
     on an endpoint needs an explicit model), on `device` in `dtype`. An adapter whose
     weights changed since the run is refused: its decisions would not be the run's."""
+    return record_model(runs.require_run(store, run), device=device, dtype=dtype, progress=progress)
+
+
+def record_model(
+    record: dict[str, Any], *, device: str = "auto", dtype: str = "auto", progress: bool = False
+) -> LoadedModel:
+    """`run_model` from the run's record (`runs.require_run`): what a torchrun rank without
+    the store loads, from the record rank 0 read."""
     from workbench.models import check_adapter_unchanged, load_model
 
-    record = runs.require_run(store, run)
+    run = record["name"]
     llm = (record["params"] or {}).get("llm") or {}
     if llm.get("backend") != "local":
         raise WorkbenchError(

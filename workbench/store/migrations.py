@@ -356,3 +356,22 @@ def m070_step_mistakes(con: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+
+
+@migration
+def m080_decision_features(con: duckdb.DuckDBPyConnection) -> None:
+    # Explanation features of each recorded LLM decision (agents.decision_features): what
+    # the mistake predictor reads. One row per step and attribution method.
+    con.execute(
+        """
+        CREATE TABLE decision_features (
+            episode_id VARCHAR NOT NULL,
+            step_idx INTEGER NOT NULL,
+            method VARCHAR NOT NULL,        -- how the segment masses were computed
+            model JSON NOT NULL,            -- the explaining model's identity
+            features JSON NOT NULL,         -- name -> number (NaN stored as null)
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (episode_id, step_idx, method)
+        )
+        """
+    )
