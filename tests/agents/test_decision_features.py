@@ -93,3 +93,43 @@ def test_runs_without_choices_are_refused(played, tiny_causal):
         compute_run_features(store, "g", lm=tiny_causal, method="lime")
     record = runs.require_run(store, "g", kind="play")
     assert record["name"] == "g"
+
+
+def test_the_prediction_report_runs_on_a_recorded_run(
+    compiled_sets, tiny_causal, tiny_model_dir, tmp_path, capsys
+):
+    """Features of every decision, the mistake verdicts, and the grouped cross-validation
+    on top: the folds never split a game."""
+    import json
+
+    from agents.mistake_prediction import predict_mistakes
+    from agents.runner import play
+    from tests.run_cli import run_inprocess
+    from workbench.store import Store
+
+    store = Store(tmp_path / "w.duckdb")
+    chosen = [*compiled_sets[1], compiled_sets[2][0], compiled_sets[3][0]]
+    play(
+        chosen,
+        "llm",
+        llm=LocalLLM(tiny_causal),
+        max_steps=5,
+        store=store,
+        run_name="tiny",
+        workers=0,
+    )
+    compute_run_features(store, "tiny", lm=tiny_causal)
+    mine_run(store, "tiny")
+    frame = feature_frame(store, "tiny")
+    assert frame["mistake"].any() and not frame["mistake"].all()
+    report = predict_mistakes(frame, folds=3, n_boot=50)
+    assert report.decisions == len(frame) and report.games == len(chosen)
+    for game in frame["game_id"].unique():
+        assert len(set(report.fold[frame["game_id"].to_numpy() == game])) == 1
+    assert 0.0 <= report.explanation.mean <= 1.0
+    code, out, err = run_inprocess(
+        capsys, "mistakes", "--run", "tiny", "--db", str(store.path), "--predict",
+        "--folds", "3", "--format", "json", "--model", str(tiny_model_dir), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["decisions"] == len(frame)

@@ -105,6 +105,7 @@ SELECT = {
         ["--run", "r", "--episode", "e", "--step", "0"],
         {"attribution": [], "patch": ["--patch", "a=>b"]},
     ),
+    "mistakes": (["--run", "r"], {"list": [], "predict": ["--predict"]}),
     "tips merge": (["--run", "r"], BACKEND),
     "experiment introspective-tips": (["--train", "{dir}", "--test", "{dir}"], BACKEND),
 }

@@ -291,6 +291,16 @@ EXPLAIN_STEP = modes(
     },
 )
 
+_PREDICT = ("plot", "folds", "seed", "method", "model", "adapter", "device", "dtype", "gpus")
+MISTAKES = modes(
+    "mistakes",
+    ("run", "fmt", "db", "predict"),
+    {
+        "list": Facet("", (), {k: "it goes with --predict" for k in _PREDICT}),
+        "predict": Facet("--predict", _PREDICT),
+    },
+)
+
 TIPS_MERGE = modes(
     "tips merge", ("run", "max_tips", "llm", "db"), {"local": Facet("", LOCAL), "openai": OPENAI}
 )
@@ -313,7 +323,7 @@ TABLES: dict[str, dict] = {
     "play": PLAY,
     "report": single("report", "run", "fmt", "db"),
     "explain-step": EXPLAIN_STEP,
-    "mistakes": single("mistakes", "run", "fmt", "db"),
+    "mistakes": MISTAKES,
     "finetune": single(
         "finetune",
         *("games_paths", "out", "epochs", "lr", "rank", "dropout", "batch_size", "top_layers"),
