@@ -227,27 +227,29 @@ def compute_run_features(
     from workbench import distributed
 
     check_method(method)
-    record = distributed.broadcast(
-        runs.require_run(store, run, kind="play") if store is not None else None
+    # Rank 0 reads the store (the one process that may open it): the run and its decisions
+    # are checked before any model loads.
+    record, keys = distributed.broadcast(
+        (runs.require_run(store, run, kind="play"), decisions(store, run))
+        if store is not None
+        else None
     )
     if lm is None:
         lm = record_model(record, device=device, dtype=dtype, progress=True)
     if store is not None:
-        keys = decisions(store, run)
         have = {
             (r["episode_id"], int(r["step_idx"]))
             for r in features_store.list_decision_features(store, record["id"], method)
         }
-        # Rank 0 reads the store (the one process that may open it) and hands every rank
-        # the decisions as plain data.
+        # Every rank gets the decisions as plain data.
         specs = [
             None if key in have else decision_spec(lm, recorded_step(store, run, *key, lm))
             for key in keys
         ]
-        shared = (record, keys, specs, sorted(i for i, k in enumerate(keys) if k in have))
+        shared = (specs, sorted(i for i, k in enumerate(keys) if k in have))
     else:
         shared = None
-    record, keys, specs, stored = distributed.broadcast(shared)
+    specs, stored = distributed.broadcast(shared)
     model = lm.identity.to_dict()
     done = [len(stored)]
 

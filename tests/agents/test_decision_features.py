@@ -133,3 +133,18 @@ def test_the_prediction_report_runs_on_a_recorded_run(
     )  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["decisions"] == len(frame)
+
+
+def test_a_run_without_llm_decisions_is_refused_before_any_work(level1_games, tmp_path, capsys):
+    from agents.runner import play
+    from tests.run_cli import run_inprocess
+    from workbench.store import Store
+
+    store = Store(tmp_path / "w.duckdb")
+    play(level1_games[:1], "expert", max_steps=3, store=store, run_name="e", workers=0)
+    code, out, err = run_inprocess(
+        capsys, "mistakes", "--run", "e", "--db", str(store.path), "--predict", "--device", "cpu"
+    )
+    assert code == 1 and err.strip().splitlines() == [
+        "error: run 'e' has no llm decisions to explain"
+    ]
