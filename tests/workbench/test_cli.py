@@ -495,3 +495,19 @@ def test_probe_intervene_reads_the_model_once(tiny_model_dir, tmp_path, capsys, 
     result = json.loads(out)
     amnesic_layers = result["params"]["intervene"]["layers"]
     assert [r["accuracy"] for r in amnesic_layers] == [r["accuracy"] for r in result["layers"]]
+
+
+def test_progress_without_a_terminal_prints_tenths_and_the_end(capsys):
+    from workbench.cli.render import progress
+
+    with progress("working") as update:
+        update(0, 40)
+        for done in range(1, 41):
+            update(done, description="working (won 0)" if done < 30 else "working (won 1)")
+        update(40, 50)  # a total that grows (adaptive IG) goes on from there
+        update(50, 50)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "working: 0/40"
+    assert "working (won 0): 4/40" in lines and "working (won 1): 40/40" in lines
+    assert lines[-1] == "working: 50/50"
+    assert len(lines) <= 16  # tenths, not every update

@@ -72,16 +72,20 @@ def progress(description: str) -> Iterator[Callable[..., None]]:
 
 def _progress_lines(title: str) -> Callable[..., None]:
     """`update(done, total)` that prints "title: done/total" to stderr when the work crosses
-    a tenth of its current total (a total may grow, as adaptive IG's does)."""
-    last: list[Any] = [None]
+    a tenth of its total (a total may grow, as adaptive IG's does; an update without one
+    keeps the last)."""
+    state: dict[str, Any] = {"total": None, "key": None}
 
     def update(done: int, total: int | None = None, description: str | None = None) -> None:
+        if total is not None:
+            state["total"] = total
+        total = state["total"]
         label = description or title
-        tenth = None if not total else (10 * done) // total
+        tenth = done if not total else (10 * done) // total
         key = (label, tenth, total if done >= (total or 0) else None)
-        if key == last[0]:
+        if key == state["key"]:
             return
-        last[0] = key
+        state["key"] = key
         shown = f"{done}/{total}" if total else f"{done}"
         sys.stderr.write(f"{label}: {shown}\n")
         sys.stderr.flush()
