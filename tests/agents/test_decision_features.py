@@ -57,6 +57,17 @@ def test_features_are_stored_once_and_resume(played, tiny_causal):
     assert (frame["margin"] >= -1e-6).all()  # the agent chose its top-scoring command
 
 
+def test_features_and_verdicts_export_per_run(played, tiny_causal, tmp_path):
+    from workbench.store.export import export_table
+
+    store = played
+    keys = decisions(store, "g")
+    compute_run_features(store, "g", lm=tiny_causal)
+    mine_run(store, "g")
+    assert export_table(store, "decision_features", tmp_path / "f.jsonl", run="g") == len(keys)
+    assert export_table(store, "step_mistakes", tmp_path / "m.jsonl", run="g") == len(keys)
+
+
 def test_occlusion_masses_are_what_removing_each_segment_does(played, tiny_causal):
     from explainers.choice import prepare_choice
 

@@ -51,6 +51,17 @@ QUERIES: dict[str, tuple[str, str, str]] = {
     ),
     "probes": (_PROBES, "p.run_id = $run", "p.created_at, p.id, l.layer"),
     "tips": (_TIPS, "s.run_id = $run", "s.created_at, t.tipset_id, t.idx"),
+    # The mistake miner's verdicts and the decisions' explanation features, per step.
+    "step_mistakes": (
+        "SELECT m.* FROM step_mistakes m JOIN episodes e ON e.id = m.episode_id",
+        "e.run_id = $run",
+        "m.episode_id, m.step_idx",
+    ),
+    "decision_features": (
+        "SELECT f.* FROM decision_features f JOIN episodes e ON e.id = f.episode_id",
+        "e.run_id = $run",
+        "f.episode_id, f.step_idx, f.method",
+    ),
 }
 TABLES = tuple(QUERIES)
 
