@@ -5,7 +5,9 @@ For the most common kind of mistake (optimal verb -> chosen verb) it compares, s
 segment, the decisions that made it with the correct decisions of the same optimal verb
 (chosen verb = optimal verb, regret 0): the mean mass of each segment with a bootstrap 95%
 interval, and a two-sided Mann-Whitney U test (scipy) with Holm's correction over the
-segments. Needs a run whose features are stored (`workbench mistakes --run R --predict`).
+segments. Then the prediction report against three baselines (confidence as the command
+reports it; plus log p(chosen); plus the context: number of candidates, prompt length).
+Needs a run whose features are stored (`workbench mistakes --run R --predict`).
 
     python benchmarks/mistake_case.py --db /tmp/goal/w.duckdb --run heldout-default
 """
@@ -112,6 +114,21 @@ def main() -> None:
             "correct": right[["episode_id", "step"]].head(3).to_dict("records"),
         },
     }
+    from agents.mistake_prediction import predict_mistakes
+
+    explanation = [c for c in COLUMNS if c.startswith("seg_")] + [
+        "attention_summary",
+        "attention_peak",
+    ]
+    confidence = ("margin", "entropy", "choice")
+    result["prediction"] = {}
+    for name, baseline, features in [
+        ("command (margin, entropy)", ("margin", "entropy"), None),
+        ("confidence", confidence, explanation),
+        ("confidence + context", (*confidence, "n_candidates", "prompt_tokens"), explanation),
+    ]:
+        report = predict_mistakes(frame, features=features, baseline=baseline)
+        result["prediction"][name] = report.to_dict()["auroc"]
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -205,7 +205,12 @@ def decision(judged: JudgedStep, key: str) -> None:
             f"stored explanation: {latest['method']} at {latest['created_at']:%Y-%m-%d %H:%M:%S}"
         )
         show_step_explanation(
-            latest["segments"], latest["tips"], latest["total"], latest["explanation_id"], key
+            latest["segments"],
+            latest["tips"],
+            latest["total"],
+            latest["explanation_id"],
+            key,
+            params=latest["params"],
         )
     elif judged.llm:
         st.text("no explanation stored for this step; make one with")
