@@ -312,6 +312,6 @@ def feature_frame(store: Store, run: str, method: str = "occlusion") -> pd.DataF
     if not rows:
         raise WorkbenchError(
             f"run {record['name']!r} has no judged decisions with {method} features; "
-            "compute them first (workbench mistakes --predict does)"
+            "compute them first (compute_run_features)"
         )
     return pd.DataFrame(rows)

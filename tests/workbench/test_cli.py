@@ -507,7 +507,7 @@ def test_progress_without_a_terminal_prints_tenths_and_the_end(capsys):
         update(40, 50)  # a total that grows (adaptive IG) goes on from there
         update(50, 50)
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "working: 0/40"
+    assert lines[0] == "working (won 0): 1/40"  # nothing before the first unit is done
     assert "working (won 0): 4/40" in lines and "working (won 1): 40/40" in lines
     assert lines[-1] == "working: 50/50"
     assert len(lines) <= 16  # tenths, not every update

@@ -72,14 +72,16 @@ def progress(description: str) -> Iterator[Callable[..., None]]:
 
 def _progress_lines(title: str) -> Callable[..., None]:
     """`update(done, total)` that prints "title: done/total" to stderr when the work crosses
-    a tenth of its total (a total may grow, as adaptive IG's does; an update without one
-    keeps the last)."""
+    a tenth of its total, from the first unit done (a total may grow, as adaptive IG's
+    does; an update without one keeps the last)."""
     state: dict[str, Any] = {"total": None, "key": None}
 
     def update(done: int, total: int | None = None, description: str | None = None) -> None:
         if total is not None:
             state["total"] = total
         total = state["total"]
+        if done <= 0:
+            return  # nothing done yet: a command that fails at once keeps its one-line error
         label = description or title
         tenth = done if not total else (10 * done) // total
         key = (label, tenth, total if done >= (total or 0) else None)
