@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from agents.explain_step import _layout, step_objective
+from agents.explain_step import step_layout, step_objective
 from agents.recorded_step import RecordedStep, record_model, recorded_step
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
@@ -84,7 +84,7 @@ def decision_spec(lm: LoadedModel, recorded: RecordedStep) -> DecisionSpec:
     if offset < 0:
         raise WorkbenchError("the chat template changes the prompt's text; cannot map segments")
     obj = step_objective(lm, recorded, text, "choice")
-    layout = _layout(lm, recorded, text, offset)
+    layout = step_layout(lm, recorded, text, offset)
     names, groups = layout.players(0)  # the segments but the tips
     tips = layout.positions_of("tips")
     if len(tips):

@@ -250,7 +250,7 @@ def explain_step(
     if offset < 0:
         raise WorkbenchError("the chat template changes the prompt's text; cannot map segments")
     obj = step_objective(lm, recorded, text, objective)
-    layout = _layout(lm, recorded, text, offset)
+    layout = step_layout(lm, recorded, text, offset)
     if method == CPU_METHOD:
         from explainers.attribution.group_shapley import shapley_attribution
 
@@ -358,7 +358,7 @@ class _SegmentSplit:
 
 
 @dataclass
-class _Layout:
+class StepLayout:
     """The segment (and tip) of every input token of a step's prompt."""
 
     token_segments: list[str]
@@ -421,7 +421,7 @@ class _Layout:
         )
 
 
-def _layout(lm: LoadedModel, recorded: RecordedStep, text: str, offset: int) -> _Layout:
+def step_layout(lm: LoadedModel, recorded: RecordedStep, text: str, offset: int) -> StepLayout:
     """Each input token's segment and tip. `text` is the model's input (the prompt inside
     the chat template), the prompt starting at `offset`."""
     agent, turn = recorded.agent, recorded.turn
@@ -456,7 +456,7 @@ def _layout(lm: LoadedModel, recorded: RecordedStep, text: str, offset: int) -> 
     }
     span_map["recipe"] = recipe
     special_ids = set(lm.tokenizer.all_special_ids)
-    return _Layout(
+    return StepLayout(
         token_segments=token_segment,
         token_tips=tip_of,
         special=[i in special_ids for i in enc["input_ids"]],

@@ -202,7 +202,7 @@ class Explainer:
     ) -> Objective:
         """The decision among `candidates` on `model` (explainers/choice.py); with the
         logprob objective, the chosen candidate's text as an ordinary target."""
-        if model.kind not in self.model_kinds or model.kind != "causal":
+        if model.kind != "causal":
             raise WorkbenchError(
                 f"{self.name} explains a choice of a causal LM, not a {model.kind}"
             )

@@ -4,3 +4,26 @@ from tests.games.compiled import (  # noqa: F401
     level1_games,
     level_games,
 )
+
+
+def tipped_run(path, games, lm):
+    """A store at `path` with run "g": the tiny model playing `games` for 3 steps under two
+    general tips (what explain-step and the decision features are tested on)."""
+    from agents.tips import Tip, TipSet, play_tips
+    from workbench.llm.local import LocalLLM
+    from workbench.store import Store
+
+    store = Store(path)
+    general = TipSet("general", "general", [Tip("Take the fridge food."), Tip("Eat the meal.")])
+    general.save(store)
+    play_tips(
+        games,
+        ["general"],
+        llm=LocalLLM(lm),
+        store=store,
+        tipset=general,
+        max_steps=3,
+        run_name="g",
+        workers=0,
+    )
+    return store

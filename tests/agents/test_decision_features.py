@@ -16,7 +16,7 @@ from agents.decision_features import (
 )
 from agents.mistakes import mine_run
 from agents.recorded_step import recorded_step
-from agents.tips import Tip, TipSet, play_tips
+from tests.agents.conftest import tipped_run
 from workbench.errors import WorkbenchError
 from workbench.llm.local import LocalLLM
 from workbench.store import runs
@@ -24,22 +24,9 @@ from workbench.store import runs
 
 @pytest.fixture(scope="module")
 def played(level1_games, tiny_causal, tmp_path_factory):
-    from workbench.store import Store
-
-    store = Store(tmp_path_factory.mktemp("features") / "w.duckdb")
-    general = TipSet("general", "general", [Tip("Take the fridge food."), Tip("Eat the meal.")])
-    general.save(store)
-    play_tips(
-        level1_games[:2],
-        ["general"],
-        llm=LocalLLM(tiny_causal),
-        store=store,
-        tipset=general,
-        max_steps=3,
-        run_name="g",
-        workers=0,
+    return tipped_run(
+        tmp_path_factory.mktemp("features") / "w.duckdb", level1_games[:2], tiny_causal
     )
-    return store
 
 
 def test_features_are_stored_once_and_resume(played, tiny_causal):

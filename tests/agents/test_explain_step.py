@@ -11,9 +11,8 @@ import pytest
 
 from agents.explain_step import SEGMENTS, explain_step
 from agents.recorded_step import recorded_step
-from agents.tips import Tip, TipSet, play_tips
+from tests.agents.conftest import tipped_run
 from workbench.errors import WorkbenchError
-from workbench.llm.local import LocalLLM
 from workbench.store import explanations, runs
 from workbench.store import play as play_store
 from workbench.store import tips as tips_store
@@ -21,20 +20,8 @@ from workbench.store import tips as tips_store
 
 @pytest.fixture(scope="module")
 def played(level1_games, tiny_causal, tmp_path_factory):
-    from workbench.store import Store
-
-    store = Store(tmp_path_factory.mktemp("explain") / "w.duckdb")
-    general = TipSet("general", "general", [Tip("Take the fridge food."), Tip("Eat the meal.")])
-    general.save(store)
-    play_tips(
-        level1_games[:1],
-        ["general"],
-        llm=LocalLLM(tiny_causal),
-        store=store,
-        tipset=general,
-        max_steps=3,
-        run_name="g",
-        workers=0,
+    store = tipped_run(
+        tmp_path_factory.mktemp("explain") / "w.duckdb", level1_games[:1], tiny_causal
     )
     episode = play_store.list_episodes(store, runs.get_run(store, "g", kind="play")["id"])[0]
     return store, episode
