@@ -98,7 +98,7 @@ def recorded_step(
     record = runs.require_run(store, run)
     episode, rows = _episode_steps(store, record, episode_id, step)
     row = rows[step]
-    agent = _agent_for(record, lm)
+    agent = run_agent(record, lm)
     history, no_effect = _history(rows, step)
     spec = EpisodeSpec(_game_info(episode), episode["trial"], episode["condition"], episode["tips"])
     state = GameState(
@@ -242,7 +242,7 @@ def _episode_steps(
     return episode, rows
 
 
-def _agent_for(run: dict[str, Any], lm: LoadedModel) -> LLMAgent:
+def run_agent(run: dict[str, Any], lm: LoadedModel) -> LLMAgent:
     """The run's llm agent with the explaining model behind it (same prompt, selection,
     scoring and penalty as when it played)."""
     from workbench.llm.local import LocalLLM

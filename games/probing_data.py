@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,36 @@ TASKS: dict[str, StateTask] = {
     "room": StateTask("room", room_entities, is_in_room, "the player is in room R"),
     "open": StateTask("open", open_entities, is_open, "container or door C is open"),
 }
+
+
+def concept_holds(concept: str) -> Callable[[Sequence[str]], bool]:
+    """A concept over a state's facts (TextWorld's strings, e.g. "in(knife, I)"): a fact
+    pattern with `*` wildcards ("sliced(*carrot*)", "roasted(ingredient_*)" for a recipe
+    that asks to roast), alternatives joined by "|", or the shortcut "carried:X" for
+    "in(X, I)". Matching ignores case and the spaces after commas."""
+    text = concept.strip()
+    if not text:
+        raise WorkbenchError("the concept is empty; give a fact pattern such as in(knife, I)")
+    patterns = []
+    for part in text.split("|"):
+        part = part.strip()
+        if part.startswith("carried:"):
+            part = f"in({part.split(':', 1)[1].strip()}, I)"
+        if not FACT.match(part):
+            raise WorkbenchError(
+                f"concept {part!r} is not a fact pattern: write name(args), e.g. in(knife, I), "
+                "sliced(*carrot*), roasted(ingredient_*), or carried:knife"
+            )
+        patterns.append(_normal(part))
+
+    def holds(facts: Sequence[str]) -> bool:
+        return any(fnmatchcase(_normal(f), p) for f in facts for p in patterns)
+
+    return holds
+
+
+def _normal(fact: str) -> str:
+    return re.sub(r",\s*", ",", fact.strip().lower())
 
 
 def task_names() -> list[str]:

@@ -165,7 +165,7 @@ class ProbeResult:
         return self.id
 
 
-def _extract_sharded(
+def extract_sharded(
     lm: LoadedModel,
     examples: list[ProbeExample],
     layers: list[int],
@@ -260,7 +260,7 @@ def run_probe(
         if progress is not None:
             progress(done, total)
 
-    features, read = _extract_sharded(lm, examples, layer_list, batch_size, report)
+    features, read = extract_sharded(lm, examples, layer_list, batch_size, report)
     if on_features is not None:
         on_features(features)
     labels = [e.label for e in examples]

@@ -106,6 +106,17 @@ SELECT = {
         {"attribution": [], "patch": ["--patch", "a=>b"]},
     ),
     "mistakes": (["--run", "r"], {"list": [], "predict": ["--predict"]}),
+    "steer": (
+        ["--run", "r"],
+        {
+            "file": ["--direction", "d.npz"],
+            "means": [],
+            "probe": ["--source", "probe"],
+            "caa": ["--source", "caa"],
+            "actadd": ["--source", "actadd"],
+        },
+        {"episodes": ["--games", "1"], "decisions": []},
+    ),
     "tips merge": (["--run", "r"], BACKEND),
     "experiment introspective-tips": (["--train", "{dir}", "--test", "{dir}"], BACKEND),
 }
@@ -118,6 +129,7 @@ SELECTORS = {
     "evaluate": ("explanation", "text", "dataset"),
     "probe": ("task", "dataset"),
     "patch": ("corrupt", "noise_tokens"),
+    "steer": ("direction_file", "source"),
 }
 
 

@@ -19,6 +19,7 @@ import typer
 from workbench import distributed
 from workbench.cli import (
     compare,
+    concepts,
     dashboard,
     demo,
     evaluate,
@@ -66,6 +67,9 @@ app.add_typer(tips.app, name="tips")
 app.add_typer(experiment.app, name="experiment")
 app.command("explain-step")(explain_step.explain_step)
 app.command("mistakes")(mistakes.mistakes)
+app.command("tcav")(concepts.tcav)
+app.command("steer")(concepts.steer)
+app.command("rsa")(concepts.rsa)
 app.command("finetune")(finetune.finetune)
 app.command("export")(export.export)
 app.command("dashboard")(dashboard.dashboard)

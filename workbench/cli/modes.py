@@ -312,6 +312,48 @@ EXPERIMENT = modes(
     {"local": Facet("", (*LOCAL, "adapter")), "openai": OPENAI},
 )
 
+_CONCEPT_READS = ("run", "concept", "candidate", "where", "max_decisions", "seed", "plot", "fmt")
+_CONCEPT_READS += (*LOCAL, "adapter", "db", "save", "gpus")
+TCAV = single("tcav", *_CONCEPT_READS, "layers", "source", "positions", "n_random", "resamples")
+_SOURCES = ("layer", "source", "direction_file", "pairs", "plus", "minus")
+_FROM_FILE = "the direction comes from the --direction file"
+STEER = modes(
+    "steer",
+    (*_CONCEPT_READS, "alphas", "positions", "n_random", "games", "save_direction"),
+    {
+        "file": Facet("--direction", ("direction_file",), {k: _FROM_FILE for k in _SOURCES}),
+        "means": Facet("--source means", ("layer", "source")),
+        "probe": Facet("--source probe", ("layer", "source")),
+        "caa": Facet("--source caa", ("layer", "source", "pairs")),
+        "actadd": Facet("--source actadd", ("layer", "source", "plus", "minus")),
+    },
+    {
+        "episodes": Facet("--games", ("episode_alphas",)),
+        "decisions": Facet("", (), {"episode_alphas": "give --games N"}),
+    },
+    why={
+        "pairs": "give --source caa",
+        "plus": "give --source actadd",
+        "minus": "give --source actadd",
+    },
+)
+RSA = single(
+    "rsa",
+    "runs",
+    "layers",
+    "metric",
+    "permutations",
+    "max_states",
+    "seed",
+    "plot",
+    "fmt",
+    *LOCAL,
+    "adapter",
+    "db",
+    "save",
+    "gpus",
+)
+
 # Every command, by its path: the option-walking test reads this.
 TABLES: dict[str, dict] = {
     "demo": single("demo", "db"),
@@ -324,6 +366,9 @@ TABLES: dict[str, dict] = {
     "report": single("report", "run", "fmt", "db"),
     "explain-step": EXPLAIN_STEP,
     "mistakes": MISTAKES,
+    "tcav": TCAV,
+    "steer": STEER,
+    "rsa": RSA,
     "finetune": single(
         "finetune",
         *("games_paths", "out", "epochs", "lr", "rank", "dropout", "batch_size", "top_layers"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 import uuid
@@ -248,6 +249,18 @@ def _where(*conditions: tuple[str, Any]) -> tuple[str, list[Any]]:
     if not given:
         return "", []
     return "WHERE " + " AND ".join(sql for sql, _ in given), [value for _, value in given]
+
+
+def finite(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, inf) replaced by None, in nested lists and
+    dicts too: DuckDB's JSON has no NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def _all(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -4,10 +4,9 @@ decision, the explanation features the mistake predictor reads."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from workbench.store import Store, _all, _decode, _insert
+from workbench.store import Store, _all, _decode, _insert, finite
 
 FEATURE_COLUMNS = ("episode_id", "step_idx", "method", "model", "features")
 
@@ -34,7 +33,7 @@ def save_decision_features(store: Store, method: str, rows: list[dict[str, Any]]
                     row["step_idx"],
                     method,
                     json.dumps(row["model"]),
-                    json.dumps({k: _finite(v) for k, v in row["features"].items()}),
+                    json.dumps(finite(row["features"])),
                 ]
                 for row in rows
             ],
@@ -56,9 +55,3 @@ def list_decision_features(store: Store, run_id: str, method: str) -> list[dict[
         )
     _decode(rows, "model", "features", empty=dict)
     return rows
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -375,3 +375,25 @@ def m080_decision_features(con: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+
+
+@migration
+def m090_concept_results(con: duckdb.DuckDBPyConnection) -> None:
+    # Global explanations in the concepts family (explainers.concepts): TCAV, steering and
+    # RSA results, one row each. Their figures differ in shape (per layer, per alpha), so
+    # the whole result is one JSON document; `summary` holds what a listing shows.
+    con.execute(
+        """
+        CREATE TABLE concept_results (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,          -- tcav, steer or rsa
+            run_id VARCHAR,                 -- the play run whose decisions or states it read
+            concept VARCHAR,                -- the fact pattern (none for RSA)
+            model VARCHAR NOT NULL,
+            model_info JSON,
+            summary VARCHAR NOT NULL,       -- one line for listings
+            result JSON NOT NULL,           -- the result's to_dict()
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
