@@ -169,8 +169,8 @@ def bench_ig(args) -> dict:
 
 
 def probe_worker(args) -> None:
-    """Under torchrun: time `_extract_sharded` between barriers; rank 0 writes the result."""
-    from explainers.probing.probes import ProbeDataset, _extract_sharded
+    """Under torchrun: time `extract_sharded` between barriers; rank 0 writes the result."""
+    from explainers.probing.probes import ProbeDataset, extract_sharded
     from workbench import distributed
     from workbench.anatomy import model_anatomy
     from workbench.models import load_model
@@ -181,11 +181,11 @@ def probe_worker(args) -> None:
     sync = torch.cuda.synchronize if lm.device.type == "cuda" else (lambda: None)
     data = ProbeDataset.from_jsonl(args.data)
     layers = model_anatomy(lm).layers("resid")
-    _extract_sharded(lm, data.examples[: 2 * distributed.world().size], layers, 4)  # warm-up
+    extract_sharded(lm, data.examples[: 2 * distributed.world().size], layers, 4)  # warm-up
     sync()
     distributed.barrier()
     start = time.perf_counter()
-    features, _ = _extract_sharded(lm, data.examples, layers, args.batch_size)
+    features, _ = extract_sharded(lm, data.examples, layers, args.batch_size)
     sync()
     distributed.barrier()
     seconds = time.perf_counter() - start
