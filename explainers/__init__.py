@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 # Importing the families registers their methods, and importing the renderers installs them
 # (`Explanation.to_html`, `.show`): both plug into the modules below them, which import
 # neither, so the package has no import cycle.
-from explainers import attention, attribution, causal, probing, prompting, render  # noqa: F401
+from explainers import (  # noqa: F401
+    attention,
+    attribution,
+    causal,
+    concepts,
+    probing,
+    prompting,
+    render,
+)
 from explainers.explainer import Explainer, Progress
 from explainers.explanation import Explanation
 from explainers.registry import get_method, known_methods, register, validate_params

@@ -16,4 +16,9 @@ stream through the one anatomy of the model (`workbench.anatomy`):
 `steering.add_direction` is the one place a direction is written into the model; TCAV's
 derivative is taken at the same point, so the two agree by construction: TCAV's
 sensitivity is the slope of steering's dose-response at alpha = 0.
+
+`method` registers `tcav` with the explain registry (category probing): one decision's
+concept sensitivity, token by token, for `workbench explain --method tcav`.
 """
+
+from explainers.concepts import method  # noqa: F401  (registers tcav)

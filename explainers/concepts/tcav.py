@@ -31,6 +31,7 @@ import torch
 from explainers.choice import ChoiceObjective
 from explainers.concepts.steering import check_positions, resid_point
 from explainers.explainer import Progress
+from explainers.objective import Objective
 from workbench.anatomy import Hooks
 from workbench.errors import WorkbenchError
 
@@ -40,16 +41,11 @@ if TYPE_CHECKING:
 MIN_RANDOM = 20  # the issue's floor: fewer random directions make a weak null
 
 
-def decision_gradient(
-    obj: ChoiceObjective, layers: Sequence[int], positions: str = "last"
-) -> np.ndarray:
-    """[layers, D]: d f / d h_l summed over the chosen positions, for each layer l (so
-    S = this . v for a direction v placed at those positions)."""
-    check_positions(positions)
-    if positions == "front":
-        raise WorkbenchError("TCAV takes a direction of one vector (positions last, prompt, all)")
-    lm = obj.lm
-    points = {layer: resid_point(lm, layer) for layer in layers}
+def resid_gradients(obj: Objective, layers: Sequence[int]) -> list[torch.Tensor]:
+    """Per layer, [rows, T, D]: d f_r / d h_l for each objective row r at every position of
+    the forward (the prompt's, then the target's or candidates'); one forward, one backward
+    per row. A zero tensor is added at each layer's resid point and differentiated."""
+    points = {layer: resid_point(obj.lm, layer) for layer in layers}
     zeros: dict[int, torch.Tensor] = {}
     with Hooks() as hooks, torch.enable_grad():
         for layer, point in points.items():
@@ -60,12 +56,27 @@ def decision_gradient(
                 return x + z.to(x.dtype)
 
             hooks.add(point, add_zero)
-        value = obj.forward_embeddings(obj.input_embeddings.unsqueeze(0)).sum()
-        grads = torch.autograd.grad(value, [zeros[layer] for layer in layers])
+        values = obj.forward_embeddings(obj.input_embeddings.unsqueeze(0))[0]  # [rows]
+        inputs = [zeros[layer] for layer in layers]
+        rows = []
+        for r in range(values.shape[0]):
+            last = r == values.shape[0] - 1
+            rows.append(torch.autograd.grad(values[r], inputs, retain_graph=not last))
+    return [torch.cat([row[k] for row in rows]).float() for k in range(len(layers))]
+
+
+def decision_gradient(
+    obj: ChoiceObjective, layers: Sequence[int], positions: str = "last"
+) -> np.ndarray:
+    """[layers, D]: d f / d h_l summed over the chosen positions, for each layer l (so
+    S = this . v for a direction v placed at those positions)."""
+    check_positions(positions)
+    if positions == "front":
+        raise WorkbenchError("TCAV takes a direction of one vector (positions last, prompt, all)")
     prompt = int(obj.prompt_ids.numel())
     out = []
-    for g in grads:
-        g = g[0].float()  # [T, D]
+    for g in resid_gradients(obj, layers):
+        g = g.sum(0)  # [T, D] (a choice objective has one row)
         if positions == "last":
             out.append(g[prompt - 1])
         elif positions == "prompt":

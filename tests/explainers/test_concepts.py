@@ -231,3 +231,21 @@ def test_rsa_refuses_mismatched_or_constant_input():
         rsa(np.zeros((5, 2, 3)), [["a"]] * 4, [0, 1])
     with pytest.raises(WorkbenchError, match="same facts"):
         rsa(np.zeros((5, 1, 3)), [["a"]] * 5, [0])
+
+
+def test_the_registered_tcav_method_sums_to_the_prompt_sensitivity(planted, tmp_path):
+    from explainers import explain
+
+    lm, prompts, labels = planted
+    path = _direction(lm, prompts, labels).save(tmp_path / "key.npz")
+    exp = explain(
+        lm, prompts[1], "tcav", target="open door", candidates=CANDIDATES, direction=str(path)
+    )
+    obj = prepare_choice(lm, prompts[1], CANDIDATES, "open door")
+    grad = decision_gradient(obj, [LAYER], positions="prompt")[0]
+    vector = ConceptDirection.load(path).vector
+    assert exp.scores.shape == (1, obj.prompt_ids.numel())
+    assert exp.scores.sum() == pytest.approx(float(grad @ vector), rel=1e-4, abs=1e-6)
+    assert exp.extras["layer"] == LAYER and exp.extras["concept"] == "key"
+    with pytest.raises(WorkbenchError, match="direction is required"):
+        explain(lm, prompts[1], "tcav")

@@ -3,8 +3,9 @@
 are HTML, and an LLM agent on a tiny local model that ranks the admissible commands), a
 run still running, a stored explanation with faithfulness metrics, an attention
 explanation, a probe, tip sets, an explained step (integrated gradients with too few steps
-to converge), a stored method comparison and an activation-patching result. Built once per
-session; the page tests only read it.
+to converge), a stored method comparison, an activation-patching result and one concept
+result of each kind (TCAV, steering, RSA). Built once per session; the page tests only read
+it.
 
 The tiny model's vocabulary is the words of the games' texts and of the acting prompt, so
 its explanations of an agent step read like the prompt (few `<unk>`)."""
@@ -19,10 +20,13 @@ import torch
 
 import agents
 from agents import Condition
+from agents.concepts import AlphaEffect, EpisodeOutcome, SteeringResult
 from agents.explain_step import explain_step
 from agents.prompt import DEFAULT_TEMPLATE, PromptTemplate
 from agents.runner import episode_specs, run_episodes, run_params
 from explainers import explain
+from explainers.concepts.rsa import LayerRSA, RSAResult
+from explainers.concepts.tcav import LayerTCAV, TCAVResult
 from explainers.explanation import Explanation
 from explainers.metrics.compare import compare_methods, save_comparison
 from tests.conftest import WORDS, tiny_llama_config, tiny_tokenizer
@@ -38,6 +42,7 @@ from workbench.llm.openai_backend import OpenAILLM
 from workbench.models import LoadedModel, from_pretrained_objects
 from workbench.store import Store, new_id, runs
 from workbench.store import play as play_store
+from workbench.store.concepts import save_concept_result
 from workbench.store.metrics import save_metrics
 from workbench.store.probes import save_probe
 from workbench.store.tips import save_tipset
@@ -76,6 +81,7 @@ class Filled:
     patching: str
     live_run: str  # a play run still running (1 of 4 planned episodes recorded)
     model_dir: Path  # the tiny model, saved for pages that load one
+    concepts: dict[str, str]  # kind (tcav, steer, rsa) -> id of its stored result
 
 
 def tiny_model(texts: list[str]) -> LoadedModel:
@@ -369,7 +375,68 @@ def fill(store: Store, games: list, model_dir: Path) -> Filled:
         patching,
         live.run_id,
         model_dir,
+        concept_results(store, tiny.run_id),
     )
+
+
+def concept_results(store: Store, run_id: str) -> dict[str, str]:
+    """One stored TCAV, steering and RSA result of the tiny LLM run, with small numbers:
+    TCAV differs from random at layer 1 only (its t there infinite, stored as null), the
+    steering result played episodes, RSA has a noise ceiling at two of three layers."""
+    nan, inf = float("nan"), float("inf")
+    tcav = TCAVResult(
+        concept="has:key",
+        model="tiny-llama",
+        model_info=ADAPTED_MODEL,
+        layers=[
+            LayerTCAV(0, 0.5, [0.5, 0.5], 0.5, 0.05, [0.5] * 20, 0.0, 1.0, 1.0, False, 0.0),
+            LayerTCAV(1, 0.9, [0.8, 1.0], 0.5, 0.1, [0.5] * 20, inf, 0.0, 0.0, True, 0.3),
+            LayerTCAV(2, 0.6, [0.5, 0.7], 0.5, 0.1, [0.5] * 20, 1.2, 0.3, 0.9, False, 0.1),
+        ],
+        n_decisions=4,
+        n_positive=2,
+        n_negative=3,
+        params={"run": "tiny-llm-l1", "n_random": 20},
+    )
+    steer = SteeringResult(
+        concept="has:key",
+        model="tiny-llama",
+        layer=1,
+        alphas=[-2.0, 0.0, 2.0],
+        effects=[
+            AlphaEffect(-2.0, -0.2, -0.01, -0.19, -0.3, -0.08, 0.01, 2),
+            AlphaEffect(2.0, 0.3, 0.02, 0.28, 0.1, 0.46, 0.02, 2),
+        ],
+        n_decisions=2,
+        direction={"concept": "has:key", "layer": 1, "source": "means"},
+        params={"run": "tiny-llm-l1", "n_random": 4},
+        decisions=[
+            {"command": "open door", "concept": [0.1, 0.3, 0.6], "random": [0.3, 0.3, 0.32]},
+            {"command": "take knife", "concept": [0.2, 0.4, 0.7], "random": [0.4, 0.4, 0.41]},
+        ],
+        episodes=[
+            EpisodeOutcome("concept", 0.0, 2, 1, 0.5, 0.09, 0.91, 0.5),
+            EpisodeOutcome("concept", 2.0, 2, 2, 1.0, 0.34, 1.0, 1.0),
+            EpisodeOutcome("random", 2.0, 2, 0, 0.0, 0.0, 0.66, nan),
+        ],
+    )
+    rsa = RSAResult(
+        model="tiny-llama",
+        layers=[
+            LayerRSA(0, 0.05, 0.4, 0.6),
+            LayerRSA(1, 0.3, 0.01, 0.7),
+            LayerRSA(2, 0.2, 0.03, None),
+        ],
+        n_states=12,
+        n_unique=6,
+        n_repeated=4,
+        metric="cosine",
+        params={"runs": ["tiny-llm-l1", "random-l1"], "permutations": 100},
+    )
+    return {
+        kind: save_concept_result(store, kind, result.to_dict(), run_id=run_id)
+        for kind, result in (("tcav", tcav), ("steer", steer), ("rsa", rsa))
+    }
 
 
 @pytest.fixture(scope="session")

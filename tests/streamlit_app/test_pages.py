@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -25,7 +26,7 @@ from workbench.store import tips as tips_store
 APP = str(Path(__file__).parents[2] / "streamlit_app" / "app.py")
 TIMEOUT = 60
 PAGES = ("overview", "episode", "compare", "tips", "search", "explanations", "methods")
-PAGES += ("probing", "explain_step", "mistakes", "patching")
+PAGES += ("probing", "concepts", "explain_step", "mistakes", "patching")
 
 
 def open_page(page: str | None = None, **params: str) -> AppTest:
@@ -89,6 +90,7 @@ def test_every_page_is_in_the_menu_and_the_home_page_is_the_overview(filled_env)
     assert menu == ["overview", "episode", "compare", "tips", "search", "explanations"] + [
         "methods",
         "probing",
+        "concepts",
         "explain-step",
         "mistakes",
         "patching",
@@ -284,6 +286,62 @@ def test_probing_flags_negative_selectivity(filled_env, filled):
     assert "model tiny-llama + adapter /adapters/l1-3 (sha256 1a2b3c4d) (float32)" in [
         c.value for c in at.caption
     ]
+
+
+def test_concepts_page_on_an_empty_database_names_the_commands(tmp_path, monkeypatch):
+    db = tmp_path / "empty.duckdb"
+    Store(db).migrate()
+    monkeypatch.setenv("WORKBENCH_DB", str(db))
+    at = open_page("concepts")
+    hint = " ".join(i.value for i in at.info)
+    for command in ("`workbench tcav`", "`workbench steer`", "`workbench rsa`"):
+        assert command in hint
+    assert not at.dataframe and not at.get("image")
+
+
+def test_concepts_page_lists_results_newest_first_and_shows_tcav(filled_env, filled):
+    at = open_page("concepts")
+    listed = frame(at, "summary")
+    assert sorted(listed["kind"]) == ["rsa", "steer", "tcav"]
+    assert list(listed["created_at"]) == sorted(listed["created_at"], reverse=True)
+    tcav = listed.set_index("kind").loc["tcav"]
+    assert tcav["model"] == "tiny-llama + l1-3 (1a2b3c4d)"
+    assert tcav["summary"] == "1 of 3 layers differ from random (1)"
+    at = open_page("concepts", result=filled.concepts["tcav"])
+    assert at.selectbox(key="concept-id").value == filled.concepts["tcav"]
+    assert at.get("image")  # the figure
+    layers = frame(at, "corrected p")
+    assert layers["layer"].tolist() == [0, 1, 2]
+    assert layers["significant"].tolist() == [False, True, False]
+    assert layers["random (mean ± std)"].tolist()[0] == "0.500 ± 0.050"
+    # Which weights: the adapter and its hash, not the base model alone.
+    assert "model tiny-llama + adapter /adapters/l1-3 (sha256 1a2b3c4d) (float32)" in [
+        c.value for c in at.caption
+    ]
+
+
+def test_concepts_page_shows_steering_effects_and_episodes(filled_env, filled):
+    at = open_page("concepts", result=filled.concepts["steer"])
+    assert at.get("image")
+    effects = frame(at, "difference [95% interval]")
+    assert effects["alpha"].tolist() == [-2.0, 2.0]
+    assert effects["difference [95% interval]"].tolist()[1] == "+0.280 [+0.100, +0.460]"
+    episodes = frame(at, "won / episodes")
+    assert episodes["won / episodes"].tolist() == ["1 / 2", "2 / 2", "0 / 2"]
+    assert episodes["direction"].tolist() == ["concept", "concept", "random"]
+    assert any("model tiny-llama" == c.value for c in at.caption)
+
+
+def test_concepts_page_shows_rsa_against_its_noise_ceiling(filled_env, filled):
+    at = open_page("concepts", result=filled.concepts["rsa"])
+    assert at.get("image")
+    layers = frame(at, "rho")
+    assert layers["rho"].tolist() == [0.05, 0.3, 0.2]
+    assert layers["ceiling"].tolist()[:2] == [0.6, 0.7] and pd.isna(layers["ceiling"][2])
+    assert any("run tiny-llm-l1, random-l1" in c.value for c in at.caption)
+    at.selectbox(key="concept-id").set_value(filled.concepts["tcav"]).run()
+    assert not at.exception
+    assert "corrected p" in frame(at, "layer").columns
 
 
 def test_tip_sets_show_tips_history_provenance_and_diff(filled_env, filled):
