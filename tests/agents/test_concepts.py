@@ -168,3 +168,21 @@ def test_a_direction_of_another_width_is_refused(played, tiny_model_dir, tmp_pat
         str(store.path),
     )
     assert code != 0 and "width 7" in err
+
+
+def test_tcav_on_two_ranks_gives_what_one_process_gives(played, tiny_model_dir, capsys):
+    from tests.gpu.launch import torchrun
+
+    store, concept = played
+    args = ["tcav", "--run", "c", "--concept", concept, "--model", str(tiny_model_dir)]
+    args += ["--device", "cpu", "--dtype", "float32", "--resamples", "3", "--no-save"]
+    args += ["--format", "json", "--db", str(store.path)]
+    code, out, err = run_inprocess(capsys, *args)
+    assert code == 0, err
+    one = json.loads(out)
+    two = torchrun(*args, env={"CUDA_VISIBLE_DEVICES": ""})  # gloo: the CPU path
+    assert two.returncode == 0, two.stderr
+    got = json.loads(two.stdout)  # rank 0 alone prints
+    assert got["decisions"] == one["decisions"]
+    np.testing.assert_allclose(got["sensitivities"], one["sensitivities"], rtol=1e-4, atol=1e-7)
+    assert [r["scores"] for r in got["layers"]] == [r["scores"] for r in one["layers"]]

@@ -25,7 +25,8 @@ def torchrun(
     """
     entry = ["workbench"] if crash is None else ["tests.gpu.crashing_workbench", crash]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc-per-node", str(nproc), "-m", *entry, *args]
+    # "--" ends torchrun's own options: its parser would take `--run` for `--run-path`.
+    cmd += ["--nproc-per-node", str(nproc), "-m", entry[0], "--", *entry[1:], *args]
     return run(cmd, env, timeout)
 
 

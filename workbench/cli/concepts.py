@@ -100,7 +100,7 @@ def tcav(
     check_where(where)
     layer_list = None if layers == "all" else parse_int_list("--layers", layers)
     writable_file(plot, "--plot")
-    store, lm = _start(run, model, adapter, device, dtype, gpus, db)
+    store, lm = _start(run, model, adapter, device, dtype, gpus, db, save=save)
     from agents.concepts import run_tcav
 
     with progress("explaining decisions (one backward each)") as update:
@@ -219,7 +219,7 @@ def steer(
             from games.probing_data import concept_holds
 
             concept_holds(concept or loaded.concept)
-    store, lm = _start(run, model, adapter, device, dtype, gpus, db)
+    store, lm = _start(run, model, adapter, device, dtype, gpus, db, save=save)
     direction = _direction(
         store, run, lm, mode, loaded, concept, layer, pair_list, plus, minus, seed
     )
@@ -300,7 +300,7 @@ def rsa(
         raise WorkbenchError(f"--metric must be cosine, correlation or euclidean, not {metric!r}")
     layer_list = None if layers == "all" else parse_int_list("--layers", layers)
     writable_file(plot, "--plot")
-    store, lm = _start(names[0], model, adapter, device, dtype, gpus, db, names)
+    store, lm = _start(names[0], model, adapter, device, dtype, gpus, db, names, save=save)
     from agents.concepts import run_rsa
 
     with progress("reading states") as update:
@@ -358,15 +358,18 @@ def _start(
     gpus: int | None,
     db: Path | None,
     check_runs: list[str] | None = None,
+    *,
+    save: bool = True,
 ):
     """(store on rank 0 else None, the model): the run's own model unless --model or
-    --adapter names another. The runs are checked before any model loads."""
+    --adapter names another. The runs are checked before any model loads; with --no-save
+    the store is opened read-only (nothing created, migrated or written)."""
     from workbench import distributed
     from workbench.cli import launch
     from workbench.store import runs as run_store
 
     launch.start(gpus, device)  # --gpus N: this command again under torchrun, then exit
-    store = open_store(db)
+    store = open_store(db, read_only=not save)
     record = distributed.on_main(
         lambda: [run_store.require_run(store, r, kind="play") for r in (check_runs or [run])][0]
     )
