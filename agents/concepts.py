@@ -15,7 +15,8 @@ decisions (`explainers.concepts.directions`).
 - `run_rsa`: the residual stream's geometry against the facts' (`explainers.concepts.rsa`).
 
 Which decisions: by default each explains the command the agent chose; `candidate`
-explains the choice of one command (e.g. "take knife") wherever it was a candidate, and
+explains the choice of one command (e.g. "take knife", or "take knife*" with a wildcard
+for "take knife from table") wherever it was a candidate, and
 `where` keeps only the decisions where the concept held ("true") or did not ("false").
 
 Under torchrun (`--gpus N`) the activations and the per-decision gradients or curves split
@@ -31,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,9 +122,19 @@ def selected(
             continue
         if candidate is None:
             out.append((item, item.spec.chosen))
-        elif candidate in item.spec.candidates:
-            out.append((item, candidate))
+            continue
+        found = matching(candidate, item.spec.candidates)
+        if found is not None:
+            out.append((item, found))
     return out
+
+
+def matching(candidate: str, candidates: Sequence[str]) -> str | None:
+    """The candidate named: itself, or with `*` wildcards the first that fits ("take
+    knife*" finds "take knife from table")."""
+    if "*" not in candidate:
+        return candidate if candidate in candidates else None
+    return next((c for c in candidates if fnmatchcase(c, candidate)), None)
 
 
 def choice_of(lm: LoadedModel, spec: DecisionSpec, command: str) -> ChoiceObjective:

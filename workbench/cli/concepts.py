@@ -34,8 +34,8 @@ ConceptOption = typer.Option(
 CandidateOption = typer.Option(
     None,
     "--candidate",
-    help="Explain the choice of this command wherever it was a candidate (default: the "
-    "command each decision chose).",
+    help="Explain the choice of this command wherever it was a candidate, * a wildcard "
+    "('take knife*'); default: the command each decision chose.",
 )
 WhereOption = typer.Option(
     "any", "--where", help="any, or only decisions where the concept held (true) or not (false)."
