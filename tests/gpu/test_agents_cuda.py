@@ -83,13 +83,13 @@ def test_explain_step_on_cuda_agrees_with_cpu(copy_lm, gpu_lm, game, tmp_path):
         store=store, run_name="gpu", workers=0,
     )  # fmt: skip
     episode = play_store.list_episodes(store, runs.get_run(store, "gpu", kind="play")["id"])[0]
-    on_cpu = explain_step(store, "gpu", episode["id"], 1, lm=copy_lm, steps=16)
+    on_cpu = explain_step(store, "gpu", episode["id"], 1, lm=copy_lm, method="ig", steps=16)
     # The game's words are mostly unknown to the copy model's vocabulary, so the prompt has
     # no strong signal for bf16 to keep: float32 on CUDA must match the CPU closely, and
     # bf16 must run and explain the same action.
     fp32 = on_gpu(copy_lm, torch.float32, "cpu" if DEVICE == "cpu" else "cuda:0")
-    on_cuda = explain_step(store, "gpu", episode["id"], 1, lm=fp32, steps=16)
-    in_bf16 = explain_step(store, "gpu", episode["id"], 1, lm=gpu_lm, steps=16)
+    on_cuda = explain_step(store, "gpu", episode["id"], 1, lm=fp32, method="ig", steps=16)
+    in_bf16 = explain_step(store, "gpu", episode["id"], 1, lm=gpu_lm, method="ig", steps=16)
     assert on_cuda.action == on_cpu.action == in_bf16.action
     assert set(on_cuda.segments) == set(on_cpu.segments) == set(in_bf16.segments)
     for key, value in on_cpu.segments.items():

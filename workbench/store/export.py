@@ -62,6 +62,8 @@ QUERIES: dict[str, tuple[str, str, str]] = {
         "e.run_id = $run",
         "f.episode_id, f.step_idx, f.method",
     ),
+    # TCAV, steering and RSA results (the whole result as JSON in `result`).
+    "concept_results": ("SELECT * FROM concept_results", "run_id = $run", "created_at, id"),
 }
 TABLES = tuple(QUERIES)
 
