@@ -44,6 +44,7 @@ from explainers.concepts.directions import (
     ConceptDirection,
     check_classes,
     concept_direction,
+    concept_vectors,
     random_like,
     random_vectors,
 )
@@ -167,6 +168,22 @@ def state_features(
     return features
 
 
+def each_decision(
+    chosen: Sequence[tuple[RunDecision, str]],
+    fn: Callable[[RunDecision, str], Any],
+    progress: Progress | None = None,
+) -> list[Any]:
+    """`fn(decision, command)` for every chosen decision, in order: under torchrun each rank
+    computes its block and every rank gets all; `progress(done, this rank's total)`."""
+    mine = distributed.shard(chosen)
+    out = []
+    for k, (item, command) in enumerate(mine):
+        out.append(fn(item, command))
+        if progress is not None:
+            progress(k + 1, len(mine))
+    return distributed.all_gather(out)
+
+
 def _labels(concept: str, items: Sequence[RunDecision]) -> np.ndarray:
     holds = concept_holds(concept)
     return np.array([holds(item.facts) for item in items], dtype=bool)
@@ -197,7 +214,6 @@ def run_tcav(
     progress: Progress | None = None,
 ) -> TCAVResult:
     """TCAV of `concept` for the run's decisions at each of `layers` (all by default)."""
-    from explainers.concepts.directions import bootstrap_directions
     from explainers.concepts.tcav import TCAVResult, decision_gradient, tcav_test
 
     start = time.perf_counter()
@@ -214,37 +230,14 @@ def run_tcav(
             f"where {where}); TCAV needs at least 2"
         )
     features = state_features(lm, [i.spec.text for i in items], layer_list)
-    done = [0]
-    mine = distributed.shard(chosen)
-
-    def gradient(pair: tuple[RunDecision, str]) -> np.ndarray:
-        out = decision_gradient(choice_of(lm, pair[0].spec, pair[1]), layer_list, positions)
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], len(mine))
-        return out
-
-    grads = np.stack(distributed.all_gather([gradient(p) for p in mine]))
-    vectors = np.stack(
-        [
-            np.concatenate(
-                [
-                    concept_direction(
-                        features[:, k],
-                        labels,
-                        concept=concept,
-                        layer=layer,
-                        model=lm.name,
-                        source=source,
-                        seed=seed,
-                    ).vector[None],
-                    bootstrap_directions(features[:, k], labels, source, resamples - 1, seed),
-                ]
-            )
-            for k, layer in enumerate(layer_list)
-        ],
-        axis=1,
-    )  # [resamples, L, D]: the first fitted on all examples
+    grads = np.stack(
+        each_decision(
+            chosen,
+            lambda d, cmd: decision_gradient(choice_of(lm, d.spec, cmd), layer_list, positions),
+            progress,
+        )
+    )
+    vectors = concept_vectors(features, labels, source, resamples, seed)  # [R, L, D]
     randoms = random_vectors(
         vectors.shape[1:], np.linalg.norm(vectors[0], axis=-1), n_random, seed + 1
     )
@@ -397,24 +390,18 @@ def run_steering(
             f"no decision of run {run!r} matches (candidate {candidate!r}, where {where})"
         )
     controls = random_like(direction, n_random, seed)
-    mine = distributed.shard(chosen)
-    done = [0]
 
-    def curve(pair: tuple[RunDecision, str]) -> dict[str, Any]:
-        obj = choice_of(lm, pair[0].spec, pair[1])
-        response = dose_response(obj, [direction, *controls], alphas, positions)
-        done[0] += 1
-        if progress is not None:
-            progress(done[0], len(mine))
-        p = response.of(pair[1])  # [1 + random, alphas]
+    def curve(item: RunDecision, command: str) -> dict[str, Any]:
+        obj = choice_of(lm, item.spec, command)
+        p = dose_response(obj, [direction, *controls], alphas, positions).of(command)
         return {
-            **pair[0].where,
-            "command": pair[1],
-            "concept": p[0].tolist(),
-            "random": p[1:].mean(0).tolist(),
+            **item.where,
+            "command": command,
+            "concept": p[0].tolist(),  # [alphas]
+            "random": p[1:].mean(0).tolist(),  # the random directions' mean
         }
 
-    curves = distributed.all_gather([curve(p) for p in mine])
+    curves = each_decision(chosen, curve, progress)
     zero = alphas.index(0.0)
     effects = []
     for a, alpha in enumerate(alphas):

@@ -207,6 +207,24 @@ def bootstrap_directions(
     return np.stack(out)
 
 
+def concept_vectors(
+    features: np.ndarray, labels: Sequence[bool], source: str, resamples: int, seed: int = 0
+) -> np.ndarray:
+    """[resamples, L, D] for states [N, L, D]: per layer, the direction fitted on all the
+    examples first, then `resamples - 1` from bootstrap resamples (TCAV's concept runs)."""
+    if source not in ("means", "probe"):
+        raise WorkbenchError(f"a concept's direction comes from means or probe, not {source!r}")
+    check_classes("concept", np.asarray(labels, dtype=bool))
+    per_layer = []
+    for k in range(features.shape[1]):
+        x = np.asarray(features[:, k], dtype=np.float32)
+        y = np.asarray(labels, dtype=bool)
+        full = mean_difference(x, y) if source == "means" else probe_vector(x, y, seed)
+        rest = bootstrap_directions(x, y, source, resamples - 1, seed)
+        per_layer.append(np.concatenate([full[None], rest.reshape(-1, x.shape[1])]))
+    return np.stack(per_layer, axis=1)
+
+
 def random_like(direction: ConceptDirection, n: int, seed: int = 0) -> list[ConceptDirection]:
     """`n` random directions of `direction`'s shape and norm (the control)."""
     rng = np.random.default_rng(seed)
