@@ -134,6 +134,11 @@ def test_tcav_and_rsa_commands(played, tiny_model_dir, capsys):
         (["steer", "--run", "c", "--concept", "in(knife, I)", "--alphas", "1,x"], "not a number"),
         (["steer", "--run", "c", "--concept", "in(knife, I)", "--layer", "7"], "out of range"),
         (["steer", "--run", "c", "--source", "actadd", "--layer", "1"], "--plus and --minus"),
+        (
+            ["steer", "--run", "c", "--source", "actadd", "--layer", "1", "--plus", "a"]
+            + ["--minus", "b"],
+            "--positions front",
+        ),
         (["steer", "--run", "c", "--direction", "d.npz", "--layer", "1"], "does not apply"),
         (["rsa", "--runs", "c", "--metric", "jaccard"], "--metric"),
     ],

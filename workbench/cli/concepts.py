@@ -142,7 +142,9 @@ def steer(
     plus: str | None = typer.Option(None, "--plus", help="actadd: the prompt added."),
     minus: str | None = typer.Option(None, "--minus", help="actadd: the prompt subtracted."),
     alphas: str = typer.Option(
-        "-8,-4,-2,0,2,4,8", "--alphas", help="Comma-separated multiples of the direction."
+        "-8,-4,-2,0,2,4,8",
+        "--alphas",
+        help="Comma-separated multiples of the direction (negative first: --alphas=-8,-4,4,8).",
     ),
     positions: str = typer.Option(
         "all", "--positions", help="all, prompt, last (the decision token); front for actadd."
@@ -204,6 +206,10 @@ def steer(
         raise WorkbenchError(f"--source {mode} needs --layer")
     if mode == "actadd" and (plus is None or minus is None):
         raise WorkbenchError("--source actadd needs --plus and --minus prompts")
+    if mode == "actadd" and positions != "front":
+        raise WorkbenchError("--source actadd goes at the prompt's front: give --positions front")
+    if positions == "front" and mode not in ("actadd", "file"):
+        raise WorkbenchError("--positions front takes an ActAdd direction (--source actadd)")
     pair_list = _read_pairs(pairs) if mode == "caa" else None
     writable_file(plot, "--plot")
     if save_direction is not None and save_direction.suffix != ".npz":
