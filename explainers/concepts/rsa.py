@@ -21,6 +21,7 @@ recordings.
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -198,7 +199,9 @@ def noise_ceilings(
     for k in range(features.shape[1]):
         a = np.stack([features[h[0], k].mean(0) for h in halves])
         b = np.stack([features[h[1], k].mean(0) for h in halves])
-        r = float(spearmanr(model_rdm(a, metric), model_rdm(b, metric)).statistic)
+        with warnings.catch_warnings():  # a constant RDM (one token's embedding): no r
+            warnings.simplefilter("ignore")
+            r = float(spearmanr(model_rdm(a, metric), model_rdm(b, metric)).statistic)
         if not np.isfinite(r):
             out.append(None)
             continue
