@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from workbench.store import Store, _all, _decode, _where, finite, new_id
@@ -24,10 +25,12 @@ def summary(kind: str, record: dict[str, Any]) -> str:
     effect = record["effects"][-1] if record.get("effects") else None
     if effect is None:
         return f"{record['n_decisions']} decisions"
-    return (
-        f"alpha {effect['alpha']:+g}: {effect['difference']:+.3f} "
-        f"[{effect['low']:+.3f}, {effect['high']:+.3f}] vs random"
+    interval = (
+        f" [{effect['low']:+.3f}, {effect['high']:+.3f}]"
+        if all(isinstance(effect[k], float) and math.isfinite(effect[k]) for k in ("low", "high"))
+        else ""  # one decision: no interval
     )
+    return f"alpha {effect['alpha']:+g}: {effect['difference']:+.3f}{interval} vs random"
 
 
 def save_concept_result(
