@@ -104,6 +104,19 @@ def _read_decisions(
     return out
 
 
+def _given_or_read(
+    store: Store | None,
+    run: str,
+    lm: LoadedModel,
+    max_decisions: int | None,
+    given: Sequence[RunDecision] | None,
+) -> list[RunDecision]:
+    """The run's decisions: `given` (the first `max_decisions`), or read from the store."""
+    if given is None:
+        return run_decisions(store, run, lm, max_decisions)
+    return list(given)[:max_decisions]
+
+
 def check_where(where: str) -> None:
     if where not in WHERE:
         raise WorkbenchError(f"where must be {', '.join(WHERE)}, not {where!r}")
@@ -337,10 +350,12 @@ def run_direction(
     source: str = "means",
     max_decisions: int | None = None,
     seed: int = 0,
+    decisions: Sequence[RunDecision] | None = None,
 ) -> ConceptDirection:
-    """The concept's direction at `layer` from the run's decisions (means or probe)."""
+    """The concept's direction at `layer` from the run's decisions (means or probe);
+    `decisions`, where given, are the run's, read already (`run_decisions`)."""
     (layer,) = model_anatomy(lm).check_layers("resid", [layer])
-    items = run_decisions(store, run, lm, max_decisions)
+    items = _given_or_read(store, run, lm, max_decisions, decisions)
     labels = _labels(concept, items)
     check_classes(concept, labels)
     features = state_features(lm, [i.spec.text for i in items], [layer])[:, 0]
@@ -365,11 +380,13 @@ def run_steering(
     episode_alphas: Sequence[float] | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    decisions: Sequence[RunDecision] | None = None,
 ) -> SteeringResult:
     """The dose-response of the run's decisions along `direction` against `n_random`
     random directions of its norm; with `games` > 0 also that many of the run's games
     played under each of `episode_alphas` (default: 0 and the alphas' extremes), along
-    the direction and along the first random one."""
+    the direction and along the first random one. `decisions`, where given, are the
+    run's, read already (`run_decisions`)."""
     from explainers.concepts.steering import dose_response
     from workbench.stats import paired_t
 
@@ -382,7 +399,7 @@ def run_steering(
     direction.check_model(lm, model_anatomy(lm).n_layers + 1)
     if n_random < 1:
         raise WorkbenchError(f"steering needs at least one random direction, not {n_random}")
-    items = run_decisions(store, run, lm, max_decisions)
+    items = _given_or_read(store, run, lm, max_decisions, decisions)
     labels = _labels(direction.concept, items) if where != "any" else np.zeros(len(items), bool)
     chosen = selected(items, labels, candidate, where)
     if not chosen:

@@ -226,17 +226,15 @@ def steer(
 
             concept_holds(concept or loaded.concept)
     store, lm = _start(run, model, adapter, device, dtype, gpus, db, save=save)
+    from agents.concepts import run_decisions, run_steering
+
+    # A direction from the run's facts reads every decision: read them once for both.
+    decisions = run_decisions(store, run, lm) if mode in ("means", "probe") else None
     direction = _direction(
-        store, run, lm, mode, loaded, concept, layer, pair_list, plus, minus, seed
+        store, run, lm, mode, loaded, concept, layer, pair_list, plus, minus, seed, decisions
     )
     if where != "any" and concept is not None:
         direction.concept = concept  # --where reads this fact
-    from explainers.concepts.directions import ConceptDirection
-    from workbench.anatomy import model_anatomy
-
-    assert isinstance(direction, ConceptDirection)
-    direction.check_model(lm, model_anatomy(lm).n_layers + 1)
-    from agents.concepts import run_steering
 
     with progress("steering decisions") as update:
         result = run_steering(
@@ -254,6 +252,7 @@ def steer(
             episode_alphas=episode_list,
             seed=seed,
             progress=update,
+            decisions=decisions,
         )
     from workbench import distributed
 
@@ -376,9 +375,10 @@ def _start(
 
     launch.start(gpus, device)  # --gpus N: this command again under torchrun, then exit
     store = open_store(db, read_only=not save)
-    record = distributed.on_main(
-        lambda: [run_store.require_run(store, r, kind="play") for r in (check_runs or [run])][0]
+    records = distributed.on_main(
+        lambda: [run_store.require_run(store, r, kind="play") for r in (check_runs or [run])]
     )
+    record = records[0]  # the model is the first run's
     if model is not None or adapter is not None:
         from workbench.models import load_model
 
@@ -390,14 +390,16 @@ def _start(
     return store, lm
 
 
-def _direction(store, run, lm, mode, loaded, concept, layer, pairs, plus, minus, seed):
+def _direction(store, run, lm, mode, loaded, concept, layer, pairs, plus, minus, seed, decisions):
     if mode == "file":
         return loaded
     if mode in ("means", "probe"):
         from agents.concepts import run_direction
 
         with working(f"reading the direction of {concept} at layer {layer}"):
-            return run_direction(store, run, concept, layer, lm=lm, source=mode, seed=seed)
+            return run_direction(
+                store, run, concept, layer, lm=lm, source=mode, seed=seed, decisions=decisions
+            )
     from workbench.anatomy import model_anatomy
 
     (layer,) = model_anatomy(lm).check_layers("resid", [layer])
