@@ -21,6 +21,7 @@ from explainers import (  # noqa: F401
     probing,
     prompting,
     render,
+    sae,
 )
 from explainers.explainer import Explainer, Progress
 from explainers.explanation import Explanation

@@ -8,5 +8,8 @@ directions, checked against the game's true state.
   loss with the reconstruction spliced in, against zero ablation;
 - `labels`: each feature's top contexts and its AUROC against every fact of the texts;
 - `attribution`: a decision's objective attributed to features (complete: the features'
-  masses plus the reconstruction error's equal the objective's change), and exact ablation.
+  masses plus the reconstruction error's equal the objective's change), and exact ablation;
+- `method`: all of it as the registered explain method `sae`.
 """
+
+from explainers.sae import method  # noqa: F401  (registers `sae`)

@@ -32,6 +32,7 @@ import torch
 
 from explainers.choice import ChoiceObjective
 from explainers.concepts.steering import resid_point
+from explainers.objective import Objective
 from explainers.sae.model import SparseAutoencoder
 from workbench.anatomy import Hooks
 from workbench.errors import WorkbenchError
@@ -46,14 +47,15 @@ class Ablation:
     feature: int
     activation: float  # the feature's summed activation over the prompt
     delta: float
-    choice: str  # the candidate that wins without it
+    choice: str | None  # the candidate that wins without it (a choice among candidates)
     flipped: bool
 
 
 @dataclass
 class FeatureAttribution:
     """Masses of the features that fired in the prompt (`features`, `masses`, `activations`:
-    summed over positions), the error's mass, and the objective at both ends."""
+    summed over positions), the error's mass, each prompt position's mass (its features'
+    and its error's; the first position's is 0), and the objective at both ends."""
 
     features: list[int]
     masses: list[float]
@@ -62,6 +64,7 @@ class FeatureAttribution:
     value: float  # the objective on the model's own stream
     baseline: float  # with every feature and the error at zero (the stream at b_dec)
     steps: int
+    positions: list[float] = field(default_factory=list)
     ablations: list[Ablation] = field(default_factory=list)
 
     @property
@@ -98,19 +101,27 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (nodes + 1) / 2, weights / 2
 
 
-def prompt_stream(obj: ChoiceObjective, layer: int) -> torch.Tensor:
+def prompt_stream(obj: Objective, layer: int) -> torch.Tensor:
     """[P, D] the residual stream entering resid layer `layer` at the prompt's positions
     (float32), read in one forward of the decision."""
     kept: list[torch.Tensor] = []
     prompt = int(obj.prompt_ids.numel())
     with Hooks() as hooks, torch.no_grad():
         hooks.add(resid_point(obj.lm, layer), lambda x: kept.append(x[0, :prompt].float()))
-        obj.candidate_scores(obj.input_embeddings.unsqueeze(0))
+        obj.forward_embeddings(obj.input_embeddings.unsqueeze(0))
     return kept[0]
 
 
+def check_objective(obj: Objective) -> None:
+    if obj.n_rows != 1:
+        raise WorkbenchError(
+            f"feature attribution explains one value: a choice among candidates or one "
+            f"target token, not {obj.n_rows} target rows"
+        )
+
+
 def feature_attribution(
-    obj: ChoiceObjective,
+    obj: Objective,
     sae: SparseAutoencoder,
     layer: int,
     steps: int = 16,
@@ -119,6 +130,7 @@ def feature_attribution(
     """The decision's objective attributed to the SAE's features at `layer` and to its
     error (see the module); the `ablate` features of largest |mass| are also removed one
     at a time."""
+    check_objective(obj)
     lm = obj.lm
     sae = sae.to(lm.device)
     x = prompt_stream(obj, layer)[1:]  # [P-1, D]; the first position keeps its state
@@ -144,8 +156,10 @@ def feature_attribution(
         values = obj.forward_embeddings(embeds)[:, 0]  # [S]
         total = (values * torch.tensor(weights, dtype=values.dtype, device=values.device)).sum()
         grad_z, grad_e = torch.autograd.grad(total, [z, e])
-    masses = (f_active * grad_z.sum(0)).sum(0)  # [A]
-    error_mass = float((error * grad_e.sum(0)).sum())
+    per_feature = f_active * grad_z.sum(0)  # [P-1, A]
+    per_error = (error * grad_e.sum(0)).sum(1)  # [P-1]
+    masses = per_feature.sum(0)
+    error_mass = float(per_error.sum())
     ends = _values(obj, sae, layer, len(x), [("all", 0.0), ("none", 0.0)])
     result = FeatureAttribution(
         features=active.tolist(),
@@ -155,13 +169,14 @@ def feature_attribution(
         value=ends[0][0],
         baseline=ends[1][0],
         steps=steps,
+        positions=[0.0, *(per_feature.sum(1) + per_error).tolist()],
     )
     result.ablations = ablate_features(obj, sae, layer, [j for j, _ in result.top(ablate)], f)
     return result
 
 
 def ablate_features(
-    obj: ChoiceObjective,
+    obj: Objective,
     sae: SparseAutoencoder,
     layer: int,
     features: Sequence[int],
@@ -183,23 +198,24 @@ def ablate_features(
                 feature=int(j),
                 activation=float(f[:, j].sum()),
                 delta=value - clean[0],
-                choice=obj.candidates[winner],
-                flipped=winner != obj.chosen,
+                choice=None if winner < 0 else obj.candidates[winner],  # type: ignore[attr-defined]
+                flipped=winner >= 0 and winner != obj.chosen,  # type: ignore[attr-defined]
             )
         )
     return out
 
 
 def _values(
-    obj: ChoiceObjective,
+    obj: Objective,
     sae: SparseAutoencoder,
     layer: int,
     length: int,
     edits: Sequence[tuple[str, float]],
     f: torch.Tensor | None = None,
 ) -> list[tuple[float, int]]:
-    """(objective, winning candidate) for each edit of the prompt's stream at `layer`:
-    ("all", _) the model's own, ("none", _) b_dec, ("without", j) feature j removed."""
+    """(objective, winning candidate or -1) for each edit of the prompt's stream at
+    `layer`: ("all", _) the model's own, ("none", _) b_dec, ("without", j) feature j
+    removed. The winner is read where the objective is a choice among candidates."""
     w_dec = sae.W_dec.detach()
 
     def edit(stream: torch.Tensor) -> torch.Tensor:
@@ -216,6 +232,8 @@ def _values(
     embeds = obj.input_embeddings.unsqueeze(0).expand(len(edits), -1, -1)
     with Hooks() as hooks, torch.no_grad():
         hooks.add(resid_point(obj.lm, layer), edit)
+        if not isinstance(obj, ChoiceObjective):
+            return [(float(v), -1) for v in obj.forward_embeddings(embeds)[:, 0]]
         scores = obj.candidate_scores(embeds)  # [E, K]
     logp = torch.log_softmax(scores.float(), dim=-1).unsqueeze(1)
     values = obj.values_from_log_probs(logp)[:, 0]

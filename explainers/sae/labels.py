@@ -14,9 +14,11 @@ feature and fact at once from the values' ranks (the Mann-Whitney statistic). A 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from explainers.sae.activations import Activations
 from explainers.sae.model import SparseAutoencoder
 from workbench.errors import WorkbenchError
 
+FEATURES_FILE = "features.json"  # beside the SAE's SAELens files
 LABEL_AUROC = 0.95  # the issue's bar for a labelled feature
 MIN_EXAMPLES = 5  # a fact needs this many texts where it held, and where it did not
 POOLS = ("last", "max")
@@ -214,3 +217,35 @@ def _some(names: set[str], n: int = 5) -> str:
 def distinct_labelled(table: Sequence[FeatureLabel]) -> int:
     """How many distinct facts label at least one feature."""
     return len({f.fact for f in table if f.labelled})
+
+
+def save_labels(folder: str | Path, table: Sequence[FeatureLabel], summary: dict[str, Any]) -> Path:
+    """Write the feature table (and how it was made) beside the SAE, through a temporary
+    file."""
+    path = Path(folder) / FEATURES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"summary": summary, "features": [f.to_dict() for f in table]}))
+    tmp.replace(path)
+    return path
+
+
+def load_labels(folder: str | Path) -> tuple[dict[str, Any], list[FeatureLabel]]:
+    """(summary, table) written by `save_labels`, or one line when the SAE has none."""
+    path = Path(folder) / FEATURES_FILE
+    if not path.is_file():
+        raise WorkbenchError(
+            f"SAE {str(folder)!r} has no {FEATURES_FILE}: its features were not labelled "
+            "(workbench sae train labels them on runs or a data set with facts)"
+        )
+    data = json.loads(path.read_text())
+    names = set(FeatureLabel.__dataclass_fields__)
+    table = [FeatureLabel(**{k: v for k, v in f.items() if k in names}) for f in data["features"]]
+    return data.get("summary", {}), table
+
+
+def read_labels(folder: str | Path) -> dict[int, dict[str, Any]]:
+    """{feature: its label's fields}, empty when the SAE has no labels."""
+    path = Path(folder) / FEATURES_FILE
+    if not path.is_file():
+        return {}
+    return {f["feature"]: f for f in json.loads(path.read_text())["features"]}
