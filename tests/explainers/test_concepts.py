@@ -27,48 +27,8 @@ from explainers.concepts.steering import added, check_alphas, dose_response, ste
 from explainers.concepts.tcav import decision_gradient, decision_gradients, tcav_test
 from explainers.probing.features import extract_features
 from explainers.probing.probes import ProbeExample
-from tests.conftest import tiny_llama_config
+from tests.explainers.conftest import CANDIDATES, LAYER
 from workbench.errors import WorkbenchError
-
-FILLER = "the milk is in fridge apple on table kitchen red blue green box".split()
-CANDIDATES = ["open door", "take knife"]
-LAYER = 1
-
-
-def _prompt(rng: np.random.Generator, with_key: bool) -> str:
-    words = list(rng.choice(FILLER, 6))
-    if with_key:
-        words[int(rng.integers(0, 6))] = "key"
-    return " ".join(words)
-
-
-@pytest.fixture(scope="module")
-def planted(tokenizer):
-    """(lm, prompts, labels): the tiny model trained so that "key" decides the command."""
-    from transformers import LlamaForCausalLM
-
-    from workbench.models import from_pretrained_objects
-
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), num_hidden_layers=3))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(80):
-        labels = rng.random(32) < 0.5
-        texts = [f"{_prompt(rng, y)} {CANDIDATES[0 if y else 1]}" for y in labels]
-        ids = torch.tensor([tokenizer(t)["input_ids"] for t in texts])
-        logits = model(input_ids=ids).logits[:, -3:-1]  # predicts the two command words
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), ids[:, -2:].reshape(-1)
-        )
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    lm = from_pretrained_objects(model, tokenizer, name="planted-llama")
-    labels = [bool(y) for y in rng.random(60) < 0.5]
-    prompts = [_prompt(rng, y) for y in labels]
-    return lm, prompts, labels
 
 
 def _features(lm, prompts, layers):

@@ -36,6 +36,7 @@ from workbench.cli import (
     play,
     probe,
     runs,
+    sae,
     tips,
 )
 from workbench.cli.interrupt import GENERIC, Interrupted
@@ -70,6 +71,7 @@ app.command("mistakes")(mistakes.mistakes)
 app.command("tcav")(concepts.tcav)
 app.command("steer")(concepts.steer)
 app.command("rsa")(concepts.rsa)
+app.add_typer(sae.app, name="sae")
 app.command("finetune")(finetune.finetune)
 app.command("export")(export.export)
 app.command("dashboard")(dashboard.dashboard)

@@ -100,7 +100,7 @@ def tcav(
     check_where(where)
     layer_list = None if layers == "all" else parse_int_list("--layers", layers)
     writable_file(plot, "--plot")
-    store, lm = _start(run, model, adapter, device, dtype, gpus, db, save=save)
+    store, lm = start_on_runs(run, model, adapter, device, dtype, gpus, db, save=save)
     from agents.concepts import run_tcav
 
     with progress("explaining decisions (one backward each)") as update:
@@ -225,7 +225,7 @@ def steer(
             from games.probing_data import concept_holds
 
             concept_holds(concept or loaded.concept)
-    store, lm = _start(run, model, adapter, device, dtype, gpus, db, save=save)
+    store, lm = start_on_runs(run, model, adapter, device, dtype, gpus, db, save=save)
     from agents.concepts import run_decisions, run_steering
 
     # A direction from the run's facts reads every decision: read them once for both.
@@ -305,7 +305,7 @@ def rsa(
         raise WorkbenchError(f"--metric must be cosine, correlation or euclidean, not {metric!r}")
     layer_list = None if layers == "all" else parse_int_list("--layers", layers)
     writable_file(plot, "--plot")
-    store, lm = _start(names[0], model, adapter, device, dtype, gpus, db, names, save=save)
+    store, lm = start_on_runs(names[0], model, adapter, device, dtype, gpus, db, names, save=save)
     from agents.concepts import run_rsa
 
     with progress("reading states") as update:
@@ -354,7 +354,7 @@ def _read_pairs(path: Path | None) -> list[tuple[str, str]]:
     return out
 
 
-def _start(
+def start_on_runs(
     run: str,
     model: str | None,
     adapter: Path | None,

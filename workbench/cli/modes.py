@@ -337,6 +337,20 @@ STEER = modes(
         "minus": "give --source actadd",
     },
 )
+_SAE_FIT = ("layer", "out", "width", "k", "epochs", "batch_size", "lr", "heldout", "pool")
+SAE_TRAIN = modes(
+    "sae train",
+    (*_SAE_FIT, "read_batch", "seed", "fmt", "model", "adapter", "device", "dtype", "gpus"),
+    {
+        "runs": Facet("--runs", ("runs", "max_decisions", "db")),
+        "dataset": Facet("--dataset", ("dataset",)),
+    },
+    why={"max_decisions": "give --runs", "db": "give --runs (the data set is a file)"},
+)
+SAE_FEATURES = single("sae features", "sae", "fact", "search", "labelled", "limit", "fmt")
+SAE_ABLATE = single(
+    "sae ablate", "sae", "run", "steps", "max_decisions", "seed", "fmt", *LOCAL, "adapter", "db"
+)
 RSA = single(
     "rsa",
     "runs",
@@ -367,6 +381,9 @@ TABLES: dict[str, dict] = {
     "explain-step": EXPLAIN_STEP,
     "mistakes": MISTAKES,
     "tcav": TCAV,
+    "sae train": SAE_TRAIN,
+    "sae features": SAE_FEATURES,
+    "sae ablate": SAE_ABLATE,
     "steer": STEER,
     "rsa": RSA,
     "finetune": single(
