@@ -35,6 +35,7 @@ SECTIONS = {
         st.Page(VIEWS / "methods.py", title="Methods side by side", url_path="methods"),
         st.Page(VIEWS / "probing.py", title="Probing", url_path="probing"),
         st.Page(VIEWS / "concepts.py", title="Concepts: TCAV, steering, RSA", url_path="concepts"),
+        st.Page(VIEWS / "features.py", title="SAE features", url_path="features"),
         st.Page(VIEWS / "explain_step.py", title="Explain this step", url_path="explain-step"),
         st.Page(VIEWS / "mistakes.py", title="Mistakes", url_path="mistakes"),
         st.Page(VIEWS / "patching.py", title="Activation patching", url_path="patching"),

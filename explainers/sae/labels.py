@@ -33,6 +33,7 @@ FEATURES_FILE = "features.json"  # beside the SAE's SAELens files
 LABEL_AUROC = 0.95  # the issue's bar for a labelled feature
 MIN_EXAMPLES = 5  # a fact needs this many texts where it held, and where it did not
 POOLS = ("last", "max")
+FACTS_KEPT = 5  # each feature keeps its best facts' AUROCs (all of them: features x facts)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class FeatureLabel:
     fact: str | None = None
     auroc: float | None = None
     top: list[dict[str, Any]] = field(default_factory=list)
+    facts: list[tuple[str, float]] = field(default_factory=list)  # its best facts, best first
 
     @property
     def labelled(self) -> bool:
@@ -143,14 +145,15 @@ def label_features(
     sums = np.bincount(code.indices[active].numpy(), code.values[active].numpy(), width)
     names, auroc = fact_aurocs(text_values(code, acts, width, pool), facts)
     top = _top_rows(code, top_n)
+    ranked = np.argsort(-auroc, axis=0, kind="stable")[:FACTS_KEPT] if names else None
     table = []
     for j in range(width):
         label = FeatureLabel(
             j, float(counts[j] / max(len(acts), 1)), float(sums[j] / max(counts[j], 1))
         )
-        if names:
-            best = int(np.argmax(auroc[:, j]))
-            label.fact, label.auroc = names[best], float(auroc[best, j])
+        if ranked is not None:
+            label.facts = [(names[i], float(auroc[i, j])) for i in ranked[:, j]]
+            label.fact, label.auroc = label.facts[0]
         label.top = [context(acts, r, v, tokenizer) for r, v in top.get(j, [])]
         table.append(label)
     return table

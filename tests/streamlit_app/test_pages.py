@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -26,7 +27,7 @@ from workbench.store import tips as tips_store
 APP = str(Path(__file__).parents[2] / "streamlit_app" / "app.py")
 TIMEOUT = 60
 PAGES = ("overview", "episode", "compare", "tips", "search", "explanations", "methods")
-PAGES += ("probing", "concepts", "explain_step", "mistakes", "patching")
+PAGES += ("probing", "concepts", "features", "explain_step", "mistakes", "patching")
 
 
 def open_page(page: str | None = None, **params: str) -> AppTest:
@@ -91,6 +92,7 @@ def test_every_page_is_in_the_menu_and_the_home_page_is_the_overview(filled_env)
         "methods",
         "probing",
         "concepts",
+        "features",
         "explain-step",
         "mistakes",
         "patching",
@@ -558,3 +560,109 @@ def test_mistakes_page_judges_older_episodes_or_says_why_not(filled_env, filled)
     (error,) = at.error
     assert "the game file changed since the run was played" in error.value
     assert mistake_report(Store(filled.path), filled.llm_run).unjudged == 1
+
+
+def _sae_folder(tmp_path: Path) -> Path:
+    """A small SAE folder with a feature table: feature 2 labelled by in(knife, I)."""
+    from explainers.sae.labels import FeatureLabel, save_labels
+    from explainers.sae.model import SAEInfo, SparseAutoencoder
+
+    folder = tmp_path / "sae"
+    SparseAutoencoder(8, 4, 2).save(folder, SAEInfo(model={"base": "tiny-llama"}, layer=1))
+    context = {"text": 0, "position": 3, "activation": 2.5, "token": " knife"}
+    table = [
+        FeatureLabel(0, 0.1, 1.0, "at(P, kitchen)", 0.7, [], [("at(P, kitchen)", 0.7)]),
+        FeatureLabel(1, 0.0, 0.0),
+        FeatureLabel(
+            2,
+            0.05,
+            2.0,
+            "in(knife, I)",
+            0.97,
+            [{**context, "before": "You carry a", "after": " and a"}],
+            [("in(knife, I)", 0.97), ("on(knife, table)", 0.2)],
+        ),
+        FeatureLabel(3, 0.2, 0.5, "open(fridge)", 0.96, [], [("open(fridge)", 0.96)]),
+    ]
+    save_labels(folder, table, {"pool": "last", "labelled_features": 2, "labelled_facts": 2})
+    return folder
+
+
+def test_features_page_browses_an_sae_and_shows_a_decision_in_features(tmp_path, monkeypatch):
+    from explainers.explanation import Explanation
+
+    db = tmp_path / "sae.duckdb"
+    store = Store(db)
+    store.migrate()
+    folder = _sae_folder(tmp_path)
+    exp = Explanation(
+        method="sae",
+        category="attribution",
+        model="tiny-llama",
+        input_text="take knife",
+        input_tokens=["take", " knife"],
+        target_tokens=["choice of 'take knife'"],
+        scores=np.array([[0.0, 0.4]]),
+        params={"sae": str(folder), "steps": 16, "ablate": 2},
+        expected=[0.4],
+        delta=[0.0],
+        extras={
+            "sae_layer": 1,
+            "error_mass": 0.1,
+            "completeness_error": 0.001,
+            "features": [
+                {
+                    "feature": 2,
+                    "mass": 0.3,
+                    "fact": "in(knife, I)",
+                    "auroc": 0.97,
+                    "labelled": True,
+                    "activation": 2.5,
+                },
+                {
+                    "feature": 0,
+                    "mass": 0.0,
+                    "fact": "at(P, kitchen)",
+                    "auroc": 0.7,
+                    "labelled": False,
+                    "activation": 1.0,
+                },
+            ],
+            "ablations": [
+                {
+                    "feature": 2,
+                    "activation": 2.5,
+                    "delta": -1.2,
+                    "choice": "go east",
+                    "flipped": True,
+                }
+            ],
+        },
+    )
+    exp_id = explanations.save_explanation(store, exp.to_record())
+    monkeypatch.setenv("WORKBENCH_DB", str(db))
+    at = open_page("features")
+    assert at.selectbox(key="sae-folder").value == str(folder)
+    listed = frame(at, "best fact")
+    assert listed["feature"].tolist() == [2, 3]  # labelled only, best AUROC first
+    assert at.selectbox(key="sae-feature").value == 2
+    assert frame(at, "fact")["fact"].tolist() == ["in(knife, I)", "on(knife, table)"]
+    assert "[ knife]" in texts(at)
+    at.checkbox[0].uncheck().run()
+    assert frame(at, "best fact")["feature"].tolist() == [2, 3, 0, 1]
+    features = frame(at, "choice changes")
+    assert features["label"].tolist() == ["in(knife, I)", ""]
+    assert features["without it"].tolist()[0] == "go east"
+    assert at.selectbox(key="sae-exp").value == exp_id
+    assert htmls(at)  # the token heatmap
+
+
+def test_features_page_without_an_sae_names_the_command(tmp_path, monkeypatch):
+    db = tmp_path / "empty.duckdb"
+    Store(db).migrate()
+    monkeypatch.setenv("WORKBENCH_DB", str(db))
+    at = open_page("features")
+    hint = " ".join(i.value for i in at.info)
+    assert "workbench sae train" in hint and "--method sae" in hint
+    at = open_page("features", sae=str(tmp_path))
+    assert any("not an SAE folder" in w.value for w in at.warning)
