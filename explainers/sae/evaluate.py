@@ -10,6 +10,7 @@ training, each text's first position keeps its own state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -38,8 +39,10 @@ class SplicedLoss:
         gap = self.zero - self.clean
         return (self.zero - self.spliced) / gap if gap > 0 else float("nan")
 
-    def to_dict(self) -> dict[str, float]:
-        return {**asdict(self), "recovered": self.recovered}
+    def to_dict(self) -> dict[str, float | None]:
+        """As JSON: `recovered` is None where zero ablation does not raise the loss."""
+        recovered = self.recovered
+        return {**asdict(self), "recovered": None if math.isnan(recovered) else recovered}
 
 
 def spliced_loss(

@@ -94,7 +94,7 @@ def split_rows(acts: Activations, heldout: float, seed: int) -> tuple[np.ndarray
     """(training rows, held-out rows): a seeded `heldout` share of the texts is held out."""
     texts = np.unique(acts.text)
     if len(texts) < 2:
-        raise WorkbenchError("an SAE needs activations from at least 2 texts (one is held out)")
+        raise WorkbenchError("too few texts: an SAE needs at least 2 (some are held out)")
     rng = np.random.default_rng(seed)
     n_held = max(1, round(len(texts) * heldout))
     held = np.zeros(len(acts.tokens), bool)

@@ -17,28 +17,14 @@ pytestmark = pytest.mark.slow  # compiles and plays games
 
 
 @pytest.fixture(scope="module")
-def played(tmp_path_factory, level1_games, tiny_causal):
-    """(store, concept): run "c" of 24 decisions, and a fact that held in some of them."""
-    from agents.runner import play
-    from workbench.llm.local import LocalLLM
-    from workbench.store import Store
-
-    store = Store(tmp_path_factory.mktemp("concepts") / "c.duckdb")
-    play(
-        level1_games,
-        "llm",
-        llm=LocalLLM(tiny_causal),
-        max_steps=12,
-        store=store,
-        run_name="c",
-        workers=0,
-    )
-    items = run_decisions(store, "c", tiny_causal)
+def played(played_run, tiny_causal):
+    """(store, concept): run "c", and a fact that held in some of its decisions."""
+    items = run_decisions(played_run, "c", tiny_causal)
     counts = Counter(f for item in items for f in set(item.facts))
     n = len(items)
     varying = sorted(f for f, k in counts.items() if 5 <= k <= n - 5)
     assert varying, f"no fact varies enough over {n} decisions"
-    return store, varying[0]
+    return played_run, varying[0]
 
 
 def test_tcav_over_a_run_is_stored_and_reproducible(played, tiny_causal):
