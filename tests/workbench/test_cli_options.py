@@ -117,6 +117,14 @@ SELECT = {
         },
         {"episodes": ["--games", "1"], "decisions": []},
     ),
+    "sae train": (
+        ["--layer", "1", "--out", "{dir}/sae"],
+        {
+            "runs": ["--runs", "r"],
+            "dataset": ["--dataset", MISSING],
+            "both": ["--runs", "r", "--dataset", MISSING],
+        },
+    ),
     "tips merge": (["--run", "r"], BACKEND),
     "experiment introspective-tips": (["--train", "{dir}", "--test", "{dir}"], BACKEND),
 }
@@ -131,6 +139,11 @@ SELECTORS = {
     "patch": ("corrupt", "noise_tokens"),
     "steer": ("direction_file", "source"),
 }
+
+
+# Options that add a source to one another (`sae train --runs R --dataset F` reads both):
+# given in the other's mode, they select the mode that reads both, which is tested on its own.
+COMBINED = {"sae train": ("runs", "dataset")}
 
 
 def mode_args(path: str) -> dict[object, list[str]]:
@@ -216,7 +229,7 @@ def test_an_option_a_mode_does_not_read_is_refused(path, tmp_path, capsys, no_mo
         args = [a.replace("{dir}", str(tmp_path)) for a in args]
         mode = TABLES[path][key]
         for name, option in options(command).items():
-            if name in mode.uses:
+            if name in mode.uses or name in COMBINED.get(path, ()):
                 continue
             flag = max(option.opts, key=len)
             if name in SELECTORS.get(path, ()):  # it selects another mode: a conflict

@@ -344,8 +344,9 @@ SAE_TRAIN = modes(
     {
         "runs": Facet("--runs", ("runs", "max_decisions", "db")),
         "dataset": Facet("--dataset", ("dataset",)),
+        "both": Facet("--runs --dataset", ("runs", "max_decisions", "db", "dataset")),
     },
-    why={"max_decisions": "give --runs", "db": "give --runs (the data set is a file)"},
+    why={"max_decisions": "give --runs", "db": "give --runs"},
 )
 SAE_FEATURES = single("sae features", "sae", "fact", "search", "labelled", "limit", "fmt")
 SAE_ABLATE = single(

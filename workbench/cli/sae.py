@@ -44,14 +44,18 @@ def train(
         None, "--runs", help="Play runs whose prompts are read (R1,R2); their facts label."
     ),
     dataset: Path | None = typer.Option(
-        None, "--dataset", help="JSONL of {text (or prompt), facts (optional)} instead."
+        None, "--dataset", help="JSONL of {text (or prompt), facts (optional)}, also or instead."
     ),
     width: int = typer.Option(0, "--width", min=0, help="Features (0: 8 x the stream's width)."),
     k: int = typer.Option(32, "--k", min=1, help="Active features per token (TopK)."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the activations."),
+    epochs: float = typer.Option(
+        1.0, "--epochs", min=0.01, max=100.0, help="Passes over the activations."
+    ),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="Activations a step."),
     lr: float = typer.Option(0.0, "--lr", min=0.0, help="Adam's rate (0: scaled with width)."),
-    heldout: float = typer.Option(0.1, "--heldout", help="Share of texts held out."),
+    heldout: float = typer.Option(
+        0.1, "--heldout", min=0.01, max=0.49, help="Share of texts held out."
+    ),
     pool: str = typer.Option(
         "last", "--pool", help="A text's feature value for labels: last (decision token) or max."
     ),
@@ -66,16 +70,16 @@ def train(
     db: Path | None = DbOption,
     gpus: int | None = GpusOption,
 ) -> None:
-    """Train a TopK SAE on a layer's residual stream over agent prompts or a data set.
+    """Train a TopK SAE on a layer's residual stream over agent prompts and/or a data set.
 
     Reports the held-out fraction of variance unexplained, L0, dead features, the spliced-in
     loss against zero ablation, and how many features a game fact labels (AUROC >= 0.95).
 
     Example: workbench sae train --layer 15 --runs valid-ft --k 32 --out saes/l15
     """
-    if (runs is None) == (dataset is None):
-        raise WorkbenchError("give --runs or --dataset (one of them)")
-    refuse_unused(ctx, SAE_TRAIN["runs" if runs else "dataset"])
+    if runs is None and dataset is None:
+        raise WorkbenchError("give --runs, --dataset or both")
+    refuse_unused(ctx, SAE_TRAIN["both" if runs and dataset else "runs" if runs else "dataset"])
     from agents.sae import check_out, dataset_texts, run_texts, train_on_texts
     from explainers.sae.labels import check_pool
     from explainers.sae.train import TrainConfig
@@ -85,6 +89,8 @@ def train(
     config = TrainConfig(
         width=width, k=k, epochs=epochs, batch_size=batch_size, lr=lr, heldout=heldout, seed=seed
     )
+    texts = dataset_texts(dataset) if dataset is not None else []
+    sources = [str(dataset.resolve())] if dataset is not None else []
     if runs is not None:
         names = [r.strip() for r in runs.split(",") if r.strip()]
         if not names:
@@ -93,18 +99,16 @@ def train(
             names[0], model, adapter, device, dtype, gpus, db, names, save=False
         )
         with progress("reading the runs' prompts") as update:
-            texts = run_texts(store, names, lm, max_decisions)
+            texts = run_texts(store, names, lm, max_decisions) + texts
             update(1, 1)
-        source = "runs " + ",".join(names)
+        sources.insert(0, "runs " + ",".join(names))
     else:
         from workbench.cli import launch
         from workbench.models import load_model
 
-        assert dataset is not None
-        texts = dataset_texts(dataset)
         launch.start(gpus, device)
         lm = load_model(model, device=device, dtype=dtype, progress=True, adapter=adapter)
-        source = str(dataset.resolve())
+    source = "; ".join(sources)
     with progress("reading activations") as update:
         result = train_on_texts(
             lm,
