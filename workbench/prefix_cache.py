@@ -130,3 +130,22 @@ def verdict(model: torch.nn.Module, check: str, run: Callable[[], bool]) -> bool
 def failed(model: torch.nn.Module, check: str) -> bool:
     """Whether `model` already failed the check named `check` (not run yet: False)."""
     return _VERDICTS.get(model, {}).get(check) is False
+
+
+def padded_batch(
+    sequences: list[list[int]], pad: int, shared: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token sequences as one right-padded batch: (input ids [B, W], attention mask).
+
+    With `shared` > 0 the sequences continue a cached prefix of that many tokens: the ids
+    are each sequence's tokens after it, and the mask [B, shared + W] covers the prefix too
+    (with causal attention, right padding never changes a real position's state)."""
+    width = max(len(s) - shared for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for row, sequence in enumerate(sequences):
+        own = sequence[shared:]
+        input_ids[row, : len(own)] = torch.tensor(own, dtype=torch.long)
+        mask[row, shared : shared + len(own)] = 1
+    return input_ids, mask

@@ -19,7 +19,7 @@ from explainers.explainer import Progress
 from workbench.anatomy import model_anatomy, residuals, trunk
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.prefix_cache import compute_prefix
+from workbench.prefix_cache import compute_prefix, padded_batch
 
 
 class Example(Protocol):
@@ -136,13 +136,7 @@ def _common_length(a: list[int], b: list[int]) -> int:
 def _plain_batch(
     lm: LoadedModel, ids: list[list[int]], positions: list[int], batch: list[int], layers: list[int]
 ) -> torch.Tensor:
-    pad = lm.tokenizer.pad_token_id or 0
-    width = max(len(ids[i]) for i in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, i in enumerate(batch):
-        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-        mask[row, : len(ids[i])] = 1
+    input_ids, mask = padded_batch([ids[i] for i in batch], lm.tokenizer.pad_token_id or 0)
     states = residuals(lm, layers, input_ids=input_ids, attention_mask=mask)
     at = torch.tensor([positions[i] for i in batch], device=lm.device)
     rows = torch.arange(len(batch), device=lm.device)
@@ -165,14 +159,7 @@ def _suffix_batch(
     if prefix is None:
         return None
     pad = lm.tokenizer.pad_token_id or 0
-    width = max(len(ids[i]) - shared for i in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for row, i in enumerate(batch):
-        suffix = ids[i][shared:]
-        input_ids[row, : len(suffix)] = torch.tensor(suffix)
-        mask[row, shared : shared + len(suffix)] = 1
+    input_ids, mask = padded_batch([ids[i] for i in batch], pad, shared)
     cache = prefix.for_batch(len(batch))
     states = residuals(lm, layers, input_ids=input_ids, attention_mask=mask, cache=cache)
     at = torch.tensor([positions[i] - shared for i in batch], device=lm.device)

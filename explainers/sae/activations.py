@@ -28,7 +28,7 @@ from workbench import distributed
 from workbench.anatomy import Hooks, capture, model_anatomy, trunk
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.prefix_cache import compute_prefix
+from workbench.prefix_cache import compute_prefix, padded_batch
 
 MIN_SHARED_PREFIX = 32  # tokens; shorter common beginnings are not worth a cache
 
@@ -173,13 +173,7 @@ def _rows(
 
 
 def _plain(lm: LoadedModel, name: str, ids: list[list[int]], batch: list[int]) -> Part:
-    pad = lm.tokenizer.pad_token_id or 0
-    width = max(len(ids[i]) for i in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, i in enumerate(batch):
-        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-        mask[row, : len(ids[i])] = 1
+    input_ids, mask = padded_batch([ids[i] for i in batch], lm.tokenizer.pad_token_id or 0)
     states = capture(lm, [name], input_ids=input_ids, attention_mask=mask).activations[name]
     return _rows(states, batch, ids, 0)
 
@@ -206,14 +200,7 @@ def _group(
     pad = lm.tokenizer.pad_token_id or 0
     for k in range(0, len(members), batch_size):
         batch = members[k : k + batch_size]
-        width = max(len(ids[i]) - shared for i in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for row, i in enumerate(batch):
-            suffix = ids[i][shared:]
-            input_ids[row, : len(suffix)] = torch.tensor(suffix)
-            mask[row, shared : shared + len(suffix)] = 1
+        input_ids, mask = padded_batch([ids[i] for i in batch], pad, shared)
         states = capture(
             lm, [name], input_ids=input_ids, attention_mask=mask, cache=prefix.for_batch(len(batch))
         ).activations[name]

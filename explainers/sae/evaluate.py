@@ -23,6 +23,7 @@ from explainers.sae.model import SparseAutoencoder
 from workbench.anatomy import Hooks
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
+from workbench.prefix_cache import padded_batch
 
 
 @dataclass
@@ -71,12 +72,7 @@ def spliced_loss(
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     for k in range(0, len(order), batch_size):
         batch = [ids[i] for i in order[k : k + batch_size]]
-        width = max(len(t) for t in batch)
-        input_ids = torch.full((len(batch), width), lm.tokenizer.pad_token_id or 0)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, t in enumerate(batch):
-            input_ids[row, : len(t)] = torch.tensor(t)
-            mask[row, : len(t)] = 1
+        input_ids, mask = padded_batch(batch, lm.tokenizer.pad_token_id or 0)
         input_ids, mask = input_ids.to(lm.device), mask.to(lm.device)
         real = mask[:, 1:].bool()
         for name, edit in edits.items():

@@ -40,6 +40,21 @@ def level1_games(tmp_path_factory) -> list:
 
 
 @pytest.fixture(scope="session")
+def real_models():
+    """(path, the default model in float32 on the CPU, and on CUDA at `--dtype auto`): the
+    real weights, from $WORKBENCH_TEST_MODEL (its .gguf or folder)."""
+    path = os.environ.get("WORKBENCH_TEST_MODEL")
+    if not path:
+        pytest.skip("set WORKBENCH_TEST_MODEL to the default model (.gguf or folder)")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from workbench.models import load_model
+
+    cpu = load_model(path, device="cpu", dtype="float32")
+    return path, cpu, load_model(path, device="cuda", dtype="auto")
+
+
+@pytest.fixture(scope="session")
 def two_gpus():
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two GPUs")

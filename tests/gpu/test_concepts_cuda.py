@@ -8,11 +8,8 @@ within the thresholds used for the other methods (r >= 0.99, the same choices)."
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
 
 from agents.concepts import state_features
 from explainers.choice import prepare_choice
@@ -47,16 +44,9 @@ STATES = [kitchen(r, t, c) for r in ROOMS for t in THINGS for c in (True, False)
 
 
 @pytest.fixture(scope="module")
-def models():
-    path = os.environ.get("WORKBENCH_TEST_MODEL")
-    if not path:
-        pytest.skip("set WORKBENCH_TEST_MODEL to the default model (.gguf or folder)")
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    from workbench.models import load_model
-
-    cpu = load_model(path, device="cpu", dtype="float32")
-    return cpu, load_model(path, device="cuda", dtype="auto")
+def models(real_models):
+    _, cpu, gpu = real_models
+    return cpu, gpu
 
 
 def chat(lm, text: str) -> str:

@@ -9,11 +9,8 @@ complete (within 1%) and agree with the CPU's masses (r >= 0.99)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
 
 from explainers.choice import prepare_choice
 from explainers.sae.activations import collect_activations
@@ -26,16 +23,9 @@ LAYER = 15
 
 
 @pytest.fixture(scope="module")
-def models():
-    path = os.environ.get("WORKBENCH_TEST_MODEL")
-    if not path:
-        pytest.skip("set WORKBENCH_TEST_MODEL to the default model (.gguf or folder)")
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    from workbench.models import load_model
-
-    cpu = load_model(path, device="cpu", dtype="float32")
-    return cpu, load_model(path, device="cuda", dtype="auto"), path
+def models(real_models):
+    path, cpu, gpu = real_models
+    return cpu, gpu, path
 
 
 @pytest.fixture(scope="module")
