@@ -105,10 +105,13 @@ def collect_activations(
         parts = gathered or []
     if not parts:
         return Activations(torch.zeros((0, 0)), np.zeros(0, np.int64), np.zeros(0, np.int64), ids)
-    values = torch.cat([p[0] for p in parts])
-    return Activations(
-        values, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]), ids
-    )
+    # Rows in (text, position) order, however the texts were grouped or split over ranks:
+    # the same texts give the same rows, so the same seed trains the same SAE anywhere.
+    text = np.concatenate([p[1] for p in parts])
+    position = np.concatenate([p[2] for p in parts])
+    order = np.lexsort((position, text))
+    values = torch.cat([p[0] for p in parts])[torch.from_numpy(order)]
+    return Activations(values, text[order], position[order], ids)
 
 
 def prefix_groups(ids: list[list[int]]) -> list[tuple[list[int], int]]:

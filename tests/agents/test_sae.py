@@ -166,3 +166,32 @@ def test_bad_feature_and_ablation_input_gets_one_line(trained, tiny_model_dir, t
         "--model", str(tiny_model_dir), "--db", str(store.path),
     )  # fmt: skip
     assert code == 1 and "not an empty folder" in err
+
+
+def test_training_on_two_ranks_gives_what_one_process_gives(
+    played_run, tiny_model_dir, tmp_path, capsys
+):
+    from tests.gpu.launch import torchrun
+
+    args = ["sae", "train", "--layer", "1", "--runs", "c", *FIT, "--model", str(tiny_model_dir)]
+    args += [
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--db",
+        str(played_run.path),
+        "--format",
+        "json",
+    ]
+    code, out, err = run_inprocess(capsys, *args, "--out", str(tmp_path / "one"))
+    assert code == 0, err
+    one = json.loads(out)
+    two = torchrun(*args, "--out", str(tmp_path / "two"), env={"CUDA_VISIBLE_DEVICES": ""})
+    assert two.returncode == 0, two.stderr
+    got = json.loads(two.stdout)  # rank 0 alone prints and saves
+    assert got["rows"] == one["rows"] and got["texts"] == one["texts"]
+    assert got["report"]["fvu"] == pytest.approx(one["report"]["fvu"], rel=0.05)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one").iterdir()
+    )
