@@ -142,7 +142,7 @@ def train_on_texts(
     *,
     dataset: str = "",
     batch_size: int = 8,
-    spliced_texts: int = 64,
+    spliced_texts: int = 32,
     pool: str = "last",
     progress: Progress | None = None,
 ) -> SAETraining | None:
@@ -195,6 +195,71 @@ def train_on_texts(
         top_labelled=[_brief(f) for f in _best_per_fact(labelled)],
     )
     _save(folder, sae, info, table, result, pool)
+    return result
+
+
+@dataclass
+class Relabelling:
+    """An SAE's features labelled anew: how many a fact labels, over which texts."""
+
+    folder: str
+    texts: int
+    rows: int
+    pool: str
+    labelled_features: int
+    labelled_facts: int
+    scored_facts: int
+    top_labelled: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def relabel(
+    lm: LoadedModel,
+    folder: str | Path,
+    texts: Sequence[SAEText],
+    *,
+    pool: str = "last",
+    batch_size: int = 8,
+    progress: Progress | None = None,
+) -> Relabelling | None:
+    """Label a trained SAE's features anew on `texts` and their facts (other runs, or the
+    other `pool`), replacing its `features.json`. Under torchrun rank 0 labels (the others
+    get None)."""
+    from explainers.sae.labels import check_pool
+    from explainers.sae.model import load_sae
+
+    check_pool(pool)
+    sae, info = load_sae(folder)
+    check_sae_for(info, sae, lm.identity.to_dict(), int(lm.embeddings.weight.shape[-1]))
+    if not any(t.facts for t in texts):
+        raise WorkbenchError("no text has facts to label the features by")
+    step = _phase(progress)
+    acts = collect_activations(
+        lm, [t.text for t in texts], info.layer, batch_size, step("reading activations")
+    )
+    if not distributed.is_main():
+        return None
+    table = label_features(sae, acts, [t.facts for t in texts], lm.tokenizer, pool=pool)
+    labelled = [f for f in table if f.labelled]
+    result = Relabelling(
+        folder=str(Path(folder).resolve()),
+        texts=len(texts),
+        rows=len(acts),
+        pool=pool,
+        labelled_features=len(labelled),
+        labelled_facts=distinct_labelled(table),
+        scored_facts=len({f.fact for f in table if f.fact is not None}),
+        top_labelled=[_brief(f) for f in _best_per_fact(labelled)],
+    )
+    summary = {
+        "pool": pool,
+        "labelled_features": result.labelled_features,
+        "labelled_facts": result.labelled_facts,
+        "scored_facts": result.scored_facts,
+    }
+    save_labels(folder, table, summary)
     return result
 
 

@@ -348,6 +348,19 @@ SAE_TRAIN = modes(
     },
     why={"max_decisions": "give --runs", "db": "give --runs"},
 )
+SAE_LABEL = single(
+    "sae label",
+    "sae",
+    "runs",
+    "pool",
+    "max_decisions",
+    "read_batch",
+    "fmt",
+    *LOCAL,
+    "adapter",
+    "db",
+    "gpus",
+)
 SAE_FEATURES = single("sae features", "sae", "fact", "search", "labelled", "limit", "fmt")
 SAE_ABLATE = single(
     "sae ablate", "sae", "run", "steps", "max_decisions", "seed", "fmt", *LOCAL, "adapter", "db"
@@ -383,6 +396,7 @@ TABLES: dict[str, dict] = {
     "mistakes": MISTAKES,
     "tcav": TCAV,
     "sae train": SAE_TRAIN,
+    "sae label": SAE_LABEL,
     "sae features": SAE_FEATURES,
     "sae ablate": SAE_ABLATE,
     "steer": STEER,

@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench.cli.concepts import start_on_runs
-from workbench.cli.modes import ONLY, SAE_ABLATE, SAE_FEATURES, SAE_TRAIN, refuse_unused
+from workbench.cli.modes import (
+    ONLY,
+    SAE_ABLATE,
+    SAE_FEATURES,
+    SAE_LABEL,
+    SAE_TRAIN,
+    refuse_unused,
+)
 from workbench.cli.options import (
     AdapterOption,
     DbOption,
@@ -28,7 +35,7 @@ from workbench.cli.options import (
 from workbench.cli.render import progress, write_json
 from workbench.errors import WorkbenchError
 
-app = command_group("Sparse-autoencoder features: train, list and search, ablate.")
+app = command_group("Sparse-autoencoder features: train, label, list and search, ablate.")
 SaeOption = typer.Option(..., "--sae", help="An SAE folder (from workbench sae train).")
 MaxDecisionsOption = typer.Option(
     None, "--max-decisions", min=1, help="Read only each run's first N decisions."
@@ -142,6 +149,59 @@ def train(
     console.print(
         f"labelled features: {result.labelled_features} for {result.labelled_facts} distinct "
         f"facts (of {result.scored_facts} scored)"
+    )
+    for f in result.top_labelled[:15]:
+        console.print(f"  feature {f['feature']}: {f['fact']} (AUROC {f['auroc']:.3f})")
+
+
+@app.command("label")
+def label(
+    ctx: typer.Context,
+    sae: Path = SaeOption,
+    runs: str = typer.Option(..., "--runs", help="Play runs whose prompts and facts label."),
+    pool: str = typer.Option(
+        "last", "--pool", help="A text's feature value: last (decision token) or max."
+    ),
+    max_decisions: int | None = MaxDecisionsOption,
+    read_batch: int = typer.Option(8, "--read-batch", min=1, help="Texts a forward."),
+    fmt: TableFormat = TableFormatOption,
+    model: str | None = ModelOption,
+    adapter: Path | None = AdapterOption,
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    db: Path | None = DbOption,
+    gpus: int | None = GpusOption,
+) -> None:
+    """Label a trained SAE's features anew by the facts of other runs, or with another
+    --pool (its features.json is replaced).
+
+    Example: workbench sae label --sae saes/l15 --runs valid-ft,train-ft --pool max
+    """
+    refuse_unused(ctx, SAE_LABEL[ONLY])
+    from agents.sae import relabel, run_texts
+    from explainers.sae.labels import check_pool
+    from explainers.sae.model import load_sae
+
+    check_pool(pool)
+    load_sae(sae)  # an SAE folder, before any model loads
+    names = [r.strip() for r in runs.split(",") if r.strip()]
+    if not names:
+        raise WorkbenchError("--runs names no run")
+    store, lm = start_on_runs(names[0], model, adapter, device, dtype, gpus, db, names, save=False)
+    with progress("reading the runs' prompts") as update:
+        texts = run_texts(store, names, lm, max_decisions)
+        update(1, 1)
+    with progress("reading activations") as update:
+        result = relabel(lm, sae, texts, pool=pool, batch_size=read_batch, progress=update)
+    if result is None:
+        return
+    if fmt == TableFormat.json:
+        write_json(result.to_dict())
+        return
+    console = Console()
+    console.print(
+        f"labelled features: {result.labelled_features} for {result.labelled_facts} distinct "
+        f"facts (of {result.scored_facts} scored), {result.texts} texts, pool {pool}"
     )
     for f in result.top_labelled[:15]:
         console.print(f"  feature {f['feature']}: {f['fact']} (AUROC {f['auroc']:.3f})")
