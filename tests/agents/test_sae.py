@@ -195,3 +195,27 @@ def test_training_on_two_ranks_gives_what_one_process_gives(
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir()
     )
+
+
+def test_label_relabels_an_sae_on_a_run_with_another_pool(
+    trained, tiny_model_dir, tmp_path, capsys
+):
+    import shutil
+
+    store, folder, _, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    common = ["--model", str(tiny_model_dir), "--db", str(store.path)]
+    code, out, err = run_inprocess(
+        capsys, "sae", "label", "--sae", str(copy), "--runs", "c", "--pool", "max",
+        "--format", "json", *common,
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    summary, table = load_labels(copy)
+    assert result["pool"] == summary["pool"] == "max"
+    assert summary["scored_facts"] == result["scored_facts"] > 0 and len(table) == 64
+    code, _, err = run_inprocess(
+        capsys, "sae", "label", "--sae", str(tmp_path), "--runs", "c", *common
+    )
+    assert code == 1 and "no cfg.json" in err
