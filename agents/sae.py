@@ -39,6 +39,7 @@ from explainers.sae.labels import (
     encode_rows,
     label_features,
     save_labels,
+    scored_facts,
 )
 from explainers.sae.model import SAEInfo, SparseAutoencoder, check_sae_for
 from explainers.sae.train import TrainConfig, TrainReport, split_rows, train_sae
@@ -191,7 +192,7 @@ def train_on_texts(
         extraction_seconds=extraction,
         labelled_features=len(labelled),
         labelled_facts=distinct_labelled(table),
-        scored_facts=len({f.fact for f in table if f.fact is not None}),
+        scored_facts=len(scored_facts([t.facts for t in texts])),
         top_labelled=[_brief(f) for f in _best_per_fact(labelled)],
     )
     _save(folder, sae, info, table, result, pool)
@@ -250,7 +251,7 @@ def relabel(
         pool=pool,
         labelled_features=len(labelled),
         labelled_facts=distinct_labelled(table),
-        scored_facts=len({f.fact for f in table if f.fact is not None}),
+        scored_facts=len(scored_facts([t.facts for t in texts])),
         top_labelled=[_brief(f) for f in _best_per_fact(labelled)],
     )
     summary = {

@@ -98,17 +98,26 @@ def text_values(code: SparseRows, acts: Activations, width: int, pool: str = "la
     return out.numpy()
 
 
+def scored_facts(
+    facts: Sequence[Sequence[str] | None], min_examples: int = MIN_EXAMPLES
+) -> list[str]:
+    """The facts that hold in at least `min_examples` of the texts with facts and fail in as
+    many: those an AUROC is computed for."""
+    known = [f for f in facts if f is not None]
+    counts: dict[str, int] = {}
+    for listed in known:
+        for fact in set(listed):
+            counts[fact] = counts.get(fact, 0) + 1
+    return sorted(f for f, c in counts.items() if min_examples <= c <= len(known) - min_examples)
+
+
 def fact_aurocs(
     values: np.ndarray, facts: Sequence[Sequence[str] | None], min_examples: int = MIN_EXAMPLES
 ) -> tuple[list[str], np.ndarray]:
     """(facts, [facts, features] AUROC) over the texts that have facts; a fact is scored
     when it held in at least `min_examples` of them and failed in as many."""
     known = [i for i, f in enumerate(facts) if f is not None]
-    counts: dict[str, int] = {}
-    for i in known:
-        for fact in set(facts[i] or ()):
-            counts[fact] = counts.get(fact, 0) + 1
-    names = sorted(f for f, c in counts.items() if min_examples <= c <= len(known) - min_examples)
+    names = scored_facts(facts, min_examples)
     if not names:
         return [], np.zeros((0, values.shape[1]))
     index = {f: j for j, f in enumerate(names)}
