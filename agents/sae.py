@@ -144,7 +144,7 @@ def train_on_texts(
     dataset: str = "",
     batch_size: int = 8,
     spliced_texts: int = 32,
-    pool: str = "last",
+    pool: str = "max",
     progress: Progress | None = None,
 ) -> SAETraining | None:
     """Read `layer`'s residual stream over `texts`, train an SAE on it, score it, label its
@@ -221,7 +221,7 @@ def relabel(
     folder: str | Path,
     texts: Sequence[SAEText],
     *,
-    pool: str = "last",
+    pool: str = "max",
     batch_size: int = 8,
     progress: Progress | None = None,
 ) -> Relabelling | None:

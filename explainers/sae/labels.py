@@ -1,12 +1,15 @@
 """Features labelled by the game: each feature's top contexts and its AUROC against every fact.
 
 A recorded agent prompt comes with the facts that were true when it was read ("in(knife,
-I)": the knife is carried). A feature's value for a text is its activation at the text's
-decision token (`pool="last"`, where the probes read) or its largest over the text
-(`"max"`); its AUROC for a fact is how well that value separates the texts where the fact
-held from those where it did not (1: perfectly, 0.5: not at all), computed for every
-feature and fact at once from the values' ranks (the Mann-Whitney statistic). A feature is
-*labelled* by its best fact when that AUROC is at least 0.95.
+I)": the knife is carried). A feature's value for a text is its largest activation over the
+text (`pool="max"`: features fire on tokens, the inventory line's " knife", wherever they
+are) or its activation at the decision token (`"last"`, where the probes read); its AUROC
+for a fact is how well that value separates the texts where the fact held from those where
+it did not (1: perfectly, 0.5: not at all), computed for every feature and fact at once
+from the values' ranks (the Mann-Whitney statistic). A feature is *labelled* by its best
+fact when that AUROC is at least 0.95. On the fine-tuned agent the decision token's
+features read the chat template and the choice at hand: one feature is labelled there,
+770 (71 facts) with the max (BENCHMARKS.md).
 
     >>> table = label_features(sae, acts, facts, tokenizer)           # doctest: +SKIP
     >>> [(f.feature, f.fact, f.auroc) for f in table if f.labelled][:3]
@@ -82,7 +85,7 @@ def encode_rows(sae: SparseAutoencoder, rows: torch.Tensor, chunk: int = 8192) -
     return SparseRows(torch.cat(values), torch.cat(indices))
 
 
-def text_values(code: SparseRows, acts: Activations, width: int, pool: str = "last") -> np.ndarray:
+def text_values(code: SparseRows, acts: Activations, width: int, pool: str = "max") -> np.ndarray:
     """[texts, width]: each text's feature values, at its last token or the largest."""
     check_pool(pool)
     out = torch.zeros((len(acts.tokens), width))
@@ -138,7 +141,7 @@ def label_features(
     acts: Activations,
     facts: Sequence[Sequence[str] | None],
     tokenizer: Any,
-    pool: str = "last",
+    pool: str = "max",
     top_n: int = 5,
     code: SparseRows | None = None,
 ) -> list[FeatureLabel]:

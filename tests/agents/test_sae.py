@@ -207,13 +207,13 @@ def test_label_relabels_an_sae_on_a_run_with_another_pool(
     shutil.copytree(folder, copy)
     common = ["--model", str(tiny_model_dir), "--db", str(store.path)]
     code, out, err = run_inprocess(
-        capsys, "sae", "label", "--sae", str(copy), "--runs", "c", "--pool", "max",
+        capsys, "sae", "label", "--sae", str(copy), "--runs", "c", "--pool", "last",
         "--format", "json", *common,
     )  # fmt: skip
     assert code == 0, err
     result = json.loads(out)
     summary, table = load_labels(copy)
-    assert result["pool"] == summary["pool"] == "max"
+    assert result["pool"] == summary["pool"] == "last"
     assert summary["scored_facts"] == result["scored_facts"] > 0 and len(table) == 64
     code, _, err = run_inprocess(
         capsys, "sae", "label", "--sae", str(tmp_path), "--runs", "c", *common

@@ -64,7 +64,7 @@ def train(
         0.1, "--heldout", min=0.01, max=0.49, help="Share of texts held out."
     ),
     pool: str = typer.Option(
-        "last", "--pool", help="A text's feature value for labels: last (decision token) or max."
+        "max", "--pool", help="A text's feature value for labels: max (over it) or last token."
     ),
     max_decisions: int | None = MaxDecisionsOption,
     read_batch: int = typer.Option(8, "--read-batch", min=1, help="Texts a forward."),
@@ -160,7 +160,7 @@ def label(
     sae: Path = SaeOption,
     runs: str = typer.Option(..., "--runs", help="Play runs whose prompts and facts label."),
     pool: str = typer.Option(
-        "last", "--pool", help="A text's feature value: last (decision token) or max."
+        "max", "--pool", help="A text's feature value: max (over it) or last token."
     ),
     max_decisions: int | None = MaxDecisionsOption,
     read_batch: int = typer.Option(8, "--read-batch", min=1, help="Texts a forward."),
