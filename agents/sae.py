@@ -128,9 +128,9 @@ def check_out(out: str | Path) -> Path:
     """An SAE's folder: new, or an empty folder (never half-overwrites another SAE)."""
     path = Path(out)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise WorkbenchError(f"--out {str(path)!r} exists and is not an empty folder")
+        raise WorkbenchError(f"the SAE folder {str(path)!r} exists and is not an empty folder")
     if not path.parent.exists():
-        raise WorkbenchError(f"--out: the folder {str(path.parent)!r} does not exist")
+        raise WorkbenchError(f"the SAE folder's parent {str(path.parent)!r} does not exist")
     return path
 
 
@@ -181,7 +181,7 @@ def train_on_texts(
         dataset=dataset,
         report={**report.to_dict(), "spliced": spliced.to_dict()},
     )
-    labelled = [f for f in table if f.labelled]
+    summary = _label_summary(table, texts, pool)
     result = SAETraining(
         folder=str(folder.resolve()),
         info=info,
@@ -190,12 +190,9 @@ def train_on_texts(
         rows=len(acts),
         texts=len(texts),
         extraction_seconds=extraction,
-        labelled_features=len(labelled),
-        labelled_facts=distinct_labelled(table),
-        scored_facts=len(scored_facts([t.facts for t in texts])),
-        top_labelled=[_brief(f) for f in _best_per_fact(labelled)],
+        **{k: v for k, v in summary.items() if k != "pool"},
     )
-    _save(folder, sae, info, table, result, pool)
+    _save(folder, sae, info, table, summary)
     return result
 
 
@@ -243,31 +240,31 @@ def relabel(
     if not distributed.is_main():
         return None
     table = label_features(sae, acts, [t.facts for t in texts], lm.tokenizer, pool=pool)
-    labelled = [f for f in table if f.labelled]
-    result = Relabelling(
-        folder=str(Path(folder).resolve()),
-        texts=len(texts),
-        rows=len(acts),
-        pool=pool,
-        labelled_features=len(labelled),
-        labelled_facts=distinct_labelled(table),
-        scored_facts=len(scored_facts([t.facts for t in texts])),
-        top_labelled=[_brief(f) for f in _best_per_fact(labelled)],
-    )
-    summary = {
-        "pool": pool,
-        "labelled_features": result.labelled_features,
-        "labelled_facts": result.labelled_facts,
-        "scored_facts": result.scored_facts,
-    }
+    summary = _label_summary(table, texts, pool)
     save_labels(folder, table, summary)
-    return result
+    return Relabelling(
+        folder=str(Path(folder).resolve()), texts=len(texts), rows=len(acts), **summary
+    )
 
 
 def _phase(progress: Progress | None) -> Callable[[str], Callable[[int, int], None] | None]:
     if progress is None:
         return lambda _: None
     return lambda name: lambda done, total: progress(done, total, description=name)
+
+
+def _label_summary(
+    table: list[FeatureLabel], texts: Sequence[SAEText], pool: str
+) -> dict[str, Any]:
+    """How many features a fact labels, of how many facts scored, and the best per fact."""
+    labelled = [f for f in table if f.labelled]
+    return {
+        "pool": pool,
+        "labelled_features": len(labelled),
+        "labelled_facts": distinct_labelled(table),
+        "scored_facts": len(scored_facts([t.facts for t in texts])),
+        "top_labelled": [_brief(f) for f in _best_per_fact(labelled)],
+    }
 
 
 def _best_per_fact(labelled: list[FeatureLabel]) -> list[FeatureLabel]:
@@ -287,20 +284,13 @@ def _save(
     sae: SparseAutoencoder,
     info: SAEInfo,
     table: list[FeatureLabel],
-    result: SAETraining,
-    pool: str,
+    summary: dict[str, Any],
 ) -> None:
     """Everything is written in a temporary folder beside `folder`, then moved into place:
     a failure leaves no half-written SAE."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         sae.save(tmp, info)
-        summary = {
-            "pool": pool,
-            "labelled_features": result.labelled_features,
-            "labelled_facts": result.labelled_facts,
-            "scored_facts": result.scored_facts,
-        }
         save_labels(tmp, table, summary)
         if folder.exists():
             folder.rmdir()  # empty (check_out)

@@ -149,3 +149,12 @@ def padded_batch(
         input_ids[row, : len(own)] = torch.tensor(own, dtype=torch.long)
         mask[row, shared : shared + len(own)] = 1
     return input_ids, mask
+
+
+def common_length(a: list[int], b: list[int]) -> int:
+    """How many tokens two sequences share from their start."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

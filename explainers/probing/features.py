@@ -19,7 +19,7 @@ from explainers.explainer import Progress
 from workbench.anatomy import model_anatomy, residuals, trunk
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.prefix_cache import compute_prefix, padded_batch
+from workbench.prefix_cache import common_length, compute_prefix, padded_batch
 
 
 class Example(Protocol):
@@ -111,7 +111,7 @@ def _prefix_runs(
         need = max(MIN_SHARED_PREFIX, len(first) // 2)
         j = k + 1
         while j < len(order):
-            common = _common_length(first, ids[order[j]])
+            common = common_length(first, ids[order[j]])
             if common < need:
                 break
             shared = min(shared, common, positions[order[j]])
@@ -123,14 +123,6 @@ def _prefix_runs(
             plain.extend(run)
         k = j
     return runs, plain
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def _plain_batch(

@@ -28,7 +28,7 @@ from workbench import distributed
 from workbench.anatomy import Hooks, capture, model_anatomy, trunk
 from workbench.errors import WorkbenchError
 from workbench.models import LoadedModel
-from workbench.prefix_cache import compute_prefix, padded_batch
+from workbench.prefix_cache import common_length, compute_prefix, padded_batch
 
 MIN_SHARED_PREFIX = 32  # tokens; shorter common beginnings are not worth a cache
 
@@ -128,7 +128,7 @@ def prefix_groups(ids: list[list[int]]) -> list[tuple[list[int], int]]:
         members, shared = [order[k]], len(first) - 1
         j = k + 1
         while j < len(order):
-            common = _common_length(first, ids[order[j]])
+            common = common_length(first, ids[order[j]])
             if common < MIN_SHARED_PREFIX:
                 break
             shared = min(shared, common, len(ids[order[j]]) - 1)
@@ -140,14 +140,6 @@ def prefix_groups(ids: list[list[int]]) -> list[tuple[list[int], int]]:
             groups.extend(([i], 0) for i in members)
         k = j
     return groups
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 Part = tuple[torch.Tensor, np.ndarray, np.ndarray]

@@ -124,11 +124,17 @@ def test_margin_is_chosen_minus_runner_up(tiny_causal):
     assert float(margin.row_values()[0]) == pytest.approx(float(scores[2] - others.max()), abs=1e-5)
 
 
-def test_every_attribution_method_takes_a_choice(tiny_causal):
+def test_every_attribution_method_takes_a_choice(tiny_causal, tmp_path):
+    from explainers.sae.model import SAEInfo, SparseAutoencoder
+
+    sae = SparseAutoencoder(32, 64, 4).save(
+        tmp_path / "sae", SAEInfo(model=tiny_causal.identity.to_dict(), layer=1)
+    )
     for name, cls in sorted(known_methods().items()):
         if cls.category != "attribution":
             continue
         small = {"ig": {"steps": 4}, "shap_partition": {"max_evals": 16}}
+        small["sae"] = {"sae": str(sae), "steps": 2, "ablate": 1}
         sampled = {"n_samples": 16} if name in ("lime", "kernel_shap", "gradient_shap") else {}
         params = small.get(name, sampled)
         exp = explain(tiny_causal, TEXT, name, candidates=CANDIDATES, **params)
